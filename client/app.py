@@ -1,0 +1,122 @@
+"""The site's ClientApp: feature statistics, DP training, and evaluation on the site's own held-out data.
+
+Every reply is built by client/outbox.py; per-patient values stay in this process and on the site's disk.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, Context, Message
+from flwr.clientapp import ClientApp
+
+from client import outbox
+from client.evaluation import evaluate_cohort
+from client.privacy import (
+    LedgerEntry,
+    PrivacyBudgetExceeded,
+    calibrate_noise,
+    check_budget,
+    default_delta,
+    load_ledger,
+    save_ledger,
+    steps_per_round,
+)
+from client.site import Site, open_site
+from client.training import LocalTrainingPlan, PrivacyPlan, train_locally
+from shared.config import RunConfig
+from shared.encoding import SurvivalGrid, encode_cohort
+from shared.harmonisation import summarise_site, to_metric_record_dict
+from shared.messages import read_instructions
+from shared.model import build_model
+
+
+def _model_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+
+def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
+    """A ClientApp; `overrides` stand in for the run configuration when the project's own command runs it."""
+    app = ClientApp()
+
+    def local_config(context: Context) -> RunConfig:
+        return RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
+
+    def site_of(context: Context) -> Site:
+        return open_site(context, local_config(context))
+
+    @app.query("feature_summary")
+    def feature_summary(message: Message, context: Context) -> Message:
+        """Sums, counts and coarse histograms of the training split: enough to standardise, no rows."""
+        site = site_of(context)
+        train = site.part("train")
+        if len(train) < site.min_cell_size:
+            return outbox.refusal(message, outbox.ERROR_DATA,
+                                  f"site {site.site_id}: fewer training patients than the minimum cell size")
+        summary = summarise_site(train, min_cell_size=site.min_cell_size)
+        metrics = to_metric_record_dict(summary)
+        return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size)
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        site = site_of(context)
+        plan, stats, server_round = read_instructions(message.content)
+        grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
+        cohort = encode_cohort(site.part("train"), stats, grid)
+        model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
+        model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+        privacy, ledger, ledger_path, planned = None, None, site.state_dir / "privacy_ledger.json", None
+        if plan.dp:
+            delta = site.target_delta or default_delta(len(cohort))
+            sample_rate, steps = steps_per_round(len(cohort), plan.batch_size, plan.local_epochs)
+            sigma = calibrate_noise(site.target_epsilon, delta, sample_rate, steps * plan.num_rounds)
+            ledger = load_ledger(ledger_path, delta)
+            planned = (sigma, sample_rate, steps)
+            try:
+                check_budget(ledger, site.target_epsilon, planned)
+            except PrivacyBudgetExceeded as refused:
+                return outbox.refusal(message, outbox.ERROR_BUDGET_EXHAUSTED, f"site {site.site_id}: {refused}")
+            privacy = PrivacyPlan(noise_multiplier=sigma, max_grad_norm=plan.max_grad_norm,
+                                  secure_mode=site.secure_mode)
+        local = LocalTrainingPlan(local_epochs=plan.local_epochs, batch_size=plan.batch_size,
+                                  learning_rate=plan.learning_rate,
+                                  proximal_mu=plan.proximal_mu if plan.strategy == "fedprox" else 0.0,
+                                  modality_dropout=plan.modality_dropout,
+                                  seed=plan.seed * 100_003 + server_round * 101 + zlib.crc32(site.site_id.encode()) % 97)
+        result = train_locally(model, cohort, local, privacy)
+        metrics: dict[str, float] = {"num-examples": len(cohort), "train-loss": result.mean_loss}
+        if ledger is not None and planned is not None:
+            ledger.entries.append(LedgerEntry(run_id=str(context.run_id), server_round=server_round,
+                                              noise_multiplier=planned[0], sample_rate=result.sample_rate,
+                                              steps=result.steps, epsilon_after=0.0))
+            ledger.entries[-1].epsilon_after = ledger.epsilon()
+            save_ledger(ledger, ledger_path)
+            metrics |= {"epsilon": ledger.entries[-1].epsilon_after, "epsilon-budget": site.target_epsilon,
+                        "delta": ledger.delta, "noise-multiplier": planned[0], "sample-rate": result.sample_rate,
+                        "steps": result.steps}
+        return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size,
+                            arrays=ArrayRecord(model.state_dict()), expected_arrays=_model_shapes(model))
+
+    @app.evaluate()
+    def evaluate(message: Message, context: Context) -> Message:
+        site = site_of(context)
+        plan, stats, _ = read_instructions(message.content)
+        split = str(message.content["config"].get("split", "validation"))
+        patients = site.part(split)
+        if len(patients) < site.min_cell_size:
+            return outbox.refusal(message, outbox.ERROR_DATA, f"site {site.site_id}: the {split} split is "
+                                  f"smaller than the minimum cell size; nothing can be reported")
+        grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
+        model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
+        model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+        figures = evaluate_cohort(model, patients, encode_cohort(patients, stats, grid), grid,
+                                  site.min_cell_size, prefix="test" if split == "test" else "val")
+        return outbox.reply(message, site_id=site.site_id, metrics=figures, min_cell_size=site.min_cell_size)
+
+    return app
+
+
+app = build_client_app()

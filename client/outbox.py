@@ -1,0 +1,72 @@
+"""The one place that builds every message a site sends, and refuses anything that could identify a patient.
+
+What may leave: the model's parameters, counts at or above the minimum cell size, aggregate metrics,
+privacy figures, the site's id, and aggregate feature statistics. Every value is a scalar (a list could
+carry per-patient values) and every key is on the allow-list below. tests/client/test_outbox.py runs a
+federation and checks what actually went over the wire.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+
+# keys whose value is a count of patients (or events): 0 (suppressed) or at least the minimum cell size
+COUNT_KEYS = re.compile(r"^(num-examples|n-[a-z0-9-]+|events-[a-z0-9-]+"  # evaluation counts
+                        r"|n:\w+|hist:\w+:\d+|cat:\w+:[\w .+-]+|site:n_patients)$")  # harmonisation counts
+# aggregate figures: metrics, privacy accounting, harmonisation sums (each guarded by its count)
+FIGURE_KEYS = re.compile(
+    r"^(train-loss|val-loss|test-loss|epsilon|epsilon-budget|delta|noise-multiplier|sample-rate|steps"
+    r"|(response-auc|response-brier|pfs-cindex|os-cindex)(-lower|-upper)?"
+    r"|(sum|sumsq):\w+|site:min_cell_size|site:grid_version)$")
+MODEL_ARRAYS_KEY = "arrays"
+SITE_KEY = "site"
+ERROR_BUDGET_EXHAUSTED = 4001
+ERROR_DATA = 4002
+
+
+class DisclosureError(RuntimeError):
+    """A site tried to send something that is not an allowed aggregate; nothing was sent."""
+
+
+def check_metrics(metrics: dict[str, float], min_cell_size: int) -> MetricRecord:
+    for key, value in metrics.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise DisclosureError(f"metric {key!r} is a {type(value).__name__}; only scalars may leave a site")
+        if not math.isfinite(float(value)):
+            raise DisclosureError(f"metric {key!r} is {value}; only finite figures may leave a site")
+        if COUNT_KEYS.match(key):
+            if 0 < value < min_cell_size:
+                raise DisclosureError(f"count {key!r}={value} is below the minimum cell size {min_cell_size}; "
+                                      f"suppress it before sending")
+        elif not FIGURE_KEYS.match(key):
+            raise DisclosureError(f"metric {key!r} is not on the outgoing allow-list (client/outbox.py)")
+        elif key.startswith(("sum:", "sumsq:")) and value != 0:
+            count = metrics.get("n:" + key.split(":", 1)[1], 0)
+            if count < min_cell_size:
+                raise DisclosureError(f"{key!r} rests on {count} patients, below the minimum cell size "
+                                      f"{min_cell_size}; suppress it before sending")
+    return MetricRecord(dict(metrics))
+
+
+def reply(to: Message, *, site_id: str, metrics: dict[str, float], min_cell_size: int,
+          arrays: ArrayRecord | None = None, expected_arrays: dict[str, tuple[int, ...]] | None = None) -> Message:
+    """A site's reply: model parameters (if any), aggregate metrics, and its site id — nothing else."""
+    content = RecordDict({"metrics": check_metrics(metrics, min_cell_size),
+                          SITE_KEY: ConfigRecord({"site-id": site_id})})
+    if arrays is not None:
+        if expected_arrays is None:
+            raise DisclosureError("model arrays can only be sent with the model's expected names and shapes")
+        shapes = {name: tuple(array.shape) for name, array in arrays.items()}
+        if shapes != expected_arrays:
+            unexpected = sorted(set(shapes.items()) ^ set(expected_arrays.items()))[:3]
+            raise DisclosureError(f"outgoing arrays do not match the model's parameters: {unexpected}")
+        content[MODEL_ARRAYS_KEY] = arrays
+    return Message(content=content, reply_to=to)
+
+
+def refusal(to: Message, code: int, reason: str) -> Message:
+    """Tell the coordinator why this site sits out (e.g. its privacy budget is spent)."""
+    return Message(Error(code=code, reason=reason), reply_to=to)

@@ -1,0 +1,82 @@
+"""Who this site is and what it holds: its data (validated), its deterministic splits, its privacy budget.
+
+Deployment: the SuperNode is started with `--node-config "site-config='/path/site.toml'"` and everything
+comes from that file. Simulation: `partition-id` picks one folder of the simulated cohort, and the run
+configuration plays the role of every simulated site's configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from flwr.app import Context
+
+from client.site_data import load_contract_csv, load_site_frame
+from shared.config import RunConfig, cohort_directory, run_directory
+from shared.site_config import SiteConfig
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Site:
+    site_id: str
+    patients: pd.DataFrame  # validated contract table; never leaves the site
+    split: np.ndarray  # "train" / "validation" / "test" per patient
+    target_epsilon: float
+    target_delta: float  # 0: decided from the training-set size
+    min_cell_size: int
+    secure_mode: bool
+    state_dir: Path  # the site's own disk: privacy ledger, per-patient outputs, its report
+
+    def part(self, name: str) -> pd.DataFrame:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; allowed: {', '.join(SPLITS)}")
+        return self.patients.loc[self.split == name].reset_index(drop=True)
+
+
+def assign_splits(patient_ids: pd.Series, seed: int, validation_fraction: float, test_fraction: float) -> np.ndarray:
+    """Deterministic, order-independent split: a patient's split depends only on its id and the seed."""
+    digests = [hashlib.sha256(f"{seed}:{pid}".encode()).digest()[:8] for pid in patient_ids.astype(str)]
+    uniform = np.array([int.from_bytes(d, "big") / 2**64 for d in digests])
+    return np.where(uniform < test_fraction, "test",
+                    np.where(uniform < test_fraction + validation_fraction, "validation", "train"))
+
+
+def simulated_site_dirs(config: RunConfig) -> list[Path]:
+    root = cohort_directory(config)
+    sites = sorted(p for p in root.iterdir() if (p / "patients.csv").is_file()) if root.is_dir() else []
+    if not sites:
+        raise FileNotFoundError(f"no simulated sites in {root} (expected <site>/patients.csv); "
+                                f"generate the default cohort with `oncofed-cohort --out {root}`")
+    return sites
+
+
+def open_site(context: Context, config: RunConfig) -> Site:
+    """This node's site, from its site configuration (deployment) or its partition id (simulation)."""
+    if "site-config" in context.node_config:
+        site_config = SiteConfig.from_file(Path(str(context.node_config["site-config"])))
+        patients = load_site_frame(site_config)
+        return Site(site_id=site_config.site_id, patients=patients,
+                    split=assign_splits(patients["patient_id"], config.seed, config.validation_fraction,
+                                        config.test_fraction),
+                    target_epsilon=site_config.target_epsilon, target_delta=site_config.target_delta or 0.0,
+                    min_cell_size=site_config.min_cell_size, secure_mode=config.secure_mode,
+                    state_dir=site_config.state_dir)
+    sites = simulated_site_dirs(config)
+    partition = int(context.node_config["partition-id"])
+    if partition >= len(sites):
+        raise ValueError(f"partition {partition} has no site: {len(sites)} sites in {cohort_directory(config)}; "
+                         f"run the simulation with num-supernodes = {len(sites)}")
+    folder = sites[partition]
+    patients = load_contract_csv(folder / "patients.csv")
+    return Site(site_id=folder.name, patients=patients,
+                split=assign_splits(patients["patient_id"], config.seed, config.validation_fraction,
+                                    config.test_fraction),
+                target_epsilon=config.target_epsilon, target_delta=config.target_delta,
+                min_cell_size=config.min_cell_size, secure_mode=config.secure_mode,
+                state_dir=run_directory(config, context.run_id) / "sites" / folder.name)

@@ -1,0 +1,86 @@
+"""Local training at a site: Opacus DP-SGD (Poisson sampling, per-sample clipping, calibrated noise)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from opacus import PrivacyEngine
+from torch.utils.data import DataLoader, TensorDataset
+
+from shared.encoding import NUM_INPUTS, EncodedCohort
+from shared.losses import batch_loss
+from shared.model import OncoFedNet
+
+
+@dataclass(frozen=True)
+class LocalTrainingPlan:
+    local_epochs: int
+    batch_size: int
+    learning_rate: float
+    proximal_mu: float
+    modality_dropout: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class PrivacyPlan:
+    noise_multiplier: float
+    max_grad_norm: float
+    secure_mode: bool
+
+
+@dataclass(frozen=True)
+class LocalTrainingResult:
+    mean_loss: float
+    steps: int
+    sample_rate: float
+
+
+def _drop_modalities(mask: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
+    """Hide present non-clinical modalities at random, per patient, so the model copes when they are absent."""
+    if rate <= 0:
+        return mask
+    keep = (torch.rand(mask.shape, generator=generator) >= rate).float()
+    keep[:, 0] = 1.0  # clinical is always present
+    return mask * keep
+
+
+def train_locally(model: OncoFedNet, cohort: EncodedCohort, plan: LocalTrainingPlan,
+                  privacy: PrivacyPlan | None) -> LocalTrainingResult:
+    """Train `model` in place for the plan's epochs; with `privacy`, every step is DP-SGD through Opacus."""
+    generator = torch.Generator().manual_seed(plan.seed)
+    loader = DataLoader(TensorDataset(*cohort.tensors()), batch_size=plan.batch_size, shuffle=True,
+                        generator=generator)
+    global_weights = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.Adam(model.parameters(), lr=plan.learning_rate)
+    trained: torch.nn.Module = model
+    if privacy is not None:
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")  # secure_mode is the site's choice
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")  # inputs need no grad
+        engine = PrivacyEngine(accountant="rdp", secure_mode=privacy.secure_mode)
+        trained, optimizer, loader = engine.make_private(
+            module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=privacy.noise_multiplier,
+            max_grad_norm=privacy.max_grad_norm, poisson_sampling=True,
+            noise_generator=None if privacy.secure_mode else torch.Generator().manual_seed(plan.seed + 1))
+    trained.train()
+    total, steps = 0.0, 0
+    for _ in range(plan.local_epochs):
+        for batch in loader:
+            inputs, targets = list(batch[:NUM_INPUTS]), batch[NUM_INPUTS:]
+            inputs[4] = _drop_modalities(inputs[4], plan.modality_dropout, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss = batch_loss(trained(*inputs), targets)
+            loss.backward()
+            optimizer.step()
+            if plan.proximal_mu > 0:  # FedProx as a decoupled proximal step: data-independent, no privacy cost
+                with torch.no_grad():
+                    for weight, anchor in zip(model.parameters(), global_weights, strict=True):
+                        weight.sub_(plan.learning_rate * plan.proximal_mu * (weight - anchor))
+            total += float(loss.detach()) * len(batch[0])
+            steps += 1
+    # the rate the accountant must be told: the Poisson loader's own (1 / batches per epoch)
+    sample_rate = float(getattr(loader, "sample_rate", min(1.0, plan.batch_size / len(cohort))))
+    return LocalTrainingResult(mean_loss=total / max(1, steps * plan.batch_size), steps=steps,
+                               sample_rate=sample_rate)

@@ -1,0 +1,29 @@
+"""The coordinator's ServerApp: reads the run configuration and runs the federation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from server.federation import run_federation
+from shared.config import RunConfig, run_directory
+
+
+def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
+    """A ServerApp; `overrides` replace `[tool.flwr.app.config]` values when the project's own command runs it."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        config = RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
+        run_dir = run_directory(config, context.run_id)
+        run_federation(grid, config, run_dir)
+        print(f"run directory: {run_dir}")
+
+    return app
+
+
+app = build_server_app()

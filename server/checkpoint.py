@@ -1,0 +1,59 @@
+"""Checkpoints after every round: the global model, the strategy's state, the feature scaling, the history.
+
+Written atomically (temporary file, then rename), so a coordinator killed mid-write resumes from the last
+complete round and never repeats or loses an aggregation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from shared.harmonisation import NormalisationStats
+
+
+class ServerState(BaseModel):
+    """What the coordinator needs to continue a run from the next round."""
+
+    completed_round: int
+    normalisation: NormalisationStats
+    history: list[dict]
+
+
+def _atomic_torch_save(payload: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
+    os.close(handle)
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+
+
+def save_checkpoint(run_dir: Path, state: ServerState, model_state: dict[str, torch.Tensor],
+                    strategy_state: dict[str, dict[str, np.ndarray]]) -> Path:
+    path = run_dir / "checkpoints" / f"round_{state.completed_round:03d}.pt"
+    payload = {
+        "server_state": state.model_dump_json(),
+        "model": {k: v.detach().cpu() for k, v in model_state.items()},
+        "strategy": {name: {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
+                     for name, arrays in strategy_state.items()},
+    }
+    _atomic_torch_save(payload, path)
+    _atomic_torch_save(payload, run_dir / "checkpoints" / "latest.pt")
+    return path
+
+
+def load_checkpoint(run_dir: Path) -> tuple[ServerState, dict[str, torch.Tensor], dict[str, dict[str, np.ndarray]]]:
+    path = run_dir / "checkpoints" / "latest.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot resume: no checkpoint at {path}; start a new run instead "
+                                f"(leave resume-from empty)")
+    payload = torch.load(path, weights_only=True)
+    state = ServerState.model_validate(json.loads(payload["server_state"]))
+    strategy = {name: {k: v.numpy() for k, v in arrays.items()} for name, arrays in payload["strategy"].items()}
+    return state, payload["model"], strategy

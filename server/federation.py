@@ -1,0 +1,209 @@
+"""The coordinator's round loop: harmonise features, train with a Flower strategy, evaluate every site.
+
+Written as an explicit loop over the strategy's configure/aggregate methods (rather than Strategy.start)
+so that every round is checkpointed, a run resumes at the next round, and each site's own figures are
+kept beside the weighted means.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from server.checkpoint import ServerState, load_checkpoint, save_checkpoint
+from server.strategies import build_strategy, restore_strategy_state, strategy_state
+from shared.config import RunConfig
+from shared.encoding import SurvivalGrid
+from shared.harmonisation import NormalisationStats, from_metric_record_dict, pool_summaries
+from shared.messages import NORMALISATION_KEY, instruction_records
+from shared.model import build_model
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class SiteReplies:
+    """Replies of one exchange, split into usable figures per site and sites that sat out (and why)."""
+
+    accepted: list[Message] = field(default_factory=list)
+    figures: dict[str, dict[str, float]] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+def _site_name(message: Message, names: dict[int, str]) -> str:
+    node = message.metadata.src_node_id
+    if not message.has_error() and "site" in message.content:
+        names[node] = str(message.content["site"]["site-id"])
+    return names.get(node, f"node-{node}")
+
+
+def _update_problem(arrays: ArrayRecord, reference: dict[str, np.ndarray]) -> str | None:
+    """Why an update cannot be aggregated (wrong shape, NaN/inf), or None."""
+    for name, expected in reference.items():
+        if name not in arrays:
+            return f"missing parameter {name}"
+        value = arrays[name].numpy()
+        if value.shape != expected.shape:
+            return f"parameter {name} has shape {value.shape}, expected {expected.shape}"
+        if not np.all(np.isfinite(value)):
+            return f"parameter {name} holds NaN or infinite values"
+    return None
+
+
+def collect(grid: Grid, messages: Iterable[Message], timeout: float, names: dict[int, str],
+            reference: dict[str, np.ndarray] | None = None) -> SiteReplies:
+    messages = list(messages)
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    result = SiteReplies()
+    answered = set()
+    for reply in replies:
+        site = _site_name(reply, names)
+        answered.add(reply.metadata.src_node_id)
+        if reply.has_error():
+            result.missing[site] = reply.error.reason or f"error code {reply.error.code}"
+            continue
+        if reference is not None:
+            problem = _update_problem(reply.content["arrays"], reference)
+            if problem:
+                result.missing[site] = f"update rejected: {problem}"
+                continue
+        result.accepted.append(reply)
+        result.figures[site] = {k: float(v) for k, v in reply.content["metrics"].items()}
+    for message in messages:
+        if message.metadata.dst_node_id not in answered:
+            site = names.get(message.metadata.dst_node_id, f"node-{message.metadata.dst_node_id}")
+            result.missing[site] = f"no reply within {timeout:.0f} s"
+    return result
+
+
+def weighted_means(figures: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Mean of each figure over the sites that report it, weighted by their patient counts."""
+    keys = {k for f in figures.values() for k in f if k != "num-examples"}
+    means = {}
+    for key in sorted(keys):
+        pairs = [(f[key], f.get("num-examples", 1.0)) for f in figures.values() if key in f]
+        means[key] = sum(v * w for v, w in pairs) / sum(w for _, w in pairs)
+    return means
+
+
+def _with_records(messages: Iterable[Message], records: dict[str, ConfigRecord]) -> list[Message]:
+    messages = list(messages)
+    for message in messages:
+        for key, record in records.items():
+            message.content[key] = record
+    return messages
+
+
+def harmonise(grid: Grid, config: RunConfig, names: dict[int, str]) -> NormalisationStats:
+    """Pool every site's feature sums and counts into one scaling; no row leaves a site."""
+    nodes = wait_for_sites(grid, config.min_sites, config.round_timeout_s)
+    query = [Message(RecordDict({"config": ConfigRecord({"server-round": 0})}), dst_node_id=node,
+                     message_type=f"{MessageType.QUERY}.feature_summary") for node in nodes]
+    replies = collect(grid, query, config.round_timeout_s, names)
+    if len(replies.accepted) < config.min_sites:
+        raise RuntimeError(f"only {len(replies.accepted)} site(s) sent feature statistics, "
+                           f"min-sites is {config.min_sites}: {replies.missing}")
+    return pool_summaries([from_metric_record_dict(dict(m.content["metrics"])) for m in replies.accepted])
+
+
+def wait_for_sites(grid: Grid, min_sites: int, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while len(nodes := list(grid.get_node_ids())) < min_sites:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(nodes)} site(s) connected after {timeout:.0f} s; min-sites is {min_sites}")
+        time.sleep(0.5)
+    return nodes
+
+
+def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progress = print) -> dict:
+    """Run (or resume) every round, checkpoint each, then evaluate the final model on every site's test data."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config.to_flower(), indent=2))
+    strategy = build_strategy(config)
+    names: dict[int, str] = {}
+    grid_days = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    if config.resume_from:
+        state, model_state, saved_strategy = load_checkpoint(run_dir)
+        restore_strategy_state(strategy, saved_strategy)
+        progress(f"resuming {run_dir} after round {state.completed_round}")
+    else:
+        stats = harmonise(grid, config, names)
+        model_state = build_model(grid_days.num_intervals, config.hidden_size, config.seed).state_dict()
+        state = ServerState(completed_round=0, normalisation=stats, history=[])
+    arrays = ArrayRecord(model_state)
+    reference = {k: v.numpy() for k, v in arrays.items()}
+    for server_round in range(state.completed_round + 1, config.num_rounds + 1):
+        started = time.perf_counter()
+        records = instruction_records(config, state.normalisation)
+        train_messages = _with_records(strategy.configure_train(server_round, arrays, records["config"], grid),
+                                       {NORMALISATION_KEY: records[NORMALISATION_KEY]})
+        trained = collect(grid, train_messages, config.round_timeout_s, names, reference)
+        if len(trained.accepted) < config.min_sites:
+            raise RuntimeError(f"round {server_round}: {len(trained.accepted)} site(s) usable, min-sites is "
+                               f"{config.min_sites}; sites out: {trained.missing}. The last checkpoint is kept; "
+                               f"fix the sites and resume with resume-from={run_dir}")
+        trained_at = time.perf_counter()
+        new_arrays, _ = strategy.aggregate_train(server_round, trained.accepted)
+        arrays = new_arrays if new_arrays is not None else arrays
+        aggregated_at = time.perf_counter()
+        evaluated = _evaluate(grid, strategy, config, state.normalisation, arrays, server_round, "validation", names)
+        record = {
+            "round": server_round,
+            "train": trained.figures, "validation": evaluated.figures,
+            "validation_mean": weighted_means(evaluated.figures),
+            "missing": {**trained.missing, **{s: r for s, r in evaluated.missing.items() if s not in trained.missing}},
+            "seconds": {"train": trained_at - started, "aggregate": aggregated_at - trained_at,
+                        "evaluate": time.perf_counter() - aggregated_at},
+        }
+        state = ServerState(completed_round=server_round, normalisation=state.normalisation,
+                            history=[*state.history, record])
+        save_checkpoint(run_dir, state, arrays.to_torch_state_dict(), strategy_state(strategy))
+        progress(_round_line(record, config.num_rounds))
+    final = _evaluate(grid, strategy, config, state.normalisation, arrays, config.num_rounds, "test", names)
+    results = {"config": config.to_flower(), "rounds": state.history, "test": final.figures,
+               "test_mean": weighted_means(final.figures), "test_missing": final.missing,
+               "epsilon": _epsilon_by_site(state.history)}
+    _write_json(run_dir / "metrics.json", results)
+    return results
+
+
+def _evaluate(grid: Grid, strategy, config: RunConfig, stats: NormalisationStats, arrays: ArrayRecord,
+              server_round: int, split: str, names: dict[int, str]) -> SiteReplies:
+    records = instruction_records(config, stats, split=split)
+    messages = _with_records(strategy.configure_evaluate(server_round, arrays, records["config"], grid),
+                             {NORMALISATION_KEY: records[NORMALISATION_KEY]})
+    return collect(grid, messages, config.round_timeout_s, names)
+
+
+def _epsilon_by_site(history: list[dict]) -> dict[str, float]:
+    """The last ε each site reported (cumulative over the run)."""
+    spent: dict[str, float] = {}
+    for record in history:
+        for site, figures in record["train"].items():
+            if "epsilon" in figures:
+                spent[site] = figures["epsilon"]
+    return spent
+
+
+def _round_line(record: dict, num_rounds: int) -> str:
+    mean = record["validation_mean"]
+    eps = [f["epsilon"] for f in record["train"].values() if "epsilon" in f]
+    show = lambda key: f"{mean[key]:.3f}" if key in mean and math.isfinite(mean[key]) else "n/a"  # noqa: E731
+    missing = f" | out: {', '.join(record['missing'])}" if record["missing"] else ""
+    return (f"round {record['round']}/{num_rounds}: {len(record['train'])} sites | val response AUC {show('response-auc')}"
+            f" | PFS C {show('pfs-cindex')} | OS C {show('os-cindex')}"
+            f" | max ε {max(eps) if eps else float('nan'):.2f} | {sum(record['seconds'].values()):.1f} s{missing}")
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(payload, indent=2))
+    temporary.replace(path)

@@ -1,0 +1,112 @@
+"""The run configuration: one typed place for every knob of a federated run.
+
+Its source is `[tool.flwr.app.config]` in pyproject.toml (hyphenated keys, as Flower passes them),
+overridden by the project's own command. Validation happens before any work starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Strategy = Literal["fedavg", "fedprox", "fedadam", "fedyogi"]
+
+
+def _hyphenate(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run, with the field and what is allowed."""
+
+
+class RunConfig(BaseModel):
+    """Everything the coordinator needs to run a federation; sites receive their part in each message."""
+
+    model_config = ConfigDict(alias_generator=_hyphenate, populate_by_name=True, extra="forbid",
+                              frozen=True)
+
+    # federation
+    num_rounds: int = Field(default=5, ge=1, le=1000)
+    strategy: Strategy = "fedavg"
+    proximal_mu: float = Field(default=0.01, ge=0, description="FedProx proximal weight")
+    server_learning_rate: float = Field(default=0.01, gt=0, description="FedAdam/FedYogi eta")
+    server_tau: float = Field(default=1e-3, gt=0, description="FedAdam/FedYogi adaptivity")
+    min_sites: int = Field(default=2, ge=1, description="fewest sites a round may proceed with")
+    round_timeout_s: float = Field(default=600.0, gt=0)
+    # local training
+    local_epochs: int = Field(default=2, ge=1, le=100)
+    batch_size: int = Field(default=64, ge=2, description="expected Poisson batch size")
+    learning_rate: float = Field(default=3e-3, gt=0)
+    modality_dropout: float = Field(default=0.15, ge=0, lt=1,
+                                    description="chance of hiding a present non-clinical modality in training")
+    # differential privacy (per site; the unit of privacy is one patient record at one site)
+    dp: bool = True
+    target_epsilon: float = Field(default=3.0, gt=0, description="each site's (ε, δ) for the whole run")
+    target_delta: float = Field(default=0.0, ge=0, lt=1, description="0: 0.1 / n_train, well below 1/n")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="per-sample clipping bound")
+    secure_mode: bool = Field(default=False, description="Opacus cryptographically secure noise")
+    # model and time grid
+    hidden_size: int = Field(default=64, ge=8, le=1024)
+    survival_interval_days: int = Field(default=90, ge=7)
+    survival_horizon_days: int = Field(default=1825, ge=30)
+    # data, privacy of outputs, reproducibility
+    data_dir: str = Field(default="", description="simulation only: folder of site folders; '' = default cohort")
+    min_cell_size: int = Field(default=10, ge=1)
+    validation_fraction: float = Field(default=0.2, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.2, gt=0, lt=0.5)
+    seed: int = 42
+    # outputs
+    output_dir: str = "runs"
+    run_name: str = Field(default="", description="'' = a timestamped name")
+    resume_from: str = Field(default="", description="a run directory to continue from its last checkpoint")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> RunConfig:
+        if self.survival_horizon_days <= self.survival_interval_days:
+            raise ValueError("survival-horizon-days must exceed survival-interval-days")
+        if self.validation_fraction + self.test_fraction >= 0.8:
+            raise ValueError("validation-fraction + test-fraction must leave at least 20% for training")
+        return self
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
+        """Build from Flower's run_config (hyphenated keys) or keyword overrides; say what is wrong."""
+        try:
+            return cls.model_validate(dict(values))
+        except ValidationError as error:
+            raise ConfigError(format_validation_error(error, "run configuration")) from None
+
+    def to_flower(self) -> dict[str, bool | int | float | str]:
+        """Hyphenated scalar values, the shape of `[tool.flwr.app.config]` and of a ConfigRecord."""
+        return self.model_dump(by_alias=True)
+
+
+def format_validation_error(error: ValidationError, what: str) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "(whole)"
+        allowed = item.get("ctx", {}).get("expected")
+        hint = f" (allowed: {allowed})" if allowed and str(allowed) not in item["msg"] else ""
+        value = item.get("input")
+        shown = "" if isinstance(value, dict) else f", got {value!r}"
+        lines.append(f"'{field}': {item['msg'].removeprefix('Value error, ')}{hint}{shown}")
+    return f"invalid {what}:\n  " + "\n  ".join(lines)
+
+
+def run_directory(config: RunConfig, run_id: int) -> Path:
+    """Where a run writes: the resumed run's folder, or output-dir/run-name (default: the Flower run id)."""
+    if config.resume_from:
+        return Path(config.resume_from).expanduser()
+    return Path(config.output_dir).expanduser() / (config.run_name or f"run-{run_id}")
+
+
+DEFAULT_COHORT_DIR = Path("~/.oncofed/default-cohort")
+
+
+def cohort_directory(config: RunConfig) -> Path:
+    """Simulation only: the folder of simulated site folders (default: the embedded default cohort)."""
+    return Path(config.data_dir or DEFAULT_COHORT_DIR).expanduser()

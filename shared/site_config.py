@@ -1,0 +1,337 @@
+"""A site's own description: where its data lives, how its columns and codes map to the contract, its privacy budget.
+
+One TOML or JSON file per site, written by the site's data steward and read by the site's client only.
+Paths in it are relative to the file, so a site folder can move as a whole. Errors name the file, the
+field and what is allowed, because the person reading them is fixing a config file, not Python.
+
+Example (TOML)::
+
+    site_id = "st-olav"
+    display_name = "St Olav University Hospital"
+    target_epsilon = 8.0
+    modalities_absent = ["genomic"]
+
+    [data]
+    format = "csv"            # csv | parquet | omop; inferred from the path suffix when left out
+    path = "export/patients.csv"
+
+    [mapping.columns]         # site column -> contract column
+    ecog_ps = "ecog"
+    mrn = "patient_id"
+
+    [mapping.codes.regimen]   # site code -> contract code, per contract column
+    FOLFOX4 = "FOLFOX"
+    mFOLFOX6 = "FOLFOX"
+
+    [mapping.units]           # contract column -> the unit the site's values are in
+    tumour_size_mm = "cm"
+    pfs_days = "months"
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from shared.contract import CLINICAL, CONTRACT_COLUMNS, GENES, MODALITIES, TREATMENT
+from shared.vocabulary import (
+    ALL_HISTOLOGIES,
+    REGIMEN_CODES,
+    BestResponse,
+    CancerType,
+    RaceEthnicity,
+    Sex,
+    StageGroup,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+# --- What kind of value each contract column holds (mapping and harmonisation both read these) -----------
+
+BOOLEAN_COLUMNS: tuple[str, ...] = ("er_positive", "pr_positive", "her2_positive", "msi_high", *GENES,
+                                    "pfs_event", "os_event")
+INTEGER_COLUMNS: tuple[str, ...] = ("ecog", "charlson_index", "prior_lines", "grade", "lesion_count",
+                                    "line_of_therapy")
+DECIMAL_COLUMNS: tuple[str, ...] = ("age_years", "ki67_percent", "pdl1_tps_percent", "tumour_size_mm", "suv_max",
+                                    "mtv_ml", "tmb_mut_per_mb", "pfs_days", "os_days")
+CATEGORY_CODES: dict[str, tuple[str, ...]] = {
+    "sex": tuple(s.value for s in Sex),
+    "race_ethnicity": tuple(r.value for r in RaceEthnicity),
+    "stage_group": tuple(s.value for s in StageGroup),
+    "cancer_type": tuple(c.value for c in CancerType),
+    "histology": ALL_HISTOLOGIES,
+    "regimen": REGIMEN_CODES,
+    "best_response": tuple(b.value for b in BestResponse),
+}
+REQUIRED_COLUMNS: tuple[str, ...] = ("patient_id", *CLINICAL, *TREATMENT)
+
+# The units a site may declare per column, and the factor that turns one of them into the contract's unit.
+# Months and years are calendar averages (30.4375 and 365.25 days), the usual convention in survival data.
+UNIT_FACTORS: dict[str, dict[str, float]] = {
+    "age_years": {"years": 1.0, "months": 1.0 / 12.0},
+    "tumour_size_mm": {"mm": 1.0, "cm": 10.0},
+    "mtv_ml": {"ml": 1.0, "cm3": 1.0},
+    "ki67_percent": {"percent": 1.0, "fraction": 100.0},
+    "pdl1_tps_percent": {"percent": 1.0, "fraction": 100.0},
+    "pfs_days": {"days": 1.0, "weeks": 7.0, "months": 30.4375, "years": 365.25},
+    "os_days": {"days": 1.0, "weeks": 7.0, "months": 30.4375, "years": 365.25},
+}
+
+# Cells that mean "not recorded" unless the site says otherwise (compared case-insensitively, after trimming).
+DEFAULT_MISSING_VALUES: tuple[str, ...] = ("", "na", "n/a", "nan", "null", "none", ".")
+
+
+class SiteConfigError(ValueError):
+    """A site configuration file that cannot be used; the message names the file, the field and the fix."""
+
+
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    base_dir = (info.context or {}).get("base_dir")
+    if base_dir is not None and not path.is_absolute():
+        return Path(base_dir) / path
+    return path
+
+
+class CsvSource(BaseModel):
+    """A delimited text export, one row per patient."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["csv"] = "csv"
+    path: Path
+    encoding: Literal["auto", "utf-8", "utf-8-sig", "latin-1"] = Field(
+        "auto", description="'auto' reads UTF-8 (with or without BOM) and falls back to Latin-1")
+    delimiter: str = Field(",", min_length=1, max_length=1)
+
+    @field_validator("path")
+    @classmethod
+    def _relative_to_config(cls, path: Path, info: ValidationInfo) -> Path:
+        return _resolve(path, info)
+
+    def describe(self) -> str:
+        return f"CSV {self.path}"
+
+
+class ParquetSource(BaseModel):
+    """An Apache Parquet file, one row per patient."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["parquet"] = "parquet"
+    path: Path
+
+    @field_validator("path")
+    @classmethod
+    def _relative_to_config(cls, path: Path, info: ValidationInfo) -> Path:
+        return _resolve(path, info)
+
+    def describe(self) -> str:
+        return f"Parquet {self.path}"
+
+
+class OmopSource(BaseModel):
+    """An OMOP CDM v5.4 database (with the oncology extension) reachable through SQLAlchemy.
+
+    `url` is a SQLAlchemy URL: `duckdb:///omop.duckdb` (a file; relative to the config file) or
+    `postgresql+psycopg://user@host/db`. Credentials belong in the environment (e.g. PGPASSWORD), not here.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["omop"] = "omop"
+    url: str = Field(min_length=1)
+    cdm_schema: str | None = Field(None, description="schema holding the CDM tables; None = the default schema")
+
+    @field_validator("url")
+    @classmethod
+    def _relative_duckdb_file(cls, url: str, info: ValidationInfo) -> str:
+        prefix = "duckdb:///"
+        if url.startswith(prefix):
+            target = url[len(prefix):]
+            if target and target != ":memory:" and not target.startswith(":"):
+                return prefix + str(_resolve(Path(target), info))
+        return url
+
+    def describe(self) -> str:
+        shown = self.url.split("@")[-1] if "@" in self.url else self.url  # never print a password
+        return f"OMOP {shown}" + (f" schema {self.cdm_schema}" if self.cdm_schema else "")
+
+
+DataSource = Annotated[CsvSource | ParquetSource | OmopSource, Field(discriminator="format")]
+
+_FORMAT_BY_SUFFIX = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+class ColumnMapping(BaseModel):
+    """How a site's columns, codes and units translate to the contract.
+
+    Codes not listed here must already be contract codes (matched ignoring case); anything else is a
+    violation that names the code, never a silent drop. For OMOP sources, `columns` may also map a site's
+    own measurement concept (key "omop:<concept_id>") to a contract column, and `codes` may map a concept
+    (key "omop:<concept_id>") to a contract code, extending the project's concept map.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    columns: dict[str, str] = Field(default_factory=dict, description="site column -> contract column")
+    codes: dict[str, dict[str, str]] = Field(default_factory=dict,
+                                             description="contract column -> {site code: contract code}")
+    units: dict[str, str] = Field(default_factory=dict, description="contract column -> unit of the site values")
+    missing_values: list[str] = Field(default_factory=lambda: list(DEFAULT_MISSING_VALUES))
+    ignore_columns: list[str] = Field(default_factory=list,
+                                      description="site columns that are read and discarded (identifiers, notes)")
+
+    @field_validator("columns")
+    @classmethod
+    def _targets_are_contract_columns(cls, columns: dict[str, str]) -> dict[str, str]:
+        for site_column, target in columns.items():
+            if target not in CONTRACT_COLUMNS:
+                raise ValueError(f"'{site_column}' maps to '{target}', which is not a contract column; "
+                                 f"allowed: {', '.join(CONTRACT_COLUMNS)}")
+        seen: dict[str, str] = {}
+        for site_column, target in columns.items():
+            if target in seen:
+                raise ValueError(f"'{seen[target]}' and '{site_column}' both map to '{target}'; keep one")
+            seen[target] = site_column
+        return columns
+
+    @field_validator("codes")
+    @classmethod
+    def _codes_name_contract_values(cls, codes: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for column, table in codes.items():
+            if column not in CONTRACT_COLUMNS:
+                raise ValueError(f"'{column}' is not a contract column; allowed: {', '.join(CONTRACT_COLUMNS)}")
+            for site_code, target in table.items():
+                if not _is_contract_value(column, target):
+                    raise ValueError(f"{column}: '{site_code}' maps to '{target}', which is not allowed; "
+                                     f"allowed: {allowed_values_text(column)}")
+        return codes
+
+    @field_validator("units")
+    @classmethod
+    def _units_are_known(cls, units: dict[str, str]) -> dict[str, str]:
+        for column, unit in units.items():
+            if column not in UNIT_FACTORS:
+                raise ValueError(f"'{column}' takes no unit; columns with units: {', '.join(UNIT_FACTORS)}")
+            if unit not in UNIT_FACTORS[column]:
+                raise ValueError(f"{column}: unit '{unit}' is not allowed; allowed: "
+                                 f"{', '.join(UNIT_FACTORS[column])}")
+        return units
+
+
+def allowed_values_text(column: str) -> str:
+    """What a contract column accepts, in words a data steward can act on."""
+    if column in CATEGORY_CODES:
+        return ", ".join(CATEGORY_CODES[column])
+    if column in BOOLEAN_COLUMNS:
+        return "true, false"
+    if column in INTEGER_COLUMNS:
+        return "a whole number"
+    if column in DECIMAL_COLUMNS:
+        return "a number"
+    return "any non-empty text"
+
+
+def _is_contract_value(column: str, value: str) -> bool:
+    if column in CATEGORY_CODES:
+        return value in CATEGORY_CODES[column]
+    if column in BOOLEAN_COLUMNS:
+        return value in ("true", "false")
+    if column in INTEGER_COLUMNS or column in DECIMAL_COLUMNS:
+        try:
+            float(value)
+        except ValueError:
+            return False
+        return True
+    return bool(value.strip())
+
+
+class SiteConfig(BaseModel):
+    """Everything a site's client needs to know about the site before it trains."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    site_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+                         description="short lowercase id used in run folders and reports")
+    display_name: str = Field(min_length=1)
+    data: DataSource
+    mapping: ColumnMapping | None = None
+    target_epsilon: float = Field(gt=0, description="DP budget for the whole run at this site")
+    target_delta: float | None = Field(None, gt=0, lt=1,
+                                       description="None = chosen at training as below 1/n of the site's cohort")
+    min_cell_size: int = Field(10, ge=1, description="counts below this are suppressed before leaving the site")
+    modalities_absent: list[str] = Field(default_factory=list,
+                                         description="modalities this site never collects")
+    state_dir: Path = Field(Path("state"), validate_default=True,
+                            description="the site's own folder for its privacy ledger, per-patient outputs "
+                                        "and report; relative to this file")
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_relative_to_config(cls, path: Path, info: ValidationInfo) -> Path:
+        return _resolve(path, info)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_data_format(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict) or "format" in raw["data"]:
+            return raw
+        data = dict(raw["data"])
+        if "url" in data:
+            data["format"] = "omop"
+        elif "path" in data:
+            suffix = Path(str(data["path"])).suffix.lower()
+            if suffix not in _FORMAT_BY_SUFFIX:
+                raise ValueError(f"data.format: cannot tell the format of '{data['path']}' from its suffix; "
+                                 f"set format = 'csv', 'parquet' or 'omop'")
+            data["format"] = _FORMAT_BY_SUFFIX[suffix]
+        return {**raw, "data": data}
+
+    @field_validator("modalities_absent")
+    @classmethod
+    def _known_optional_modalities(cls, modalities: list[str]) -> list[str]:
+        optional = [m for m in MODALITIES if m != "clinical"]
+        for modality in modalities:
+            if modality not in optional:
+                raise ValueError(f"'{modality}' is not an optional modality; allowed: {', '.join(optional)} "
+                                 f"(clinical fields are required at every site)")
+        return modalities
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> SiteConfig:
+        """Read a site config from TOML or JSON; raise SiteConfigError naming the file and every bad field."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SiteConfigError(f"{path}: site config file not found") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise SiteConfigError(f"{path}: cannot read the site config ({error})") from None
+        suffix = path.suffix.lower()
+        try:
+            if suffix == ".toml":
+                raw = tomllib.loads(text)
+            elif suffix == ".json":
+                raw = json.loads(text)
+            else:
+                raise SiteConfigError(f"{path}: a site config must be a .toml or .json file")
+        except tomllib.TOMLDecodeError as error:
+            raise SiteConfigError(f"{path}: not valid TOML: {error}") from None
+        except json.JSONDecodeError as error:
+            raise SiteConfigError(f"{path}: not valid JSON: {error}") from None
+        try:
+            return cls.model_validate(raw, context={"base_dir": path.resolve().parent})
+        except ValidationError as error:
+            lines = []
+            for item in error.errors():
+                field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+                message = item["msg"].removeprefix("Value error, ")
+                lines.append(f"  field '{field}': {message}")
+            raise SiteConfigError(f"{path}: invalid site config:\n" + "\n".join(lines)) from None

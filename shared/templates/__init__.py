@@ -1,0 +1,1 @@
+"""Report templates (a package only so that packaging ships its *.j2 files with `shared`)."""

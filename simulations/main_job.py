@@ -1,0 +1,148 @@
+"""The main job: a local federation of simulated hospital sites on Flower's simulation engine.
+
+`oncofed-simulate` generates the default synthetic consortium if it is not there yet, runs the ServerApp
+and one ClientApp per site through `flwr.simulation.run_simulation`, and prints each site's figures on its
+own held-out test patients. Everything is written to one run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from shared.config import ConfigError, RunConfig, cohort_directory, run_directory
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` pairs as in `flwr run --run-config`; values parsed as JSON where they parse."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        try:
+            overrides[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = raw
+    return overrides
+
+
+def ensure_cohort(config: RunConfig, console: Console) -> Path:
+    """The simulated sites' folders; the default consortium is generated (deterministically) on first use."""
+    from simulations.cohort.config import default_consortium
+    from simulations.cohort.generator import generate_consortium
+    from simulations.cohort.io import write_consortium
+
+    folder = cohort_directory(config)
+    if config.data_dir and not folder.is_dir():
+        raise FileNotFoundError(f"data-dir {folder} does not exist; generate a cohort there with "
+                                f"`oncofed-cohort --out {folder}` or leave data-dir empty for the default")
+    if not folder.is_dir():
+        console.print(f"generating the default synthetic consortium in {folder} …")
+        write_consortium(generate_consortium(default_consortium()), folder)
+    return folder
+
+
+def backend_config(num_sites: int) -> dict[str, Any]:
+    """One CPU per simulated site at a time, as many sites at once as there are cores."""
+    cpus = os.cpu_count() or 1
+    return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"num_cpus": min(cpus, num_sites), "logging_level": "ERROR", "log_to_driver": False}}
+
+
+def run(config: RunConfig, console: Console) -> tuple[Path, dict]:
+    from flwr.simulation import run_simulation
+
+    from client.app import build_client_app
+    from client.site import simulated_site_dirs
+    from server.app import build_server_app
+
+    ensure_cohort(config, console)
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one torch thread per site; Ray workers inherit it
+        os.environ.setdefault(variable, "1")
+    sites = simulated_site_dirs(config)
+    run_dir = run_directory(config, run_id=0)
+    overrides = config.to_flower()
+    console.print(f"federating {len(sites)} sites ({', '.join(s.name for s in sites)}) for "
+                  f"{config.num_rounds} rounds, strategy {config.strategy}, "
+                  f"{'DP ε=' + str(config.target_epsilon) + ' per site' if config.dp else 'no DP'} → {run_dir}")
+    logging.getLogger("flwr").setLevel(logging.INFO)
+    run_simulation(server_app=build_server_app(overrides), client_app=build_client_app(overrides),
+                   num_supernodes=len(sites), backend_config=backend_config(len(sites)))
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise RuntimeError(f"the federation ended without writing {metrics_path}; see the log above")
+    return run_dir, json.loads(metrics_path.read_text())
+
+
+def summary_table(results: dict) -> Table:
+    table = Table(title="Each site's held-out test patients (final global model)")
+    for column in ("site", "n test", "response AUC", "PFS C-index", "OS C-index", "ε spent"):
+        table.add_column(column, justify="left" if column == "site" else "right")
+    show = lambda figures, key: f"{figures[key]:.3f}" if key in figures else "suppressed"  # noqa: E731
+    for site in sorted(set(results["test"]) | set(results["test_missing"])):
+        figures = results["test"].get(site)
+        if figures is None:
+            table.add_row(site, "—", "—", "—", "—", results["test_missing"][site][:40])
+            continue
+        epsilon = results["epsilon"].get(site)
+        table.add_row(site, str(int(figures["num-examples"])), show(figures, "response-auc"),
+                      show(figures, "pfs-cindex"), show(figures, "os-cindex"),
+                      f"{epsilon:.2f}" if epsilon is not None else "no DP")
+    mean = results["test_mean"]
+    table.add_row("weighted mean", "", show(mean, "response-auc"), show(mean, "pfs-cindex"),
+                  show(mean, "os-cindex"), "", style="bold")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="oncofed-simulate", description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, help="number of federated rounds (num-rounds)")
+    parser.add_argument("--strategy", help="fedavg, fedprox, fedadam or fedyogi")
+    parser.add_argument("--no-dp", action="store_true", help="train without differential privacy")
+    parser.add_argument("--data-dir", help="folder of simulated site folders (default: the default cohort)")
+    parser.add_argument("--output-dir", help="where run directories go (default: runs)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any run-config key of pyproject.toml, e.g. --set target-epsilon=8")
+    args = parser.parse_args(argv)
+    console = Console()
+    try:
+        values: dict[str, Any] = parse_overrides(args.set)
+        for key, value in (("num-rounds", args.rounds), ("strategy", args.strategy), ("data-dir", args.data_dir),
+                           ("output-dir", args.output_dir), ("resume-from", args.resume)):
+            if value is not None:
+                values[key] = value
+        if args.no_dp:
+            values["dp"] = False
+        values.setdefault("run-name", datetime.now().strftime("%Y%m%d-%H%M%S"))
+        if "resume-from" in values:
+            values["run-name"] = Path(values["resume-from"]).name
+        config = RunConfig.from_mapping(values)
+    except ConfigError as error:
+        console.print(f"[red]{error}[/red]")
+        return 2
+    started = time.perf_counter()
+    try:
+        run_dir, results = run(config, console)
+    except (FileNotFoundError, RuntimeError, ValueError) as error:
+        console.print(f"[red]{error}[/red]")
+        return 1
+    console.print(summary_table(results))
+    console.print(f"wrote {run_dir} in {time.perf_counter() - started:.0f} s "
+                  f"(config.json, metrics.json, checkpoints/, sites/<site>/privacy_ledger.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

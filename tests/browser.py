@@ -1,0 +1,135 @@
+"""Render an HTML file in headless Chromium and report what a reader would see: images decoded, errors raised.
+
+A probe script is inserted as the first element of <head> (ahead of the page's own Content-Security-Policy, so
+the page's policy still governs everything the page itself loads). After the load event it draws every
+<img> onto a canvas (which forces a decode) and writes the results, plus any error, console.error or CSP violation seen since the start, into
+a <pre id="oncofed-probe"> element; `--dump-dom` prints the DOM and we read the element back. A second run
+takes a full-page screenshot to look at.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", "--hide-scrollbars")
+
+PROBE = """<script>
+(function () {
+  var problems = [];
+  window.addEventListener("error", function (event) {
+    var target = event.target && event.target.tagName ? event.target.tagName + " " +
+      (event.target.src || event.target.href || "") : "";
+    problems.push("error: " + (event.message || ("failed to load " + target)));
+  }, true);
+  window.addEventListener("unhandledrejection", function (event) {
+    problems.push("unhandled rejection: " + event.reason);
+  });
+  document.addEventListener("securitypolicyviolation", function (event) {
+    problems.push("CSP violation: " + event.violatedDirective + " " + event.blockedURI);
+  });
+  var originalError = console.error;
+  console.error = function () {
+    problems.push("console.error: " + Array.prototype.join.call(arguments, " "));
+    return originalError.apply(console, arguments);
+  };
+  function painted(img) {
+    // Drawing the image onto a canvas forces a decode; a decoded image has at least one visible pixel.
+    try {
+      var canvas = document.createElement("canvas");
+      canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+      var context = canvas.getContext("2d");
+      context.drawImage(img, 0, 0);
+      var pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+      for (var k = 3; k < pixels.length; k += 4) { if (pixels[k] > 0) { return true; } }
+      return false;
+    } catch (error) {
+      problems.push("image check failed: " + error);
+      return false;
+    }
+  }
+  window.addEventListener("load", function () {
+    var images = Array.prototype.slice.call(document.images);
+    var report = {
+      title: document.title,
+      height: Math.max(document.body.scrollHeight, document.documentElement.scrollHeight),
+      images: images.map(function (img) {
+        var ready = img.complete && img.naturalWidth > 0;
+        return {alt: img.alt, decoded: ready && painted(img), complete: img.complete,
+                naturalWidth: img.naturalWidth, naturalHeight: img.naturalHeight,
+                inline: img.src.indexOf("data:") === 0};
+      }),
+      errors: problems
+    };
+    var out = document.createElement("pre");
+    out.id = "oncofed-probe";
+    out.textContent = JSON.stringify(report);
+    document.body.appendChild(out);
+  });
+})();
+</script>"""
+
+
+@dataclass
+class PageCheck:
+    """What the browser saw."""
+
+    title: str
+    height: int
+    images: list[dict] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def broken_images(self) -> list[dict]:
+        return [i for i in self.images if not (i["decoded"] and i["naturalWidth"] > 0 and i["naturalHeight"] > 0)]
+
+
+def find_chromium() -> str | None:
+    """Path of a Chromium/Chrome binary, or None (tests then skip with that reason)."""
+    for candidate in CHROMIUM_CANDIDATES:
+        if Path(candidate).exists():
+            return candidate
+    return shutil.which("chromium")
+
+
+def _run(chromium: str, profile: Path, arguments: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    command = [chromium, *FLAGS, f"--user-data-dir={profile}", *arguments]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def check_page(html_path: str | Path, screenshot_path: str | Path | None = None, timeout: float = 90) -> PageCheck:
+    """Load the page in headless Chromium; return images and errors, and optionally save a full-page PNG."""
+    chromium = find_chromium()
+    if chromium is None:
+        raise FileNotFoundError("no Chromium found at " + ", ".join(CHROMIUM_CANDIDATES))
+    page = Path(html_path).read_text(encoding="utf-8")
+    probed, count = re.subn(r"<head>", "<head>" + PROBE, page, count=1, flags=re.IGNORECASE)
+    if count != 1:
+        raise ValueError(f"{html_path} has no <head> to put the probe in")
+    with tempfile.TemporaryDirectory(prefix="oncofed-browser-") as work:
+        work_dir = Path(work)
+        probe_page = work_dir / "page.html"
+        probe_page.write_text(probed, encoding="utf-8")
+        result = _run(chromium, work_dir / "profile",
+                      ["--window-size=1280,900", "--virtual-time-budget=15000", "--dump-dom", probe_page.as_uri()], timeout)
+        found = re.search(r'<pre id="oncofed-probe">(.*?)</pre>', result.stdout, flags=re.DOTALL)
+        if found is None:
+            raise RuntimeError(f"Chromium did not finish the page (exit {result.returncode}); stderr tail:\n"
+                               f"{result.stderr[-2000:]}")
+        report = json.loads(html.unescape(found.group(1)))
+        if screenshot_path is not None:
+            height = min(max(int(report["height"]), 600), 16000)
+            _run(chromium, work_dir / "profile-shot",
+                 [f"--window-size=1280,{height}", f"--screenshot={Path(screenshot_path).resolve()}",
+                  Path(html_path).resolve().as_uri()], timeout)
+    return PageCheck(title=report["title"], height=int(report["height"]), images=report["images"],
+                     errors=report["errors"])

@@ -1,0 +1,86 @@
+"""The site evaluation end to end, and its report rendered in headless Chromium with every plot present.
+
+Set ONCOFED_SCREENSHOT_DIR to keep the report and a full-page screenshot for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client.site_report import SiteEvaluation, evaluate_site, write_site_report
+from shared.html_report import PrivacySpent, RunInfo
+from shared.metrics import EvaluationSettings
+from tests.browser import check_page, find_chromium
+from tests.shared.test_metrics_support import contract_only, make_site_table, predictions_from_prognosis
+
+SHAP = {"ECOG": 0.31, "stage group": 0.22, "age": 0.12, "HER2 positive": 0.09, "PD-L1 TPS": 0.07,
+        "tumour size": 0.05, "TP53": 0.03}
+
+
+@pytest.fixture(scope="module")
+def evaluation() -> SiteEvaluation:
+    rng = np.random.default_rng(41)
+    train = contract_only(make_site_table(rng, 350, follow_up_days=1400))
+    test = make_site_table(rng, 220, follow_up_days=1400)
+    predictions = predictions_from_prognosis(test, rng)
+    return evaluate_site("hospital-north", train, contract_only(test), predictions, SHAP,
+                         PrivacySpent(epsilon=3.1, delta=1e-5, accountant="rdp", noise_multiplier=1.1,
+                                      max_grad_norm=1.0),
+                         RunInfo(run_id="run-test", model_checkpoint="round-12", rounds_completed=12),
+                         rng, EvaluationSettings(n_bootstrap=20))
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    chosen = os.environ.get("ONCOFED_SCREENSHOT_DIR")
+    directory = Path(chosen) if chosen else tmp_path_factory.mktemp("site-report")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def test_evaluation_holds_model_baselines_subgroups(evaluation: SiteEvaluation) -> None:
+    assert evaluation.model.response.auc.value > 0.6
+    assert [b.name for b in evaluation.baselines] == ["ECOG alone", "Stage alone", "Single biomarker",
+                                                       "Clinical model"]
+    for baseline in evaluation.baselines:
+        metrics = [c.metric for c in baseline.comparisons]
+        assert metrics == ["Response AUC", "PFS Harrell's C", "OS Harrell's C"]
+        for comparison in baseline.comparisons:
+            if comparison.difference.available:
+                expected = comparison.model.value - comparison.baseline.value
+                assert comparison.difference.value == pytest.approx(expected)
+                assert comparison.relative_improvement_percent == pytest.approx(
+                    100 * expected / comparison.baseline.value)
+    assert len(evaluation.subgroups) > 15
+    # JSON round trip: a report can be re-rendered from the saved evaluation alone.
+    assert SiteEvaluation.model_validate_json(evaluation.model_dump_json()) == evaluation
+
+
+def test_report_is_self_contained_and_written_atomically(evaluation: SiteEvaluation, report_dir: Path) -> None:
+    out = write_site_report(report_dir / "site_report.html", evaluation)
+    text = out.read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text), "no external assets"
+    assert "@import" not in text and "url(" not in text
+    assert "Content-Security-Policy" in text
+    assert "hospital-north" in text and "ε = 3.10" in text
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', text)) == 9
+    assert [p.name for p in report_dir.iterdir() if p.name.startswith(".site_report")] == []
+    assert oct(out.stat().st_mode & 0o777) == "0o644"
+
+
+def test_report_renders_in_headless_chromium(evaluation: SiteEvaluation, report_dir: Path) -> None:
+    if find_chromium() is None:
+        pytest.skip("Chromium is not installed (apt-get install -y chromium); CI installs it")
+    out = write_site_report(report_dir / "site_report.html", evaluation)
+    page = check_page(out, screenshot_path=report_dir / "site_report.png")
+    assert page.errors == []
+    assert len(page.images) == 9
+    assert page.broken_images == []
+    assert all(image["inline"] for image in page.images)
+    assert page.title == "OncoFed site report — hospital-north"
+    assert (report_dir / "site_report.png").stat().st_size > 10_000

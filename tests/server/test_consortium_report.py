@@ -1,0 +1,104 @@
+"""The consortium report: pooled figures, heterogeneity, cross-site matrix, leave-one-site-out, privacy.
+
+Set ONCOFED_SCREENSHOT_DIR to keep the report and a full-page screenshot for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from server.consortium_report import (
+    ConsortiumSummary,
+    CrossSiteMatrix,
+    LeaveOneSiteOut,
+    SiteSummary,
+    pool_figures,
+    write_consortium_report,
+)
+from shared.html_report import PrivacySpent, RunInfo
+from shared.metrics import SITE_FIGURES, Estimate
+from tests.browser import check_page, find_chromium
+
+SITES = ("hospital-north", "hospital-south", "clinic-east", "clinic-west")
+
+
+def _estimate(value: float, width: float = 0.05) -> Estimate:
+    return Estimate(value=value, lower=value - width, upper=value + width, n=180, events=70)
+
+
+@pytest.fixture(scope="module")
+def summary() -> ConsortiumSummary:
+    rng = np.random.default_rng(51)
+    sites = []
+    for index, site_id in enumerate(SITES):
+        figures = {key: _estimate(0.68 + 0.03 * rng.normal()) for key in SITE_FIGURES}
+        figures["response_brier"] = _estimate(0.2 + 0.01 * rng.normal(), 0.02)
+        figures["response_calibration_slope"] = _estimate(1 + 0.1 * rng.normal(), 0.2)
+        if index == 3:
+            figures["os_uno_c"] = Estimate(value=None, suppressed=True, note="fewer than 10 events")
+        sites.append(SiteSummary(site_id=site_id, n_patients=180 + 20 * index,
+                                 privacy=PrivacySpent(epsilon=2.0 + index, delta=1e-5, accountant="rdp"),
+                                 figures=figures))
+    models = [f"Trained at {s} only" for s in SITES] + ["Federated"]
+    matrix = [[_estimate(0.6 + 0.1 * rng.random()) if (i, j) != (1, 2) else None for j in range(len(SITES))]
+              for i in range(len(models))]
+    loso = [LeaveOneSiteOut(held_out_site=s, figures={"response_auc": _estimate(0.66 + 0.02 * rng.normal()),
+                                                        "os_harrell_c": _estimate(0.65)}) for s in SITES]
+    return ConsortiumSummary(run=RunInfo(run_id="run-test", model_checkpoint="round-12", rounds_completed=12),
+                             sites=sites,
+                             cross_site=[CrossSiteMatrix(figure="response_auc", models=models, sites=list(SITES),
+                                                         values=matrix)],
+                             leave_one_site_out=loso)
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    chosen = os.environ.get("ONCOFED_SCREENSHOT_DIR")
+    directory = Path(chosen) if chosen else tmp_path_factory.mktemp("consortium-report")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def test_pooled_figures_and_heterogeneity(summary: ConsortiumSummary) -> None:
+    pooled = {p.key: p for p in pool_figures(summary.sites, summary.confidence)}
+    assert set(pooled) == set(SITE_FIGURES)
+    assert pooled["os_uno_c"].sites_reporting == 3 and pooled["os_uno_c"].summary.sites == 3
+    auc = pooled["response_auc"].summary
+    values = [s.figures["response_auc"].value for s in summary.sites]
+    assert min(values) <= auc.pooled <= max(values)
+    assert 0 <= auc.i2_percent <= 100 and auc.tau2 >= 0
+
+
+def test_report_content(summary: ConsortiumSummary, report_dir: Path) -> None:
+    out = write_consortium_report(report_dir / "consortium_report.html", summary)
+    text = out.read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)
+    for site_id in SITES:
+        assert text.count(site_id) == 3  # overview, leave-one-site-out and privacy tables
+    assert "Leave-one-site-out" in text and "I²" in text and "5.00" in text  # clinic-west's ε
+    # 7 site forest plots + 1 heatmap
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', text)) == len(SITE_FIGURES) + 1
+
+
+def test_unknown_figures_and_bad_matrices_are_refused() -> None:
+    with pytest.raises(ValidationError, match="unknown figure"):
+        SiteSummary(site_id="x", privacy=PrivacySpent(epsilon=1.0), figures={"accuracy": _estimate(0.7)})
+    with pytest.raises(ValidationError, match="rows"):
+        CrossSiteMatrix(figure="response_auc", models=["a"], sites=["x", "y"], values=[[None]])
+
+
+def test_report_renders_in_headless_chromium(summary: ConsortiumSummary, report_dir: Path) -> None:
+    if find_chromium() is None:
+        pytest.skip("Chromium is not installed (apt-get install -y chromium); CI installs it")
+    out = write_consortium_report(report_dir / "consortium_report.html", summary)
+    page = check_page(out, screenshot_path=report_dir / "consortium_report.png")
+    assert page.errors == []
+    assert len(page.images) == len(SITE_FIGURES) + 1
+    assert page.broken_images == []
+    assert (report_dir / "consortium_report.png").stat().st_size > 10_000
