@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
 
 from client import outbox
 from client.evaluation import evaluate_cohort
@@ -38,9 +39,9 @@ def _model_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {name: tuple(t.shape) for name, t in model.state_dict().items()}
 
 
-def build_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
+def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod] | None = None) -> ClientApp:
     """A ClientApp; `overrides` stand in for the run configuration when the project's own command runs it."""
-    app = ClientApp()
+    app = ClientApp(mods=mods or [])
 
     def local_config(context: Context) -> RunConfig:
         return RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})

@@ -10,13 +10,8 @@ from sksurv.metrics import concordance_index_censored
 
 from shared.encoding import EncodedCohort, SurvivalGrid
 from shared.losses import batch_loss
+from shared.metrics import risk_score
 from shared.model import OncoFedNet, predict
-
-
-def restricted_mean_survival(survival: np.ndarray, grid: SurvivalGrid) -> np.ndarray:
-    """Area under each patient's survival curve up to the horizon: a risk score in days (higher = better)."""
-    widths = np.diff(grid.edges)
-    return (survival * widths[None, :]).sum(axis=1)
 
 
 def evaluate_cohort(model: OncoFedNet, patients: pd.DataFrame, cohort: EncodedCohort, grid: SurvivalGrid,
@@ -37,7 +32,7 @@ def evaluate_cohort(model: OncoFedNet, patients: pd.DataFrame, cohort: EncodedCo
         time = days[known]
         event = patients[f"{endpoint}_event"].to_numpy()[known].astype(float) > 0.5
         if event.sum() >= min_cell_size:
-            risk = -restricted_mean_survival(getattr(predictions, f"{endpoint}_survival")[known], grid)
+            risk = risk_score(getattr(predictions, f"{endpoint}_survival")[known], grid.time_grid_days)
             figures[f"{endpoint}-cindex"] = float(concordance_index_censored(event, time, risk)[0])
     return figures
 

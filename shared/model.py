@@ -6,11 +6,15 @@ nn.MultiheadAttention.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import nn
 
 from shared.contract import MODALITIES
 from shared.encoding import input_sizes
+from shared.losses import survival_curve
 
 
 class ModalityEncoder(nn.Module):
@@ -82,19 +86,17 @@ def build_model(num_intervals: int, hidden: int, seed: int) -> OncoFedNet:
     return model
 
 
+@dataclass(frozen=True)
 class Predictions:
     """Per-patient outputs; they stay at the site that computed them."""
 
-    def __init__(self, response_prob: "np.ndarray", pfs_survival: "np.ndarray", os_survival: "np.ndarray"):
-        self.response_prob = response_prob
-        self.pfs_survival = pfs_survival
-        self.os_survival = os_survival
+    response_prob: np.ndarray  # (n,)
+    pfs_survival: np.ndarray  # (n, K) at the end of each interval
+    os_survival: np.ndarray
 
 
 def predict(model: OncoFedNet, inputs: tuple[torch.Tensor, ...]) -> Predictions:
     """Response probability and PFS/OS survival curves at the end of each time interval."""
-    from shared.losses import survival_curve
-
     model.eval()
     with torch.no_grad():
         response_logit, pfs_logits, os_logits = model(*inputs)

@@ -60,7 +60,7 @@ def backend_config(num_sites: int) -> dict[str, Any]:
             "init_args": {"num_cpus": min(cpus, num_sites), "logging_level": "ERROR", "log_to_driver": False}}
 
 
-def run(config: RunConfig, console: Console) -> tuple[Path, dict]:
+def run(config: RunConfig, console: Console, client_mods: list | None = None) -> tuple[Path, dict]:
     from flwr.simulation import run_simulation
 
     from client.app import build_client_app
@@ -77,7 +77,7 @@ def run(config: RunConfig, console: Console) -> tuple[Path, dict]:
                   f"{config.num_rounds} rounds, strategy {config.strategy}, "
                   f"{'DP ε=' + str(config.target_epsilon) + ' per site' if config.dp else 'no DP'} → {run_dir}")
     logging.getLogger("flwr").setLevel(logging.INFO)
-    run_simulation(server_app=build_server_app(overrides), client_app=build_client_app(overrides),
+    run_simulation(server_app=build_server_app(overrides), client_app=build_client_app(overrides, client_mods),
                    num_supernodes=len(sites), backend_config=backend_config(len(sites)))
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():

@@ -53,7 +53,7 @@ def _breast_her2_negative(p: pd.DataFrame) -> np.ndarray:
 
 
 def _breast_triple_negative(p: pd.DataFrame) -> np.ndarray:
-    return (_fit_advanced(p) & ~_is(p, "her2_positive") & ~_is(p, "er_positive") & ~_is(p, "pr_positive"))
+    return _fit_advanced(p) & ~_is(p, "her2_positive") & ~_is(p, "er_positive") & ~_is(p, "pr_positive")
 
 
 def _lung_driver_negative(p: pd.DataFrame) -> np.ndarray:
@@ -106,27 +106,34 @@ class RegimenTarget:
 
 
 REGIMEN_TARGETS: tuple[RegimenTarget, ...] = (
-    RegimenTarget(_BREAST, "TCHP", "breast HER2+, stage IV, ECOG 0-1, first line", _breast_her2_positive, 0.80, 18.5, 56.5,
+    RegimenTarget(_BREAST, "TCHP", "breast HER2+, stage IV, ECOG 0-1, first line", _breast_her2_positive,
+                  0.80, 18.5, 56.5,
                   "CLEOPATRA docetaxel+trastuzumab+pertuzumab (Baselga NEJM 2012; Swain NEJM 2015)"),
-    RegimenTarget(_BREAST, "AC-T", "breast HER2-, stage IV, ECOG 0-1, first line", _breast_her2_negative, 0.57, 8.5, 22.5,
+    RegimenTarget(_BREAST, "AC-T", "breast HER2-, stage IV, ECOG 0-1, first line", _breast_her2_negative,
+                  0.57, 8.5, 22.5,
                   "TAX 306 anthracycline+taxane arm, approx. (Nabholtz JCO 2003)"),
-    RegimenTarget(_BREAST, "TC", "breast HER2-, stage IV, ECOG 0-1, first line", _breast_her2_negative, 0.45, 7.0, 20.0,
+    RegimenTarget(_BREAST, "TC", "breast HER2-, stage IV, ECOG 0-1, first line", _breast_her2_negative,
+                  0.45, 7.0, 20.0,
                   "assumption: no first-line metastatic pivotal trial; set below anthracycline+taxane"),
-    RegimenTarget(_BREAST, "PACLITAXEL-CARBOPLATIN", "breast triple-negative, stage IV, ECOG 0-1", _breast_triple_negative,
-                  0.55, 6.5, 16.5, "approx. between tnAcity nab-P/carboplatin (Yardley Ann Oncol 2018) and "
+    RegimenTarget(_BREAST, "PACLITAXEL-CARBOPLATIN", "breast triple-negative, stage IV, ECOG 0-1",
+                  _breast_triple_negative, 0.55, 6.5, 16.5,
+                  "approx. between tnAcity nab-P/carboplatin (Yardley Ann Oncol 2018) and "
                   "TNT carboplatin (Tutt Nat Med 2018)"),
     RegimenTarget(_LUNG, "CARBOPLATIN-PEMETREXED-PEMBROLIZUMAB", "NSCLC non-squamous EGFR/ALK wt, stage IV, ECOG 0-1",
                   _lung_keynote189, 0.476, 8.8, 22.0, "KEYNOTE-189 pembrolizumab arm (Gandhi NEJM 2018; "
                   "Gadgeel JCO 2020)"),
-    RegimenTarget(_LUNG, "CARBOPLATIN-PEMETREXED", "NSCLC non-squamous EGFR/ALK wt, stage IV, ECOG 0-1", _lung_keynote189,
-                  0.189, 4.9, 10.7, "KEYNOTE-189 placebo+chemotherapy arm (Gandhi NEJM 2018; Gadgeel JCO 2020)"),
+    RegimenTarget(_LUNG, "CARBOPLATIN-PEMETREXED", "NSCLC non-squamous EGFR/ALK wt, stage IV, ECOG 0-1",
+                  _lung_keynote189, 0.189, 4.9, 10.7,
+                  "KEYNOTE-189 placebo+chemotherapy arm (Gandhi NEJM 2018; Gadgeel JCO 2020)"),
     RegimenTarget(_LUNG, "CARBOPLATIN-PACLITAXEL", "NSCLC EGFR/ALK wt, stage IV, ECOG 0-1", _lung_driver_negative,
                   0.15, 4.5, 10.3, "E4599 carboplatin+paclitaxel arm (Sandler NEJM 2006)"),
-    RegimenTarget(_CRC, "FOLFOX", "colorectal stage IV, ECOG 0-1, first line", _colorectal_first_line, 0.49, 8.0, 19.9,
+    RegimenTarget(_CRC, "FOLFOX", "colorectal stage IV, ECOG 0-1, first line", _colorectal_first_line,
+                  0.49, 8.0, 19.9,
                   "NO16966 chemotherapy+placebo arm (Saltz JCO 2008)"),
     RegimenTarget(_CRC, "FOLFOX-BEVACIZUMAB", "colorectal stage IV, ECOG 0-1, first line", _colorectal_first_line,
                   0.47, 9.4, 21.3, "NO16966 chemotherapy+bevacizumab arm (Saltz JCO 2008)"),
-    RegimenTarget(_CRC, "FOLFIRI", "colorectal stage IV, ECOG 0-1, first line", _colorectal_first_line, 0.387, 8.0, 18.6,
+    RegimenTarget(_CRC, "FOLFIRI", "colorectal stage IV, ECOG 0-1, first line", _colorectal_first_line,
+                  0.387, 8.0, 18.6,
                   "CRYSTAL FOLFIRI arm, all comers (Van Cutsem NEJM 2009)"),
     RegimenTarget(_CRC, "FOLFIRI-CETUXIMAB", "colorectal KRAS wild-type, stage IV, ECOG 0-1, first line",
                   _colorectal_kras_wild_type, 0.573, 9.9, 23.5,

@@ -1,0 +1,50 @@
+"""Nothing leaves a site unless it is an allowed aggregate (the wire-level check is in test_federation.py)."""
+
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+
+from client import outbox
+from tests.factories import tiny_model
+
+
+@pytest.fixture(autouse=True)
+def inside_a_flower_run():
+    """Messages can only be built inside a run; set the identity run_simulation would set."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+
+
+def incoming() -> Message:
+    return Message(RecordDict({"config": ConfigRecord({"server-round": 1})}), dst_node_id=1, message_type="train")
+
+
+def test_aggregates_and_model_parameters_pass():
+    model = tiny_model()
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    message = outbox.reply(incoming(), site_id="site-a", metrics={"num-examples": 120, "train-loss": 1.2,
+                                                                   "epsilon": 0.8, "response-auc": 0.7},
+                           min_cell_size=10, arrays=ArrayRecord(model.state_dict()), expected_arrays=shapes)
+    assert set(message.content.keys()) == {"metrics", "site", "arrays"}
+
+
+@pytest.mark.parametrize("metrics, words", [
+    ({"num-examples": 7}, "below the minimum cell size"),
+    ({"n:age_years": 4, "sum:age_years": 250.0}, "below the minimum cell size"),
+    ({"sum:age_years": 67.0}, "rests on 0 patients"),
+    ({"patient-risk": 0.3}, "not on the outgoing allow-list"),
+    ({"response-auc": [0.1, 0.9]}, "only scalars"),
+    ({"val-loss": float("nan")}, "only finite"),
+])
+def test_anything_else_is_refused_before_it_is_sent(metrics, words):
+    with pytest.raises(outbox.DisclosureError, match=words):
+        outbox.reply(incoming(), site_id="site-a", metrics=metrics, min_cell_size=10)
+
+
+def test_arrays_other_than_the_models_parameters_are_refused():
+    model = tiny_model()
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    leaked = dict(model.state_dict()) | {"patient_predictions": model.state_dict()["response_head.bias"] * 0}
+    with pytest.raises(outbox.DisclosureError, match="do not match the model's parameters"):
+        outbox.reply(incoming(), site_id="s", metrics={}, min_cell_size=10, arrays=ArrayRecord(leaked),
+                     expected_arrays=shapes)

@@ -1,0 +1,96 @@
+"""DP-SGD really clips and noises, and the ledger accounts for every step across rounds and runs."""
+
+import math
+
+import pytest
+import torch
+from opacus import PrivacyEngine
+from torch.utils.data import DataLoader, TensorDataset
+
+from client.privacy import (
+    LedgerEntry,
+    PrivacyBudgetExceeded,
+    PrivacyLedger,
+    calibrate_noise,
+    check_budget,
+    load_ledger,
+    save_ledger,
+    steps_per_round,
+)
+from client.training import LocalTrainingPlan, PrivacyPlan, train_locally
+from shared.losses import batch_loss
+from tests.factories import encoded_cohort, tiny_model
+
+PLAN = LocalTrainingPlan(local_epochs=1, batch_size=16, learning_rate=1e-2, proximal_mu=0.0,
+                         modality_dropout=0.0, seed=0)
+
+
+def test_opacus_clips_each_patient_and_adds_noise():
+    cohort = encoded_cohort(64, seed=5)
+    model = tiny_model()
+    engine = PrivacyEngine(accountant="rdp")
+    loader = DataLoader(TensorDataset(*cohort.tensors()), batch_size=32)
+    private, optimizer, loader = engine.make_private(
+        module=model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0), data_loader=loader,
+        noise_multiplier=0.0, max_grad_norm=1e-3, poisson_sampling=False)
+    batch = next(iter(loader))
+    batch_loss(private(*batch[:6]), batch[6:]).backward()
+    raw = torch.sqrt(sum((p.grad_sample.flatten(1) ** 2).sum(1) for p in private.parameters()))
+    assert raw.min() > 1e-3  # every patient's own gradient is far above the bound …
+    optimizer.pre_step()
+    clipped_sum = torch.sqrt(sum((p.summed_grad ** 2).sum() for p in private.parameters()))
+    assert clipped_sum <= 32 * 1e-3 * (1 + 1e-4)  # … and the sum of clipped gradients respects it
+    # with noise, the same batch gives a different gradient each time
+    optimizer.noise_multiplier = 1.0
+    grads = []
+    for _ in range(2):
+        optimizer.zero_grad()
+        batch_loss(private(*batch[:6]), batch[6:]).backward()
+        optimizer.pre_step()
+        grads.append(torch.cat([p.grad.flatten() for p in private.parameters()]))
+    assert not torch.allclose(grads[0], grads[1])
+
+
+def test_a_dp_round_spends_a_finite_positive_epsilon_that_grows_with_rounds(tmp_path):
+    cohort = encoded_cohort(96, seed=6)
+    sample_rate, steps = steps_per_round(len(cohort), PLAN.batch_size, PLAN.local_epochs)
+    sigma = calibrate_noise(target_epsilon=3.0, delta=1e-3, sample_rate=sample_rate, total_steps=3 * steps)
+    ledger = PrivacyLedger(delta=1e-3)
+    spent = []
+    for server_round in (1, 2, 3):
+        model = tiny_model()
+        result = train_locally(model, cohort, PLAN, PrivacyPlan(noise_multiplier=sigma, max_grad_norm=1.0,
+                                                                secure_mode=False))
+        assert result.steps == steps and math.isclose(result.sample_rate, sample_rate)
+        ledger.entries.append(LedgerEntry(run_id="r", server_round=server_round, noise_multiplier=sigma,
+                                          sample_rate=result.sample_rate, steps=result.steps, epsilon_after=0))
+        spent.append(ledger.epsilon())
+    assert 0 < spent[0] < spent[1] < spent[2] and math.isfinite(spent[2])
+    assert spent[2] == pytest.approx(3.0, abs=0.02)  # the noise was calibrated to the whole run
+
+
+def test_dp_training_changes_the_model_differently_from_plain_training():
+    cohort = encoded_cohort(96, seed=7)
+    plain, private = tiny_model(), tiny_model()
+    train_locally(plain, cohort, PLAN, None)
+    train_locally(private, cohort, PLAN, PrivacyPlan(noise_multiplier=1.0, max_grad_norm=0.1, secure_mode=False))
+    differences = [not torch.allclose(a, b) for a, b in zip(plain.parameters(), private.parameters(), strict=True)]
+    assert all(differences)
+
+
+def test_the_ledger_composes_across_runs_and_refuses_past_the_budget(tmp_path):
+    path = tmp_path / "privacy_ledger.json"
+    one_run = (1.2, 0.1, 50)
+    first = load_ledger(path, delta=1e-4)
+    first.entries.append(LedgerEntry(run_id="run-1", server_round=1, noise_multiplier=1.2, sample_rate=0.1,
+                                     steps=50, epsilon_after=first.epsilon([one_run])))
+    save_ledger(first, path)
+    second = load_ledger(path, delta=1e-4)  # a later run at the same site starts from what was spent
+    assert second.epsilon() == pytest.approx(first.epsilon())
+    both = second.epsilon([one_run])
+    assert both > second.epsilon()
+    assert check_budget(second, budget_epsilon=both + 0.01, planned=one_run) == pytest.approx(both)
+    with pytest.raises(PrivacyBudgetExceeded, match="privacy budget exhausted"):
+        check_budget(second, budget_epsilon=both - 0.05, planned=one_run)
+    with pytest.raises(ValueError, match="does not compose"):
+        load_ledger(path, delta=1e-5)
