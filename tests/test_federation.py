@@ -102,14 +102,17 @@ def test_a_two_round_three_site_federation_writes_its_run_directory_and_leaks_no
 
 
 def test_a_run_resumes_from_its_last_checkpoint_at_the_next_round(three_sites, tmp_path):
-    first = small_config(three_sites, tmp_path, **{"num-rounds": 1, "dp": False})
+    """FedAdam, so the server optimiser's moments must come back from the checkpoint too."""
+    first = small_config(three_sites, tmp_path, **{"num-rounds": 1, "dp": False, "strategy": "fedadam"})
     run_dir, results = run(first, Console(quiet=True))
     round_one = results["rounds"][0]
     checkpoint = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
 
-    resumed = small_config(three_sites, tmp_path, **{"num-rounds": 2, "dp": False, "resume-from": str(run_dir)})
+    assert set(checkpoint["strategy"]) == {"current_arrays", "m_t", "v_t"}
+    resumed = small_config(three_sites, tmp_path, **{"num-rounds": 2, "dp": False, "strategy": "fedadam",
+                                                     "resume-from": str(run_dir)})
     _, results = run(resumed, Console(quiet=True))
     assert [r["round"] for r in results["rounds"]] == [1, 2]
     assert results["rounds"][0] == round_one  # round 1 was neither repeated nor lost
-    assert json.loads(json.loads(json.dumps(checkpoint["server_state"])))["completed_round"] == 1
+    assert json.loads(checkpoint["server_state"])["completed_round"] == 1
     assert (run_dir / "checkpoints" / "round_002.pt").is_file()

@@ -1,0 +1,53 @@
+"""A node finds its own site: from its site-config file (deployment) or its partition (simulation)."""
+
+import numpy as np
+import pytest
+from flwr.app import Context, RecordDict
+
+from client.site import assign_splits, open_site
+from shared.config import RunConfig
+from tests.factories import patient_table
+
+
+def context(node_config: dict) -> Context:
+    return Context(run_id=7, node_id=1, node_config=node_config, state=RecordDict(), run_config={})
+
+
+def test_splits_depend_only_on_the_patient_and_the_seed():
+    table = patient_table(300, seed=1)
+    splits = assign_splits(table["patient_id"], seed=42, validation_fraction=0.2, test_fraction=0.2)
+    shuffled = table.sample(frac=1.0, random_state=0)
+    again = assign_splits(shuffled["patient_id"], seed=42, validation_fraction=0.2, test_fraction=0.2)
+    assert dict(zip(table["patient_id"], splits)) == dict(zip(shuffled["patient_id"], again))
+    shares = {name: np.mean(splits == name) for name in ("train", "validation", "test")}
+    assert shares["train"] == pytest.approx(0.6, abs=0.08) and shares["test"] == pytest.approx(0.2, abs=0.06)
+    other = assign_splits(table["patient_id"], seed=43, validation_fraction=0.2, test_fraction=0.2)
+    assert (other != splits).any()
+
+
+def test_a_deployed_node_reads_its_site_configuration_file(tmp_path):
+    patient_table(120, seed=2, site="h").to_csv(tmp_path / "export.csv", index=False)
+    (tmp_path / "site.toml").write_text(
+        'site_id = "hospital-a"\ndisplay_name = "Hospital A"\ntarget_epsilon = 2.5\nmin_cell_size = 12\n'
+        '[data]\npath = "export.csv"\n')
+    site = open_site(context({"site-config": str(tmp_path / "site.toml")}), RunConfig())
+    assert (site.site_id, site.target_epsilon, site.min_cell_size) == ("hospital-a", 2.5, 12)
+    assert len(site.patients) == 120 and len(site.part("train")) + len(site.part("validation")) \
+        + len(site.part("test")) == 120
+    assert site.state_dir.is_relative_to(tmp_path)
+
+
+def test_a_simulated_node_gets_the_folder_of_its_partition(tmp_path):
+    for name in ("site_b", "site_a"):
+        (tmp_path / name).mkdir()
+        patient_table(50, seed=3, site=name).to_csv(tmp_path / name / "patients.csv", index=False)
+    config = RunConfig.from_mapping({"data-dir": str(tmp_path), "run-name": "r"})
+    assert open_site(context({"partition-id": 1}), config).site_id == "site_b"
+    with pytest.raises(ValueError, match="num-supernodes = 2"):
+        open_site(context({"partition-id": 2}), config)
+
+
+def test_a_missing_cohort_says_how_to_make_one(tmp_path):
+    config = RunConfig.from_mapping({"data-dir": str(tmp_path / "nowhere")})
+    with pytest.raises(FileNotFoundError, match="oncofed-cohort --out"):
+        open_site(context({"partition-id": 0}), config)
