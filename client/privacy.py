@@ -40,9 +40,12 @@ class PrivacyLedger(BaseModel):
     def epsilon(self, extra: list[tuple[float, float, int]] | None = None) -> float:
         """Cumulative ε, optionally with planned steps added (to check a round before running it)."""
         accountant = RDPAccountant()
-        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")  # bound still valid
         accountant.history = self.history() + (extra or [])
-        return float(accountant.get_epsilon(self.delta)) if accountant.history else 0.0
+        if not accountant.history:
+            return 0.0
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")  # bound still valid
+            return float(accountant.get_epsilon(self.delta))
 
 
 class PrivacyBudgetExceeded(RuntimeError):
@@ -81,10 +84,11 @@ def steps_per_round(num_train: int, batch_size: int, local_epochs: int) -> tuple
 
 def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, total_steps: int) -> float:
     """The noise multiplier that spends exactly the target ε over every planned step of the run."""
-    warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-    return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
-                                      sample_rate=sample_rate, steps=total_steps, accountant="rdp",
-                                      epsilon_tolerance=0.005))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                          sample_rate=sample_rate, steps=total_steps, accountant="rdp",
+                                          epsilon_tolerance=0.005))
 
 
 def check_budget(ledger: PrivacyLedger, budget_epsilon: float, planned: tuple[float, float, int]) -> float:

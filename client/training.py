@@ -57,14 +57,26 @@ def train_locally(model: OncoFedNet, cohort: EncodedCohort, plan: LocalTrainingP
     optimizer = torch.optim.Adam(model.parameters(), lr=plan.learning_rate)
     trained: torch.nn.Module = model
     if privacy is not None:
-        warnings.filterwarnings("ignore", message="Secure RNG turned off")  # secure_mode is the site's choice
-        warnings.filterwarnings("ignore", message="Full backward hook is firing")  # inputs need no grad
-        engine = PrivacyEngine(accountant="rdp", secure_mode=privacy.secure_mode)
+        with warnings.catch_warnings():  # secure_mode off is the simulation's choice, set in the configuration
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            engine = PrivacyEngine(accountant="rdp", secure_mode=privacy.secure_mode)
         trained, optimizer, loader = engine.make_private(
             module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=privacy.noise_multiplier,
             max_grad_norm=privacy.max_grad_norm, poisson_sampling=True,
             noise_generator=None if privacy.secure_mode else torch.Generator().manual_seed(plan.seed + 1))
     trained.train()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")  # inputs need no gradient
+        total, steps = _run_epochs(model, trained, optimizer, loader, plan, global_weights, generator)
+    # the rate the accountant must be told: the Poisson loader's own (1 / batches per epoch)
+    sample_rate = float(getattr(loader, "sample_rate", min(1.0, plan.batch_size / len(cohort))))
+    return LocalTrainingResult(mean_loss=total / max(1, steps * plan.batch_size), steps=steps,
+                               sample_rate=sample_rate)
+
+
+def _run_epochs(model: OncoFedNet, trained: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
+                plan: LocalTrainingPlan, global_weights: list[torch.Tensor], generator: torch.Generator
+                ) -> tuple[float, int]:
     total, steps = 0.0, 0
     for _ in range(plan.local_epochs):
         for batch in loader:
@@ -80,7 +92,4 @@ def train_locally(model: OncoFedNet, cohort: EncodedCohort, plan: LocalTrainingP
                         weight.sub_(plan.learning_rate * plan.proximal_mu * (weight - anchor))
             total += float(loss.detach()) * len(batch[0])
             steps += 1
-    # the rate the accountant must be told: the Poisson loader's own (1 / batches per epoch)
-    sample_rate = float(getattr(loader, "sample_rate", min(1.0, plan.batch_size / len(cohort))))
-    return LocalTrainingResult(mean_loss=total / max(1, steps * plan.batch_size), steps=steps,
-                               sample_rate=sample_rate)
+    return total, steps

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from shared.contract import GENES, MODALITIES
+from shared.contract import GENES, MODALITIES, MODALITY_FIELDS
 from shared.harmonisation import NUMERIC_TRANSFORMS, NormalisationStats
 from shared.vocabulary import (
     ALL_HISTOLOGIES,
@@ -173,8 +173,6 @@ def _survival_targets(frame: pd.DataFrame, endpoint: str, grid: SurvivalGrid) ->
 
 def modality_presence(frame: pd.DataFrame) -> np.ndarray:
     """(n, 4) presence mask: a modality is present when any of its fields was measured."""
-    from shared.contract import MODALITY_FIELDS
-
     return np.column_stack([frame[list(MODALITY_FIELDS[m])].notna().any(axis=1).to_numpy()
                             for m in MODALITIES]).astype(np.float32)
 
