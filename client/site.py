@@ -56,23 +56,34 @@ def simulated_site_dirs(config: RunConfig) -> list[Path]:
     return sites
 
 
+def site_from_config(path: Path, config: RunConfig) -> Site:
+    """A site described by its own configuration file: data, mapping, budget and a state dir that persists."""
+    site_config = SiteConfig.from_file(path)
+    patients = load_site_frame(site_config)
+    return Site(site_id=site_config.site_id, patients=patients,
+                split=assign_splits(patients["patient_id"], config.seed, config.validation_fraction,
+                                    config.test_fraction),
+                target_epsilon=site_config.target_epsilon, target_delta=site_config.target_delta or 0.0,
+                min_cell_size=site_config.min_cell_size, secure_mode=config.secure_mode,
+                state_dir=site_config.state_dir)
+
+
 def open_site(context: Context, config: RunConfig) -> Site:
-    """This node's site, from its site configuration (deployment) or its partition id (simulation)."""
+    """This node's site: its site configuration (deployment), or the folder of its partition (simulation).
+
+    A simulated site folder may hold its own site.toml; it then behaves like a deployed site (its budget,
+    and a privacy ledger that persists across runs). Otherwise the run configuration plays its part.
+    """
     if "site-config" in context.node_config:
-        site_config = SiteConfig.from_file(Path(str(context.node_config["site-config"])))
-        patients = load_site_frame(site_config)
-        return Site(site_id=site_config.site_id, patients=patients,
-                    split=assign_splits(patients["patient_id"], config.seed, config.validation_fraction,
-                                        config.test_fraction),
-                    target_epsilon=site_config.target_epsilon, target_delta=site_config.target_delta or 0.0,
-                    min_cell_size=site_config.min_cell_size, secure_mode=config.secure_mode,
-                    state_dir=site_config.state_dir)
+        return site_from_config(Path(str(context.node_config["site-config"])), config)
     sites = simulated_site_dirs(config)
     partition = int(context.node_config["partition-id"])
     if partition >= len(sites):
         raise ValueError(f"partition {partition} has no site: {len(sites)} sites in {cohort_directory(config)}; "
                          f"run the simulation with num-supernodes = {len(sites)}")
     folder = sites[partition]
+    if (folder / "site.toml").is_file():
+        return site_from_config(folder / "site.toml", config)
     patients = load_contract_csv(folder / "patients.csv")
     return Site(site_id=folder.name, patients=patients,
                 split=assign_splits(patients["patient_id"], config.seed, config.validation_fraction,
