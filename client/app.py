@@ -5,10 +5,12 @@ Every reply is built by client/outbox.py; per-patient values stay in this proces
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
@@ -27,16 +29,59 @@ from client.privacy import (
     steps_per_round,
 )
 from client.site import Site, open_site
+from client.site_report import evaluate_site, write_site_report
 from client.training import LocalTrainingPlan, PrivacyPlan, train_locally
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid, encode_cohort
-from shared.harmonisation import summarise_site, to_metric_record_dict
-from shared.messages import read_instructions
-from shared.model import build_model
+from shared.harmonisation import NormalisationStats, summarise_site, to_metric_record_dict
+from shared.html_report import PrivacySpent, RunInfo
+from shared.messages import REPORT_FIGURE_KEYS, read_instructions
+from shared.metrics import Estimate, EvaluationSettings, OutcomePredictions, site_figures
+from shared.model import OncoFedNet, build_model, predict
+
+logger = logging.getLogger(__name__)
 
 
 def _model_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+
+def _privacy_spent(site: Site, plan: RunConfig) -> PrivacySpent:
+    """What the site's ledger says it has spent; ε is None when the site kept no ledger (no DP)."""
+    ledger_path = site.state_dir / "privacy_ledger.json"
+    if not ledger_path.exists():
+        return PrivacySpent(epsilon=None)
+    ledger = load_ledger(ledger_path, site.target_delta or default_delta(len(site.part("train"))))
+    last = ledger.entries[-1] if ledger.entries else None
+    return PrivacySpent(epsilon=ledger.epsilon(), delta=ledger.delta, accountant="rdp",
+                        noise_multiplier=last.noise_multiplier if last else None, max_grad_norm=plan.max_grad_norm)
+
+
+def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, grid: SurvivalGrid, plan: RunConfig,
+                   run_id: str, server_round: int) -> dict[str, float]:
+    """Write the site's report (per-patient curves stay on the site's disk); return its shareable intervals.
+
+    Only headline figures that are not suppressed are returned, as value/lower/upper.
+    """
+    train, test = site.part("train"), site.part("test")
+    raw = predict(model, encode_cohort(test, stats, grid).inputs())
+    predictions = OutcomePredictions(response_prob=raw.response_prob, pfs_survival=raw.pfs_survival,
+                                     os_survival=raw.os_survival, time_grid_days=grid.time_grid_days)
+    run = RunInfo(run_id=run_id, model_checkpoint=f"global model after round {server_round}",
+                  rounds_completed=server_round)
+    settings = EvaluationSettings(min_cell_size=site.min_cell_size, n_bootstrap=plan.bootstrap_samples)
+    evaluation = evaluate_site(site.site_id, train, test, predictions, shap_importances={},
+                               privacy=_privacy_spent(site, plan), run=run,
+                               rng=np.random.default_rng(plan.seed), settings=settings)
+    write_site_report(site.state_dir / "report.html", evaluation)
+    headline: dict[str, Estimate] = site_figures(evaluation.model)
+    shared: dict[str, float] = {}
+    for key, name in REPORT_FIGURE_KEYS.items():
+        estimate = headline.get(name)
+        if estimate is None or not estimate.available or estimate.lower is None or estimate.upper is None:
+            continue
+        shared |= {key: estimate.value, f"{key}-lower": estimate.lower, f"{key}-upper": estimate.upper}
+    return shared
 
 
 def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod] | None = None) -> ClientApp:
@@ -104,7 +149,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
     @app.evaluate()
     def evaluate(message: Message, context: Context) -> Message:
         site = site_of(context)
-        plan, stats, _ = read_instructions(message.content)
+        plan, stats, server_round = read_instructions(message.content)
         split = str(message.content["config"].get("split", "validation"))
         patients = site.part(split)
         if len(patients) < site.min_cell_size:
@@ -115,6 +160,11 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         model.load_state_dict(message.content["arrays"].to_torch_state_dict())
         figures = evaluate_cohort(model, patients, encode_cohort(patients, stats, grid), grid,
                                   site.min_cell_size, prefix="test" if split == "test" else "val")
+        if split == "test":
+            try:
+                figures |= report_at_site(site, model, stats, grid, plan, str(context.run_id), server_round)
+            except Exception:  # the report is the site's own output; the federation's test figures still go out
+                logger.exception("site %s: the site report could not be written", site.site_id)
         return outbox.reply(message, site_id=site.site_id, metrics=figures, min_cell_size=site.min_cell_size)
 
     return app

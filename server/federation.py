@@ -19,11 +19,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from server.checkpoint import ServerState, load_checkpoint, save_checkpoint
+from server.consortium_report import ConsortiumSummary, SiteSummary, write_consortium_report
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
 from shared.harmonisation import NormalisationStats, from_metric_record_dict, pool_summaries
-from shared.messages import NORMALISATION_KEY, instruction_records
+from shared.html_report import PrivacySpent, RunInfo
+from shared.messages import NORMALISATION_KEY, REPORT_FIGURE_KEYS, instruction_records
+from shared.metrics import Estimate
 from shared.model import build_model
 
 Progress = Callable[[str], None]
@@ -172,7 +175,35 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
                "test_mean": weighted_means(final.figures), "test_missing": final.missing,
                "epsilon": _epsilon_by_site(state.history)}
     _write_json(run_dir / "metrics.json", results)
+    try:
+        summary = consortium_summary(final.figures, state.history, config, run_dir)
+        write_consortium_report(run_dir / "consortium_report.html", summary)
+    except Exception as error:  # the run's figures are already saved; say what failed and carry on
+        progress(f"consortium report not written: {type(error).__name__}: {error}")
     return results
+
+
+def consortium_summary(test_figures: dict[str, dict[str, float]], history: list[dict], config: RunConfig,
+                       run_dir: Path) -> ConsortiumSummary:
+    """Each site's shared test figures (with their intervals) and privacy spent, as the consortium report takes them."""
+    last_train: dict[str, dict[str, float]] = {}
+    for record in history:
+        last_train |= record["train"]
+    sites = []
+    for site, figures in sorted(test_figures.items()):
+        spent = last_train.get(site, {})
+        privacy = PrivacySpent(epsilon=spent.get("epsilon"), delta=spent.get("delta"),
+                               accountant="rdp" if "epsilon" in spent else None,
+                               noise_multiplier=spent.get("noise-multiplier"),
+                               max_grad_norm=config.max_grad_norm if "epsilon" in spent else None)
+        estimates = {name: Estimate(value=figures[key], lower=figures[f"{key}-lower"], upper=figures[f"{key}-upper"])
+                     for key, name in REPORT_FIGURE_KEYS.items()
+                     if {key, f"{key}-lower", f"{key}-upper"} <= set(figures)}
+        count = int(figures.get("num-examples", 0))
+        sites.append(SiteSummary(site_id=site, n_patients=count or None, privacy=privacy, figures=estimates))
+    run = RunInfo(run_id=run_dir.name, model_checkpoint=str(run_dir / "checkpoints" / "latest.pt"),
+                  rounds_completed=len(history))
+    return ConsortiumSummary(run=run, sites=sites)
 
 
 def _evaluate(grid: Grid, strategy, config: RunConfig, stats: NormalisationStats, arrays: ArrayRecord,

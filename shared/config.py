@@ -56,6 +56,8 @@ class RunConfig(BaseModel):
     # data, privacy of outputs, reproducibility
     data_dir: str = Field(default="", description="simulation only: folder of site folders; '' = default cohort")
     min_cell_size: int = Field(default=10, ge=1)
+    bootstrap_samples: int = Field(default=100, ge=20,
+                                   description="bootstrap resamples per interval in each site's final report")
     validation_fraction: float = Field(default=0.2, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.2, gt=0, lt=0.5)
     seed: int = 42

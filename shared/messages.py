@@ -12,6 +12,9 @@ from shared.harmonisation import NormalisationStats
 
 PLAN_KEY = "config"
 NORMALISATION_KEY = "normalisation"
+# the site report's headline figures a site sends with its final test figures, each with "-lower"/"-upper"
+# (outgoing metric key → key of shared.metrics.SITE_FIGURES)
+REPORT_FIGURE_KEYS = {"response-auc": "response_auc", "pfs-cindex": "pfs_harrell_c", "os-cindex": "os_harrell_c"}
 
 
 def instruction_records(config: RunConfig, stats: NormalisationStats, **extra: str | int | float | bool

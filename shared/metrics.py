@@ -21,10 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from scipy import optimize, special, stats
 from sklearn.calibration import calibration_curve
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score, brier_score_loss, roc_auc_score, roc_curve
+from sklearn.metrics import balanced_accuracy_score, roc_curve
 from sksurv.compare import compare_survival
 from sksurv.metrics import (
-    concordance_index_censored,
     concordance_index_ipcw,
     cumulative_dynamic_auc,
     integrated_brier_score,
@@ -302,6 +301,43 @@ def bootstrap_interval(statistic: Callable[[np.ndarray], float | np.ndarray], n:
     return np.where(enough, lower, np.nan), np.where(enough, upper, np.nan)
 
 
+def roc_auc(responder: np.ndarray, response_prob: np.ndarray) -> float:
+    """ROC AUC as the Mann–Whitney rank statistic (ties count ½): equals sklearn's roc_auc_score.
+
+    Used inside the bootstrap, where roc_auc_score's own input checks cost more than the figure itself.
+    """
+    positive = np.asarray(responder, dtype=bool)
+    n_positive = int(positive.sum())
+    n_negative = positive.size - n_positive
+    if n_positive == 0 or n_negative == 0:
+        raise ValueError("AUC is undefined with only one class present")
+    ranks = stats.rankdata(response_prob)
+    return float((ranks[positive].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
+
+
+def harrell_c_value(event: np.ndarray, time: np.ndarray, risk: np.ndarray, tied_tol: float = 1e-8) -> float:
+    """Harrell's C exactly as sksurv's concordance_index_censored counts it, over all pairs at once.
+
+    A pair (i, j) is comparable when i had the event and either i's time is earlier, or the times tie and j
+    is censored; it is concordant when i has the higher risk, and counts ½ when the risks tie.
+    """
+    event = np.asarray(event, dtype=bool)
+    time = np.asarray(time, dtype=float)
+    risk = np.asarray(risk, dtype=float)
+    if not event.any():
+        raise ValueError("all samples are censored")
+    earlier = time[:, None] < time[None, :]
+    tied_censored = (time[:, None] == time[None, :]) & ~event[None, :]
+    comparable = event[:, None] & (earlier | tied_censored)
+    total = comparable.sum()
+    if total == 0:
+        raise ZeroDivisionError("no comparable pairs")
+    difference = risk[:, None] - risk[None, :]
+    tied = np.abs(difference) <= tied_tol
+    concordant = (comparable & (difference > 0) & ~tied).sum() + 0.5 * (comparable & tied).sum()
+    return float(concordant / total)
+
+
 def _estimate(value: float, lower: float, upper: float, n: int, events: int | None,
               note: str | None = None) -> Estimate:
     finite = np.isfinite(lower) and np.isfinite(upper)
@@ -349,7 +385,7 @@ def response_auc(response_prob: np.ndarray, responder: np.ndarray, settings: Eva
     p, y = _check_response(response_prob, responder)
     if (blank := suppress_small_cells(len(y), int(y.sum()), settings.min_cell_size, what="responders")):
         return blank
-    return _bootstrapped(lambda rows: roc_auc_score(y[rows], p[rows]), len(y), int(y.sum()), settings, rng)
+    return _bootstrapped(lambda rows: roc_auc(y[rows], p[rows]), len(y), int(y.sum()), settings, rng)
 
 
 def response_balanced_accuracy(response_prob: np.ndarray, responder: np.ndarray, settings: EvaluationSettings,
@@ -369,7 +405,8 @@ def response_brier(response_prob: np.ndarray, responder: np.ndarray, settings: E
     p, y = _check_response(response_prob, responder)
     if (blank := suppress_small_cells(len(y), int(y.sum()), settings.min_cell_size, what="responders")):
         return blank
-    return _bootstrapped(lambda rows: brier_score_loss(y[rows], p[rows]), len(y), int(y.sum()), settings, rng)
+    return _bootstrapped(lambda rows: float(np.mean((p[rows] - y[rows]) ** 2)), len(y), int(y.sum()),
+                        settings, rng)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -515,7 +552,7 @@ def harrell_c(survival: np.ndarray, time_grid_days: np.ndarray, days: np.ndarray
     if (blank := suppress_small_cells(len(time), int(happened.sum()), settings.min_cell_size)):
         return blank
     risk = risk_score(curve, grid)
-    return _bootstrapped(lambda rows: concordance_index_censored(happened[rows], time[rows], risk[rows])[0],
+    return _bootstrapped(lambda rows: harrell_c_value(happened[rows], time[rows], risk[rows]),
                          len(time), int(happened.sum()), settings, rng)
 
 
@@ -709,7 +746,7 @@ def compare_with_baseline(test_frame: pd.DataFrame, model: OutcomePredictions, b
     y, p_model, p_base = responder[known], model.response_prob[known], baseline.response_prob[known]
     comparisons.append(_paired(
         "Response AUC", model_evaluation.response.auc, baseline_evaluation.response.auc,
-        lambda rows: roc_auc_score(y[rows], p_model[rows]) - roc_auc_score(y[rows], p_base[rows]),
+        lambda rows: roc_auc(y[rows], p_model[rows]) - roc_auc(y[rows], p_base[rows]),
         len(y), int(y.sum()), settings, rng))
     for endpoint in ENDPOINTS:
         rows_known, days, event = survival_outcomes(test_frame, endpoint)
@@ -719,8 +756,7 @@ def compare_with_baseline(test_frame: pd.DataFrame, model: OutcomePredictions, b
 
         def difference(rows: np.ndarray, a: np.ndarray = risk_model, b: np.ndarray = risk_base,
                        t: np.ndarray = time, e: np.ndarray = happened) -> float:
-            return (concordance_index_censored(e[rows], t[rows], a[rows])[0]
-                    - concordance_index_censored(e[rows], t[rows], b[rows])[0])
+            return harrell_c_value(e[rows], t[rows], a[rows]) - harrell_c_value(e[rows], t[rows], b[rows])
 
         comparisons.append(_paired(
             f"{endpoint.upper()} Harrell's C", model_evaluation.survival[endpoint].harrell_c,

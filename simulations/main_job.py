@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     console.print(summary_table(results))
     console.print(f"wrote {run_dir} in {time.perf_counter() - started:.0f} s "
-                  f"(config.json, metrics.json, checkpoints/, sites/<site>/privacy_ledger.json)")
+                  f"(config.json, metrics.json, checkpoints/, consortium_report.html, "
+                  f"sites/<site>/privacy_ledger.json and report.html)")
     return 0
 
 

@@ -36,7 +36,7 @@ def three_sites(tmp_path_factory):
 def small_config(data_dir, output_dir, **changes) -> RunConfig:
     values = {"data-dir": str(data_dir), "output-dir": str(output_dir), "run-name": "test-run", "num-rounds": 2,
               "local-epochs": 1, "hidden-size": 16, "survival-interval-days": 180, "target-epsilon": 5.0,
-              "round-timeout-s": 120}
+              "round-timeout-s": 120, "bootstrap-samples": 20}  # the fewest resamples: reports here only need to exist
     return RunConfig.from_mapping(values | changes)
 
 
@@ -82,6 +82,9 @@ def test_a_two_round_three_site_federation_writes_its_run_directory_and_leaks_no
         assert figures["num-examples"] >= 10
         assert 0 < results["epsilon"][site] <= 5.0 * 1.001
         assert (run_dir / "sites" / site / "privacy_ledger.json").is_file()
+        assert (run_dir / "sites" / site / "report.html").is_file()  # per-patient curves stay at the site
+        assert {"response-auc-lower", "response-auc-upper"} <= set(figures) or "response-auc" not in figures
+    assert (run_dir / "consortium_report.html").is_file()
     for record in results["rounds"]:  # per-site figures are kept, not only the mean
         assert set(record["validation"]) == {"site_0", "site_1", "site_2"}
 
