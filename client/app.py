@@ -23,7 +23,6 @@ from client.privacy import (
     PrivacyBudgetExceeded,
     calibrate_noise,
     check_budget,
-    default_delta,
     load_ledger,
     save_ledger,
     steps_per_round,
@@ -48,10 +47,9 @@ def _model_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 def _privacy_spent(site: Site, plan: RunConfig) -> PrivacySpent:
     """What the site's ledger says it has spent; ε is None when the site kept no ledger (no DP)."""
-    ledger_path = site.state_dir / "privacy_ledger.json"
-    if not ledger_path.exists():
+    if not site.ledger_path.exists():
         return PrivacySpent(epsilon=None)
-    ledger = load_ledger(ledger_path, site.target_delta or default_delta(len(site.part("train"))))
+    ledger = load_ledger(site.ledger_path, site.delta())
     last = ledger.entries[-1] if ledger.entries else None
     return PrivacySpent(epsilon=ledger.epsilon(), delta=ledger.delta, accountant="rdp",
                         noise_multiplier=last.noise_multiplier if last else None, max_grad_norm=plan.max_grad_norm)
@@ -114,12 +112,12 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         cohort = encode_cohort(site.part("train"), stats, grid)
         model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
         model.load_state_dict(message.content["arrays"].to_torch_state_dict())
-        privacy, ledger, ledger_path, planned = None, None, site.state_dir / "privacy_ledger.json", None
+        privacy, ledger, planned = None, None, None
         if plan.dp:
-            delta = site.target_delta or default_delta(len(cohort))
+            delta = site.delta()
             sample_rate, steps = steps_per_round(len(cohort), plan.batch_size, plan.local_epochs)
             sigma = calibrate_noise(site.target_epsilon, delta, sample_rate, steps * plan.num_rounds)
-            ledger = load_ledger(ledger_path, delta)
+            ledger = load_ledger(site.ledger_path, delta)
             planned = (sigma, sample_rate, steps)
             try:
                 check_budget(ledger, site.target_epsilon, planned)
@@ -139,7 +137,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
                                               noise_multiplier=planned[0], sample_rate=result.sample_rate,
                                               steps=result.steps, epsilon_after=0.0))
             ledger.entries[-1].epsilon_after = ledger.epsilon()
-            save_ledger(ledger, ledger_path)
+            save_ledger(ledger, site.ledger_path)
             metrics |= {"epsilon": ledger.entries[-1].epsilon_after, "epsilon-budget": site.target_epsilon,
                         "delta": ledger.delta, "noise-multiplier": planned[0], "sample-rate": result.sample_rate,
                         "steps": result.steps}

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from flwr.app import Context
 
+from client.privacy import default_delta
 from client.site_data import load_contract_csv, load_site_frame
 from shared.config import RunConfig, cohort_directory, run_directory
 from shared.site_config import SiteConfig
@@ -32,6 +33,14 @@ class Site:
     min_cell_size: int
     secure_mode: bool
     state_dir: Path  # the site's own disk: privacy ledger, per-patient outputs, its report
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.state_dir / "privacy_ledger.json"
+
+    def delta(self) -> float:
+        """The site's δ: its own setting, else 0.1 / n_train (client/privacy.py default_delta)."""
+        return self.target_delta or default_delta(len(self.part("train")))
 
     def part(self, name: str) -> pd.DataFrame:
         if name not in SPLITS:

@@ -186,9 +186,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
 def consortium_summary(test_figures: dict[str, dict[str, float]], history: list[dict], config: RunConfig,
                        run_dir: Path) -> ConsortiumSummary:
     """Each site's shared test figures (with their intervals) and privacy spent, as the consortium report takes them."""
-    last_train: dict[str, dict[str, float]] = {}
-    for record in history:
-        last_train |= record["train"]
+    last_train = _last_training_figures(history)
     sites = []
     for site, figures in sorted(test_figures.items()):
         spent = last_train.get(site, {})
@@ -214,14 +212,16 @@ def _evaluate(grid: Grid, strategy, config: RunConfig, stats: NormalisationStats
     return collect(grid, messages, config.round_timeout_s, names)
 
 
-def _epsilon_by_site(history: list[dict]) -> dict[str, float]:
-    """The last ε each site reported (cumulative over the run)."""
-    spent: dict[str, float] = {}
+def _last_training_figures(history: list[dict]) -> dict[str, dict[str, float]]:
+    """Each site's figures from the last round it trained in (its ε there is cumulative over the run)."""
+    last: dict[str, dict[str, float]] = {}
     for record in history:
-        for site, figures in record["train"].items():
-            if "epsilon" in figures:
-                spent[site] = figures["epsilon"]
-    return spent
+        last |= record["train"]
+    return last
+
+
+def _epsilon_by_site(history: list[dict]) -> dict[str, float]:
+    return {site: f["epsilon"] for site, f in _last_training_figures(history).items() if "epsilon" in f}
 
 
 def _round_line(record: dict, num_rounds: int) -> str:
