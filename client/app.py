@@ -52,7 +52,8 @@ def _privacy_spent(site: Site, plan: RunConfig) -> PrivacySpent:
     ledger = load_ledger(site.ledger_path, site.delta())
     last = ledger.entries[-1] if ledger.entries else None
     return PrivacySpent(epsilon=ledger.epsilon(), delta=ledger.delta, accountant="rdp",
-                        noise_multiplier=last.noise_multiplier if last else None, max_grad_norm=plan.max_grad_norm)
+                        noise_multiplier=last.noise_multiplier if last else None, max_grad_norm=plan.max_grad_norm,
+                        budget_epsilon=site.target_epsilon, rounds=ledger.spending())
 
 
 def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, grid: SurvivalGrid, plan: RunConfig,
@@ -138,7 +139,9 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
                                               steps=result.steps, epsilon_after=0.0))
             ledger.entries[-1].epsilon_after = ledger.epsilon()
             save_ledger(ledger, site.ledger_path)
-            metrics |= {"epsilon": ledger.entries[-1].epsilon_after, "epsilon-budget": site.target_epsilon,
+            metrics |= {"epsilon": ledger.entries[-1].epsilon_after,
+                        "epsilon-round": ledger.round_epsilon(str(context.run_id), server_round),
+                        "epsilon-budget": site.target_epsilon,
                         "delta": ledger.delta, "noise-multiplier": planned[0], "sample-rate": result.sample_rate,
                         "steps": result.steps}
         return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size,

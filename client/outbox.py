@@ -18,7 +18,7 @@ COUNT_KEYS = re.compile(r"^(num-examples|n-[a-z0-9-]+|events-[a-z0-9-]+"  # eval
                         r"|n:\w+|hist:\w+:\d+|cat:\w+:[\w .+-]+|site:n_patients)$")  # harmonisation counts
 # aggregate figures: metrics, privacy accounting, harmonisation sums (each guarded by its count)
 FIGURE_KEYS = re.compile(
-    r"^(train-loss|val-loss|test-loss|epsilon|epsilon-budget|delta|noise-multiplier|sample-rate|steps"
+    r"^(train-loss|val-loss|test-loss|epsilon|epsilon-round|epsilon-budget|delta|noise-multiplier|sample-rate|steps"
     r"|(response-auc|response-brier|pfs-cindex|os-cindex)(-lower|-upper)?"
     r"|(sum|sumsq):\w+|site:min_cell_size|site:grid_version)$")
 MODEL_ARRAYS_KEY = "arrays"
