@@ -37,7 +37,7 @@ DEFAULT_EPSILONS = (0.5, 1.0, 3.0, 8.0, math.inf)
 
 def run_config(epsilon: float, seed: int, runs_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     """The main job's configuration for one point of the curve (ε = inf: no DP)."""
-    values = {"bootstrap-samples": 20, **overrides, "seed": seed, "output-dir": str(runs_dir),
+    values = {"site-reports": False, **overrides, "seed": seed, "output-dir": str(runs_dir),
               "run-name": f"eps-{_label(epsilon)}-seed-{seed}", "dp": math.isfinite(epsilon)}
     if math.isfinite(epsilon):
         values["target-epsilon"] = epsilon
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=Path, help="where the federations' run directories go (default: a temp dir)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other run-config key, e.g. --set num-rounds=2 (default: the project's defaults, "
-                             "bootstrap-samples=20)")
+                             "site-reports=false: the benchmark needs only the figures sites send)")
     args = parser.parse_args(argv)
     console = Console(width=150)
     overrides = parse_overrides(args.set)

@@ -93,8 +93,8 @@ def test_the_membership_inference_audit_runs_end_to_end(tiny_cohort, tmp_path):
 def test_privacy_utility_configurations_summary_and_plot(tmp_path):
     assert pu.run_config(math.inf, 7, tmp_path, {}).dp is False
     config = pu.run_config(0.5, 7, tmp_path, {"num-rounds": 2})
-    assert (config.dp, config.target_epsilon, config.seed, config.num_rounds, config.bootstrap_samples) == (
-        True, 0.5, 7, 2, 20)
+    assert (config.dp, config.target_epsilon, config.seed, config.num_rounds, config.site_reports) == (
+        True, 0.5, 7, 2, False)
     points = [{"epsilon": eps, "seed": seed, "test_mean": {"response-auc": auc, "pfs-cindex": 0.6, "os-cindex": None},
                "epsilon_spent": {"a": float(eps) if eps != "inf" else 0.0}}
               for eps, seed, auc in (("1", 1, 0.60), ("1", 2, 0.64), ("inf", 1, 0.70), ("0.5", 1, 0.55))]
