@@ -84,8 +84,11 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
 
 
 def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod] | None = None) -> ClientApp:
-    """A ClientApp; `overrides` stand in for the run configuration when the project's own command runs it."""
-    app = ClientApp(mods=mods or [])
+    """A ClientApp; `overrides` stand in for the run configuration when the project's own command runs it.
+
+    `mods` wrap it from outside; client/outbox.py's contain_failures is always innermost, so no exception's text
+    is sent."""
+    app = ClientApp(mods=[*(mods or []), outbox.contain_failures])
 
     def local_config(context: Context) -> RunConfig:
         return RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
