@@ -51,8 +51,18 @@ def _label(epsilon: float) -> str:
 def one_point(config: RunConfig, epsilon: float) -> dict[str, Any]:
     """Run one federation and keep what the benchmark reports (test figures only, never validation)."""
     started = time.perf_counter()
-    _, results = run(config, Console(quiet=True))
-    return {"epsilon": _label(epsilon), "seed": config.seed, "seconds": round(time.perf_counter() - started, 1),
+    try:
+        _, results = run(config, Console(quiet=True))
+    except RuntimeError as error:  # e.g. Ray's node timing out at start on a busy machine: one more try
+        print(f"  the federation failed ({error}); trying once more", flush=True)
+        started = time.perf_counter()
+        _, results = run(config, Console(quiet=True))
+    return point_from_results(results, epsilon, config.seed, time.perf_counter() - started)
+
+
+def point_from_results(results: dict[str, Any], epsilon: float, seed: int, seconds: float) -> dict[str, Any]:
+    """One point of the curve from a run's metrics.json (test figures only, never validation)."""
+    return {"epsilon": _label(epsilon), "seed": seed, "seconds": round(seconds, 1),
             "rounds": len(results["rounds"]), "test_mean": {k: results["test_mean"].get(k) for k in FIGURES},
             "test": {site: {k: figures.get(k) for k in (*FIGURES, "num-examples")}
                      for site, figures in sorted(results["test"].items())},
