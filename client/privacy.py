@@ -55,8 +55,8 @@ class PrivacyLedger(BaseModel):
             if rounds and (rounds[-1].run_id, rounds[-1].server_round) == (entry.run_id, entry.server_round):
                 rounds.pop()  # a round recorded in several entries is one point
             rounds.append(PrivacyRound(run_id=entry.run_id, server_round=entry.server_round,
-                                     epsilon_round=self.round_epsilon(entry.run_id, entry.server_round),
-                                     epsilon_cumulative=rdp_epsilon(self.history()[:index + 1], self.delta)))
+                                       epsilon_round=self.round_epsilon(entry.run_id, entry.server_round),
+                                       epsilon_cumulative=rdp_epsilon(self.history()[:index + 1], self.delta)))
         return rounds
 
 

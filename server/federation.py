@@ -194,7 +194,8 @@ def consortium_summary(test_figures: dict[str, dict[str, float]], history: list[
                                accountant="rdp" if "epsilon" in spent else None,
                                noise_multiplier=spent.get("noise-multiplier"),
                                max_grad_norm=config.max_grad_norm if "epsilon" in spent else None,
-                               budget_epsilon=spent.get("epsilon-budget"), rounds=_privacy_rounds(site, history, run_dir))
+                               budget_epsilon=spent.get("epsilon-budget"),
+                               rounds=_privacy_rounds(site, history, run_dir))
         estimates = {name: Estimate(value=figures[key], lower=figures[f"{key}-lower"], upper=figures[f"{key}-upper"])
                      for key, name in REPORT_FIGURE_KEYS.items()
                      if {key, f"{key}-lower", f"{key}-upper"} <= set(figures)}

@@ -73,14 +73,16 @@ class TrainingRecipe:
 
 
 def recipes(config: RunConfig, overfit_epochs: int) -> list[TrainingRecipe]:
+    epsilon, rounds, epochs = config.target_epsilon, config.num_rounds, config.local_epochs
     return [
-        TrainingRecipe("dp", f"DP ε = {config.target_epsilon:g}", f"DP-SGD ε = {config.target_epsilon:g} (project default: {config.num_rounds} rounds "
-                             f"× {config.local_epochs} epochs)", config.target_epsilon, config.num_rounds,
-                       config.local_epochs, config.modality_dropout),
-        TrainingRecipe("no-dp", "no DP", f"no DP ({config.num_rounds} rounds × {config.local_epochs} epochs)", None,
-                       config.num_rounds, config.local_epochs, config.modality_dropout),
-        TrainingRecipe("overfit", "no DP, over-fitted", f"no DP, deliberately over-fitted (1 round × {overfit_epochs} epochs, no modality "
-                                  f"dropout)", None, 1, overfit_epochs, 0.0),
+        TrainingRecipe("dp", f"DP ε = {epsilon:g}",
+                       f"DP-SGD ε = {epsilon:g} (project default: {rounds} rounds × {epochs} epochs)",
+                       epsilon, rounds, epochs, config.modality_dropout),
+        TrainingRecipe("no-dp", "no DP", f"no DP ({rounds} rounds × {epochs} epochs)", None, rounds, epochs,
+                       config.modality_dropout),
+        TrainingRecipe("overfit", "no DP, over-fitted",
+                       f"no DP, deliberately over-fitted (1 round × {overfit_epochs} epochs, no modality dropout)",
+                       None, 1, overfit_epochs, 0.0),
     ]
 
 
@@ -164,7 +166,8 @@ def lira_scores(target_loss: np.ndarray, shadow_losses: np.ndarray, shadow_in: n
 
     The statistic is the log-likelihood φ = −loss. Per patient, the mean of φ over shadows that trained on it
     (IN) and that did not (OUT); one variance per side pooled over patients (the fixed-variance variant,
-    advised for few shadows). Online: log N(φ; μ_in, σ_in) − log N(φ; μ_out, σ_out). Offline: log P_out(Φ ≤ φ).
+    advised for few shadows). Online: log N(φ; μ_in, σ_in) − log N(φ; μ_out, σ_out).
+    Offline: log P_out(Φ ≤ φ).
     Written by hand: the attack is these few lines; ART/privacy-meter expect a single-label classifier wrapper.
     """
     phi, shadow_phi = -target_loss, -shadow_losses
