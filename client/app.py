@@ -29,7 +29,7 @@ from client.privacy import (
 )
 from client.site import Site, open_site
 from client.site_report import evaluate_site, write_site_report
-from client.training import LocalTrainingPlan, PrivacyPlan, train_locally
+from client.training import LocalTrainingPlan, PrivacyPlan, secure_rng_available, train_locally
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, summarise_site, to_metric_record_dict
@@ -117,6 +117,10 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
         model.load_state_dict(message.content["arrays"].to_torch_state_dict())
         privacy, ledger, planned = None, None, None
+        if plan.dp and site.secure_mode and not secure_rng_available():
+            return outbox.refusal(message, outbox.ERROR_CONFIG, f"site {site.site_id}: secure-mode needs the "
+                                  f"torchcsprng package (Opacus's secure noise generator), which is not installed "
+                                  f"here; install it or run with secure-mode=false")
         if plan.dp:
             delta = site.delta()
             sample_rate, steps = steps_per_round(len(cohort), plan.batch_size, plan.local_epochs)
