@@ -29,7 +29,7 @@ from client.privacy import (
 )
 from client.site import Site, open_site
 from client.site_report import evaluate_site, write_site_report
-from client.training import LocalTrainingPlan, PrivacyPlan, train_locally
+from client.training import LocalTrainingPlan, PrivacyPlan, secure_rng_available, train_locally
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, summarise_site, to_metric_record_dict
@@ -52,7 +52,8 @@ def _privacy_spent(site: Site, plan: RunConfig) -> PrivacySpent:
     ledger = load_ledger(site.ledger_path, site.delta())
     last = ledger.entries[-1] if ledger.entries else None
     return PrivacySpent(epsilon=ledger.epsilon(), delta=ledger.delta, accountant="rdp",
-                        noise_multiplier=last.noise_multiplier if last else None, max_grad_norm=plan.max_grad_norm)
+                        noise_multiplier=last.noise_multiplier if last else None, max_grad_norm=plan.max_grad_norm,
+                        budget_epsilon=site.target_epsilon, rounds=ledger.spending())
 
 
 def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, grid: SurvivalGrid, plan: RunConfig,
@@ -83,8 +84,11 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
 
 
 def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod] | None = None) -> ClientApp:
-    """A ClientApp; `overrides` stand in for the run configuration when the project's own command runs it."""
-    app = ClientApp(mods=mods or [])
+    """A ClientApp; `overrides` stand in for the run configuration when the project's own command runs it.
+
+    `mods` wrap it from outside; client/outbox.py's contain_failures is always innermost, so no exception's text
+    is sent."""
+    app = ClientApp(mods=[*(mods or []), outbox.contain_failures])
 
     def local_config(context: Context) -> RunConfig:
         return RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
@@ -113,6 +117,10 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
         model.load_state_dict(message.content["arrays"].to_torch_state_dict())
         privacy, ledger, planned = None, None, None
+        if plan.dp and site.secure_mode and not secure_rng_available():
+            return outbox.refusal(message, outbox.ERROR_CONFIG, f"site {site.site_id}: secure-mode needs the "
+                                  f"torchcsprng package (Opacus's secure noise generator), which is not installed "
+                                  f"here; install it or run with secure-mode=false")
         if plan.dp:
             delta = site.delta()
             sample_rate, steps = steps_per_round(len(cohort), plan.batch_size, plan.local_epochs)
@@ -138,7 +146,9 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
                                               steps=result.steps, epsilon_after=0.0))
             ledger.entries[-1].epsilon_after = ledger.epsilon()
             save_ledger(ledger, site.ledger_path)
-            metrics |= {"epsilon": ledger.entries[-1].epsilon_after, "epsilon-budget": site.target_epsilon,
+            metrics |= {"epsilon": ledger.entries[-1].epsilon_after,
+                        "epsilon-round": ledger.round_epsilon(str(context.run_id), server_round),
+                        "epsilon-budget": site.target_epsilon,
                         "delta": ledger.delta, "noise-multiplier": planned[0], "sample-rate": result.sample_rate,
                         "steps": result.steps}
         return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size,
@@ -158,7 +168,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         model.load_state_dict(message.content["arrays"].to_torch_state_dict())
         figures = evaluate_cohort(model, patients, encode_cohort(patients, stats, grid), grid,
                                   site.min_cell_size, prefix="test" if split == "test" else "val")
-        if split == "test":
+        if split == "test" and plan.site_reports:
             try:
                 figures |= report_at_site(site, model, stats, grid, plan, str(context.run_id), server_round)
             except Exception:  # the report is the site's own output; the federation's test figures still go out

@@ -8,23 +8,31 @@ federation and checks what actually went over the wire.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 
-from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.clientapp.typing import ClientAppCallable
+
+from shared.config import ConfigError
+
+logger = logging.getLogger(__name__)
 
 # keys whose value is a count of patients (or events): 0 (suppressed) or at least the minimum cell size
 COUNT_KEYS = re.compile(r"^(num-examples|n-[a-z0-9-]+|events-[a-z0-9-]+"  # evaluation counts
                         r"|n:\w+|hist:\w+:\d+|cat:\w+:[\w .+-]+|site:n_patients)$")  # harmonisation counts
 # aggregate figures: metrics, privacy accounting, harmonisation sums (each guarded by its count)
 FIGURE_KEYS = re.compile(
-    r"^(train-loss|val-loss|test-loss|epsilon|epsilon-budget|delta|noise-multiplier|sample-rate|steps"
+    r"^(train-loss|val-loss|test-loss|epsilon|epsilon-round|epsilon-budget|delta|noise-multiplier|sample-rate|steps"
     r"|(response-auc|response-brier|pfs-cindex|os-cindex)(-lower|-upper)?"
     r"|(sum|sumsq):\w+|site:min_cell_size|site:grid_version)$")
 MODEL_ARRAYS_KEY = "arrays"
 SITE_KEY = "site"
 ERROR_BUDGET_EXHAUSTED = 4001
 ERROR_DATA = 4002
+ERROR_SITE_FAILED = 4003
+ERROR_CONFIG = 4004
 
 
 class DisclosureError(RuntimeError):
@@ -70,3 +78,22 @@ def reply(to: Message, *, site_id: str, metrics: dict[str, float], min_cell_size
 def refusal(to: Message, code: int, reason: str) -> Message:
     """Tell the coordinator why this site sits out (e.g. its privacy budget is spent)."""
     return Message(Error(code=code, reason=reason), reply_to=to)
+
+
+def contain_failures(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """A Flower mod, innermost: no exception's text leaves the site.
+
+    Flower would send an exception's text to the coordinator as the error's reason, bypassing this module;
+    such text can quote a patient's value (a data error, a library's message). The site logs it in full and
+    the coordinator learns only that the step failed. A configuration error quotes only the coordinator's
+    own settings and is passed on, so the coordinator can fix them.
+    """
+    try:
+        return call_next(message, context)
+    except ConfigError as error:
+        return refusal(message, ERROR_CONFIG, f"the run configuration cannot run at this site: {error}")
+    except Exception:  # noqa: BLE001 - every failure must become a refusal that carries no data
+        logger.exception("the site failed on a %s message; the coordinator is told only that it failed",
+                         message.metadata.message_type)
+        return refusal(message, ERROR_SITE_FAILED, "the site could not complete this step; the reason is in the "
+                                                   "site's own log (not sent: it may quote patient data)")

@@ -18,6 +18,8 @@ from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 from pydantic import BaseModel, Field
 
+from shared.html_report import PrivacyRound
+
 
 class LedgerEntry(BaseModel):
     run_id: str
@@ -39,13 +41,34 @@ class PrivacyLedger(BaseModel):
 
     def epsilon(self, extra: list[tuple[float, float, int]] | None = None) -> float:
         """Cumulative ε, optionally with planned steps added (to check a round before running it)."""
-        accountant = RDPAccountant()
-        accountant.history = self.history() + (extra or [])
-        if not accountant.history:
-            return 0.0
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")  # bound still valid
-            return float(accountant.get_epsilon(self.delta))
+        return rdp_epsilon(self.history() + (extra or []), self.delta)
+
+    def round_epsilon(self, run_id: str, server_round: int) -> float:
+        """ε spent by one round alone (its entries only). Rounds do not add up: RDP composes sub-linearly."""
+        return rdp_epsilon([(e.noise_multiplier, e.sample_rate, e.steps) for e in self.entries
+                            if e.run_id == run_id and e.server_round == server_round], self.delta)
+
+    def spending(self) -> list[PrivacyRound]:
+        """Every round the site trained in, oldest first: its own ε and the cumulative ε up to it."""
+        rounds: list[PrivacyRound] = []
+        for index, entry in enumerate(self.entries):
+            if rounds and (rounds[-1].run_id, rounds[-1].server_round) == (entry.run_id, entry.server_round):
+                rounds.pop()  # a round recorded in several entries is one point
+            rounds.append(PrivacyRound(run_id=entry.run_id, server_round=entry.server_round,
+                                       epsilon_round=self.round_epsilon(entry.run_id, entry.server_round),
+                                       epsilon_cumulative=rdp_epsilon(self.history()[:index + 1], self.delta)))
+        return rounds
+
+
+def rdp_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
+    """ε at δ of the composed (noise multiplier, sample rate, steps) history, by Opacus's RDP accountant."""
+    if not history:
+        return 0.0
+    accountant = RDPAccountant()
+    accountant.history = list(history)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")  # bound still valid
+        return float(accountant.get_epsilon(delta))
 
 
 class PrivacyBudgetExceeded(RuntimeError):

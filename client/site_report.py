@@ -90,6 +90,8 @@ def _figures(evaluation: SiteEvaluation) -> dict[str, str]:
                                                      for name, e in everyone.items()}),
         "shap": plots.shap_importance_plot(evaluation.shap_importances),
     }
+    if evaluation.privacy.rounds:
+        figures["privacy"] = plots.privacy_spending_plot(evaluation.privacy.rounds, evaluation.privacy.budget_epsilon)
     for endpoint, result in evaluation.model.survival.items():
         figures[f"km_{endpoint}"] = plots.kaplan_meier_plot(
             result.kaplan_meier, f"{ENDPOINT_NAMES[endpoint]} by predicted risk tertile")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from dataclasses import dataclass
 
@@ -36,6 +37,11 @@ class LocalTrainingResult:
     mean_loss: float
     steps: int
     sample_rate: float
+
+
+def secure_rng_available() -> bool:
+    """Opacus's secure_mode draws noise from torchcsprng; without the package it cannot run."""
+    return importlib.util.find_spec("torchcsprng") is not None
 
 
 def _drop_modalities(mask: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:

@@ -24,7 +24,7 @@ from server.strategies import build_strategy, restore_strategy_state, strategy_s
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
 from shared.harmonisation import NormalisationStats, from_metric_record_dict, pool_summaries
-from shared.html_report import PrivacySpent, RunInfo
+from shared.html_report import PrivacyRound, PrivacySpent, RunInfo
 from shared.messages import NORMALISATION_KEY, REPORT_FIGURE_KEYS, instruction_records
 from shared.metrics import Estimate
 from shared.model import build_model
@@ -193,7 +193,9 @@ def consortium_summary(test_figures: dict[str, dict[str, float]], history: list[
         privacy = PrivacySpent(epsilon=spent.get("epsilon"), delta=spent.get("delta"),
                                accountant="rdp" if "epsilon" in spent else None,
                                noise_multiplier=spent.get("noise-multiplier"),
-                               max_grad_norm=config.max_grad_norm if "epsilon" in spent else None)
+                               max_grad_norm=config.max_grad_norm if "epsilon" in spent else None,
+                               budget_epsilon=spent.get("epsilon-budget"),
+                               rounds=_privacy_rounds(site, history, run_dir))
         estimates = {name: Estimate(value=figures[key], lower=figures[f"{key}-lower"], upper=figures[f"{key}-upper"])
                      for key, name in REPORT_FIGURE_KEYS.items()
                      if {key, f"{key}-lower", f"{key}-upper"} <= set(figures)}
@@ -218,6 +220,14 @@ def _last_training_figures(history: list[dict]) -> dict[str, dict[str, float]]:
     for record in history:
         last |= record["train"]
     return last
+
+
+def _privacy_rounds(site: str, history: list[dict], run_dir: Path) -> list[PrivacyRound]:
+    """The site's ε per round of this run as it reported them (cumulative, and the round's own)."""
+    return [PrivacyRound(run_id=run_dir.name, server_round=record["round"],
+                         epsilon_round=record["train"][site]["epsilon-round"],
+                         epsilon_cumulative=record["train"][site]["epsilon"])
+            for record in history if {"epsilon", "epsilon-round"} <= set(record["train"].get(site, {}))]
 
 
 def _epsilon_by_site(history: list[dict]) -> dict[str, float]:

@@ -32,6 +32,15 @@ class RunInfo(BaseModel):
     software_version: str | None = None
 
 
+class PrivacyRound(BaseModel):
+    """One training round at a site: ε spent by that round alone and the site's cumulative ε after it."""
+
+    run_id: str
+    server_round: int
+    epsilon_round: float
+    epsilon_cumulative: float
+
+
 class PrivacySpent(BaseModel):
     """A site's differential-privacy budget spent in training (from its privacy ledger)."""
 
@@ -40,6 +49,8 @@ class PrivacySpent(BaseModel):
     accountant: str | None = Field(default=None, description="e.g. 'rdp' or 'prv'")
     noise_multiplier: float | None = None
     max_grad_norm: float | None = None
+    budget_epsilon: float | None = Field(default=None, description="the site's ε budget (target-epsilon)")
+    rounds: list[PrivacyRound] = Field(default_factory=list, description="ε per round, oldest first")
 
 
 def format_estimate(estimate: Estimate | None, digits: int = 2) -> str:

@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from shared.html_report import PrivacyRound
 from shared.metrics import CalibrationCurve, Curve, DecisionCurve, Estimate, KaplanMeierByRisk, MetaAnalysis
 
 MODEL_COLOUR = "#1f4e79"
@@ -205,3 +206,29 @@ def site_forest_plot(site_ids: Sequence[str], estimates: Sequence[Estimate], sum
     """Per-site figures with the random-effects summary diamond underneath."""
     return forest_plot(list(zip(site_ids, estimates, strict=True)), title=title, xlabel=xlabel,
                        reference=reference, summary=summary)
+
+
+def privacy_spending_plot(rounds: Sequence[PrivacyRound], budget_epsilon: float | None,
+                          title: str = "Privacy spent: cumulative ε by training round") -> str:
+    """Cumulative ε after each round (every run the site took part in) against the site's budget line."""
+    figure = _new_figure(6.4, 4.2)
+    axes = figure.add_subplot()
+    if not rounds:
+        _empty(axes, "No differentially private training recorded")
+        axes.set_title(title)
+        return figure_to_data_uri(figure)
+    positions = np.arange(1, len(rounds) + 1)
+    axes.plot(positions, [r.epsilon_cumulative for r in rounds], marker="o", color=MODEL_COLOUR, linewidth=2,
+              label="cumulative ε")
+    axes.bar(positions, [r.epsilon_round for r in rounds], color="#9dc3e6", width=0.5, label="ε of the round alone")
+    if budget_epsilon is not None:
+        axes.axhline(budget_epsilon, color="#c00000", linestyle="--", linewidth=1.2,
+                     label=f"budget ε = {budget_epsilon:g}")
+    runs = list(dict.fromkeys(r.run_id for r in rounds))
+    labels = [f"{r.server_round}" if len(runs) == 1 else f"{runs.index(r.run_id) + 1}:{r.server_round}" for r in rounds]
+    axes.set_xticks(positions, labels, fontsize=8)
+    axes.set(xlabel="Round" if len(runs) == 1 else "Run:round (runs in the order the site took part)",
+             ylabel="ε", ylim=(0, 1.1 * max([r.epsilon_cumulative for r in rounds] + [budget_epsilon or 0])),
+             title=title)
+    axes.legend(fontsize=8, loc="upper left")
+    return figure_to_data_uri(figure)

@@ -68,12 +68,44 @@ class WireRecorder:
         return reply
 
 
-def test_a_two_round_three_site_federation_writes_its_run_directory_and_leaks_nothing(three_sites, tmp_path):
-    config = small_config(three_sites, tmp_path)
-    recorder = WireRecorder(tmp_path)
-    run_dir, results = run(config, Console(quiet=True), client_mods=[recorder])
+PATIENT_ID = re.compile(r"s\d-\d{4}")  # the test cohort's patient identifiers
 
-    assert run_dir == tmp_path / "test-run"
+
+def disclosures(reply: dict, model_shapes: dict[str, tuple[int, ...]], min_cell_size: int) -> list[str]:
+    """Everything in one recorded reply that is not a model parameter, an allowed aggregate or the site id."""
+    found = [f"record {name!r}" for name in set(reply["records"]) - {"metrics", "arrays", "site"}]
+    if reply["arrays"] not in ({}, {k: list(v) for k, v in model_shapes.items()}):
+        found.append(f"arrays other than the model's parameters: {sorted(set(reply['arrays']) - set(model_shapes))}")
+    found += [f"site field {key!r}" for key in set(reply["site"]) - {"site-id"}]
+    for key, value in reply["metrics"].items():
+        if PATIENT_ID.search(key) or PATIENT_ID.search(str(value)):
+            found.append(f"patient identifier in {key!r}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            found.append(f"{key!r} is not a scalar")
+        elif COUNT_KEYS.match(key):
+            if 0 < value < min_cell_size:
+                found.append(f"count {key!r}={value} below the minimum cell size")
+        elif not FIGURE_KEYS.match(key):
+            found.append(f"{key!r} is not an allowed aggregate")
+    return found
+
+
+@pytest.fixture(scope="module")
+def federation(three_sites, tmp_path_factory):
+    """One two-round federation, every reply recorded as it went over the wire."""
+    out = tmp_path_factory.mktemp("federation")
+    config = small_config(three_sites, out)
+    recorder = WireRecorder(out)
+    run_dir, results = run(config, Console(quiet=True), client_mods=[recorder])
+    model_shapes = {k: tuple(v.shape) for k, v in build_model(SurvivalGrid(180, 1825).num_intervals, 16, 0)
+                    .state_dict().items()}
+    return config, out, run_dir, results, recorder.replies, model_shapes
+
+
+def test_a_two_round_three_site_federation_writes_its_run_directory_and_leaks_nothing(federation):
+    config, out, run_dir, results, replies, model_shapes = federation
+
+    assert run_dir == out / "test-run"
     assert json.loads((run_dir / "config.json").read_text())["num-rounds"] == 2
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["latest.pt", "round_001.pt", "round_002.pt"]
     assert [r["round"] for r in results["rounds"]] == [1, 2]
@@ -82,26 +114,45 @@ def test_a_two_round_three_site_federation_writes_its_run_directory_and_leaks_no
         assert figures["num-examples"] >= 10
         assert 0 < results["epsilon"][site] <= 5.0 * 1.001
         assert (run_dir / "sites" / site / "privacy_ledger.json").is_file()
-        assert (run_dir / "sites" / site / "report.html").is_file()  # per-patient curves stay at the site
+        report = (run_dir / "sites" / site / "report.html").read_text()  # per-patient curves stay at the site
+        assert "Privacy spent, round by round" in report  # the site's own ledger, round by round
         assert {"response-auc-lower", "response-auc-upper"} <= set(figures) or "response-auc" not in figures
     assert (run_dir / "consortium_report.html").is_file()
     for record in results["rounds"]:  # per-site figures are kept, not only the mean
         assert set(record["validation"]) == {"site_0", "site_1", "site_2"}
 
     # every message that went over the wire: only model parameters, allowed aggregates, the site id
-    model_shapes = {k: tuple(v.shape) for k, v in build_model(SurvivalGrid(180, 1825).num_intervals, 16, 0)
-                    .state_dict().items()}
-    assert len(recorder.replies) == 3 * (1 + 2 * 2 + 1)  # statistics, 2 × (train + validate), final test
-    for reply in recorder.replies:
-        assert set(reply["records"]) <= {"metrics", "arrays", "site"}
-        assert reply["arrays"] in ({}, {k: list(v) for k, v in model_shapes.items()})
-        assert set(reply["site"]) <= {"site-id"}
-        for key, value in reply["metrics"].items():
-            assert isinstance(value, (int, float)), key
-            assert COUNT_KEYS.match(key) or FIGURE_KEYS.match(key), key
-            if COUNT_KEYS.match(key):
-                assert value == 0 or value >= config.min_cell_size, (key, value)
-            assert not re.search(r"s\d-\d{4}", key)  # no patient identifier anywhere
+    assert len(replies) == 3 * (1 + 2 * 2 + 1)  # statistics, 2 × (train + validate), final test
+    for reply in replies:
+        assert disclosures(reply, model_shapes, config.min_cell_size) == [], reply
+
+
+def test_each_round_reports_its_own_epsilon_and_the_cumulative_one(federation):
+    _, _, _, results, _, _ = federation
+    for site in ("site_0", "site_1", "site_2"):
+        first, second = (record["train"][site] for record in results["rounds"])
+        assert first["epsilon-round"] == pytest.approx(first["epsilon"])  # round 1 is all that was spent
+        assert second["epsilon-round"] == pytest.approx(first["epsilon-round"], rel=0.05)  # same plan, same cost
+        assert first["epsilon"] < second["epsilon"] < first["epsilon"] + second["epsilon-round"]  # RDP composition
+        assert second["epsilon"] == pytest.approx(results["epsilon"][site])
+
+
+@pytest.mark.parametrize("tamper, words", [
+    (lambda r: r["metrics"].update({"response-prob:s0-0007": 0.83}), "patient identifier"),
+    (lambda r: r["metrics"].update({"response-prob": [0.83, 0.12, 0.54]}), "not a scalar"),
+    (lambda r: r["metrics"].update({"pfs-risk": 0.41}), "not an allowed aggregate"),
+    (lambda r: r["metrics"].update({"num-examples": 3}), "below the minimum cell size"),
+    (lambda r: r["records"].append("predictions"), "record 'predictions'"),
+    (lambda r: r["arrays"].update({"patient_predictions": [40]}), "arrays other than the model's parameters"),
+    (lambda r: r["site"].update({"patient-id": "s0-0007"}), "site field"),
+])
+def test_the_wire_check_fails_when_a_reply_carries_a_per_patient_value(federation, tamper, words):
+    """The check above can fail: a per-patient value added to a real reply is caught."""
+    config, _, _, _, replies, model_shapes = federation
+    reply = json.loads(json.dumps(next(r for r in replies if r["arrays"])))  # a real train reply, copied
+    assert disclosures(reply, model_shapes, config.min_cell_size) == []
+    tamper(reply)
+    assert any(words in problem for problem in disclosures(reply, model_shapes, config.min_cell_size))
 
 
 def test_a_run_resumes_from_its_last_checkpoint_at_the_next_round(three_sites, tmp_path):

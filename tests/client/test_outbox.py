@@ -4,6 +4,7 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 from client import outbox
+from shared.config import ConfigError
 from tests.factories import tiny_model
 
 
@@ -48,3 +49,30 @@ def test_arrays_other_than_the_models_parameters_are_refused():
     with pytest.raises(outbox.DisclosureError, match="do not match the model's parameters"):
         outbox.reply(incoming(), site_id="s", metrics={}, min_cell_size=10, arrays=ArrayRecord(leaked),
                      expected_arrays=shapes)
+
+
+def test_a_failure_inside_the_site_reaches_the_coordinator_without_its_text(caplog):
+    def leaky_handler(message, context):
+        raise ValueError("patient s0-0007: age_years 203 is out of range")
+
+    reply = outbox.contain_failures(incoming(), None, leaky_handler)
+    assert reply.has_error() and reply.error.code == outbox.ERROR_SITE_FAILED
+    assert "s0-0007" not in reply.error.reason and "203" not in reply.error.reason
+    assert "s0-0007" in caplog.text  # the site's own log keeps the detail
+
+    def bad_configuration(message, context):
+        raise ConfigError("invalid run configuration:\n  'num-rounds': must be at least 1, got 0")
+
+    reply = outbox.contain_failures(incoming(), None, bad_configuration)
+    assert reply.error.code == outbox.ERROR_CONFIG and "'num-rounds'" in reply.error.reason
+    fine = outbox.contain_failures(incoming(), None, lambda m, c: outbox.reply(m, site_id="a", metrics={},
+                                                                                  min_cell_size=10))
+    assert not fine.has_error()
+
+
+def test_the_site_app_contains_failures_innermost():
+    from client.app import build_client_app
+
+    recorder = object()
+    app = build_client_app(mods=[recorder])
+    assert app._mods == [recorder, outbox.contain_failures]  # the recorder (outermost) sees what is sent

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from opacus import PrivacyEngine
+from opacus.accountants import RDPAccountant
 from torch.utils.data import DataLoader, TensorDataset
 
 from client.privacy import (
@@ -94,3 +95,48 @@ def test_the_ledger_composes_across_runs_and_refuses_past_the_budget(tmp_path):
         check_budget(second, budget_epsilon=both - 0.05, planned=one_run)
     with pytest.raises(ValueError, match="does not compose"):
         load_ledger(path, delta=1e-5)
+
+
+def test_two_runs_at_one_site_spend_what_one_accountant_over_both_runs_steps_spends(tmp_path):
+    """The ledger on disk composes run 1 and run 2 exactly as one accountant stepped through every step would."""
+    path = tmp_path / "privacy_ledger.json"
+    cohort = encoded_cohort(80, seed=8)
+    sample_rate, steps = steps_per_round(len(cohort), PLAN.batch_size, PLAN.local_epochs)
+    fresh = RDPAccountant()
+    run_sigmas = {"run-1": 1.1, "run-2": 0.9}  # the second run planned a different noise level
+    for run_id, sigma in run_sigmas.items():
+        ledger = load_ledger(path, delta=1e-3)  # each run starts from what the site's disk says
+        for server_round in (1, 2):
+            result = train_locally(tiny_model(), cohort, PLAN, PrivacyPlan(noise_multiplier=sigma, max_grad_norm=1.0,
+                                                                           secure_mode=False))
+            for _ in range(result.steps):
+                fresh.step(noise_multiplier=sigma, sample_rate=result.sample_rate)
+            ledger.entries.append(LedgerEntry(run_id=run_id, server_round=server_round, noise_multiplier=sigma,
+                                              sample_rate=result.sample_rate, steps=result.steps, epsilon_after=0))
+            ledger.entries[-1].epsilon_after = ledger.epsilon()
+        save_ledger(ledger, path)
+    both = load_ledger(path, delta=1e-3)
+    assert [(e.run_id, e.server_round) for e in both.entries] == [("run-1", 1), ("run-1", 2), ("run-2", 1),
+                                                                  ("run-2", 2)]
+    assert both.epsilon() == pytest.approx(fresh.get_epsilon(1e-3), rel=1e-9)
+    only_first = PrivacyLedger(delta=1e-3, entries=both.entries[:2])
+    assert only_first.epsilon() < both.epsilon() < 2 * only_first.epsilon()  # composition, sub-additive
+    assert steps == both.entries[0].steps
+
+
+def test_the_ledger_reports_each_rounds_own_epsilon_and_the_cumulative_one():
+    ledger = PrivacyLedger(delta=1e-4)
+    for run_id, server_round, sigma in (("a", 1, 1.0), ("a", 2, 1.0), ("b", 1, 2.0)):
+        ledger.entries.append(LedgerEntry(run_id=run_id, server_round=server_round, noise_multiplier=sigma,
+                                          sample_rate=0.05, steps=40, epsilon_after=0))
+    single = PrivacyLedger(delta=1e-4, entries=ledger.entries[:1]).epsilon()
+    assert ledger.round_epsilon("a", 1) == pytest.approx(single)
+    assert ledger.round_epsilon("a", 2) == pytest.approx(single)  # same noise, same steps, same cost
+    assert ledger.round_epsilon("b", 1) < single  # twice the noise costs less
+    assert ledger.round_epsilon("c", 1) == 0.0  # a round the site never trained in cost nothing
+    spending = ledger.spending()
+    assert [(r.run_id, r.server_round) for r in spending] == [("a", 1), ("a", 2), ("b", 1)]
+    assert [r.epsilon_cumulative for r in spending] == pytest.approx(
+        [PrivacyLedger(delta=1e-4, entries=ledger.entries[:k]).epsilon() for k in (1, 2, 3)])
+    assert spending[-1].epsilon_cumulative == pytest.approx(ledger.epsilon())
+    assert spending[1].epsilon_cumulative < spending[0].epsilon_round + spending[1].epsilon_round

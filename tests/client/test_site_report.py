@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from client.site_report import SiteEvaluation, evaluate_site, write_site_report
-from shared.html_report import PrivacySpent, RunInfo
+from shared.html_report import PrivacyRound, PrivacySpent, RunInfo
 from shared.metrics import EvaluationSettings
 from tests.browser import check_page, find_chromium
 from tests.shared.test_metrics_support import contract_only, make_site_table, predictions_from_prognosis
@@ -84,3 +84,20 @@ def test_report_renders_in_headless_chromium(evaluation: SiteEvaluation, report_
     assert all(image["inline"] for image in page.images)
     assert page.title == "OncoFed site report — hospital-north"
     assert (report_dir / "site_report.png").stat().st_size > 10_000
+
+
+def test_report_shows_privacy_spent_round_by_round_against_the_budget(evaluation: SiteEvaluation,
+                                                                       tmp_path: Path) -> None:
+    rounds = [PrivacyRound(run_id="run-a", server_round=1, epsilon_round=1.40, epsilon_cumulative=1.40),
+              PrivacyRound(run_id="run-a", server_round=2, epsilon_round=1.40, epsilon_cumulative=2.05),
+              PrivacyRound(run_id="run-b", server_round=1, epsilon_round=0.90, epsilon_cumulative=2.61)]
+    privacy = evaluation.privacy.model_copy(update={"epsilon": 2.61, "budget_epsilon": 4.0, "rounds": rounds})
+    text = write_site_report(tmp_path / "report.html", evaluation.model_copy(update={"privacy": privacy})).read_text()
+    section = text[text.index('<section id="privacy">'):]
+    section = section[:section.index("</section>")]
+    assert "Privacy spent, round by round" in section and "(ε = 4.00)" in section
+    assert [re.sub(r"<[^>]+>", " ", row).split() for row in re.findall(r"<tr><td>run.*?</tr>", section)] == [
+        ["run-a", "1", "1.40", "1.40"], ["run-a", "2", "1.40", "2.05"], ["run-b", "1", "0.90", "2.61"]]
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', text)) == 10  # the spending plot
+    without = write_site_report(tmp_path / "plain.html", evaluation).read_text()
+    assert '<section id="privacy">' not in without  # no ledger rounds, no section

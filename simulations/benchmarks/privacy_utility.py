@@ -1,0 +1,180 @@
+"""Privacy–utility benchmark: the real federation at several privacy budgets, scored on every site's test patients.
+
+For each ε (and each seed) it runs the project's main job (simulations.main_job.run: Flower's simulation
+engine, the project's ServerApp and ClientApps, DP-SGD calibrated to ε per site over all planned rounds) on the
+default consortium, and records the weighted-mean and per-site test response AUC and PFS/OS Harrell's C.
+ε = inf means dp = false. Results are appended run by run to a JSON file (a rerun skips what is there), then
+plotted.
+
+    python -m simulations.benchmarks.privacy_utility                      # ε ∈ {0.5, 1, 3, 8, ∞}, seed 42
+    python -m simulations.benchmarks.privacy_utility --seeds 42 43 44     # mean ± std over seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from rich.console import Console
+from rich.table import Table
+
+from shared.config import RunConfig
+from simulations.main_job import parse_overrides, run
+
+RESULTS_DIR = Path(__file__).parent / "results"
+FIGURES = {"response-auc": "Response AUC", "pfs-cindex": "PFS Harrell's C", "os-cindex": "OS Harrell's C"}
+DEFAULT_EPSILONS = (0.5, 1.0, 3.0, 8.0, math.inf)
+
+
+def run_config(epsilon: float, seed: int, runs_dir: Path, overrides: dict[str, Any]) -> RunConfig:
+    """The main job's configuration for one point of the curve (ε = inf: no DP)."""
+    values = {"site-reports": False, **overrides, "seed": seed, "output-dir": str(runs_dir),
+              "run-name": f"eps-{_label(epsilon)}-seed-{seed}", "dp": math.isfinite(epsilon)}
+    if math.isfinite(epsilon):
+        values["target-epsilon"] = epsilon
+    return RunConfig.from_mapping(values)
+
+
+def _label(epsilon: float) -> str:
+    return "inf" if math.isinf(epsilon) else f"{epsilon:g}"
+
+
+def one_point(config: RunConfig, epsilon: float) -> dict[str, Any]:
+    """Run one federation and keep what the benchmark reports (test figures only, never validation)."""
+    started = time.perf_counter()
+    try:
+        _, results = run(config, Console(quiet=True))
+    except RuntimeError as error:  # e.g. Ray's node timing out at start on a busy machine: one more try
+        print(f"  the federation failed ({error}); trying once more", flush=True)
+        started = time.perf_counter()
+        _, results = run(config, Console(quiet=True))
+    return point_from_results(results, epsilon, config.seed, time.perf_counter() - started)
+
+
+def point_from_results(results: dict[str, Any], epsilon: float, seed: int, seconds: float) -> dict[str, Any]:
+    """One point of the curve from a run's metrics.json (test figures only, never validation)."""
+    return {"epsilon": _label(epsilon), "seed": seed, "seconds": round(seconds, 1),
+            "rounds": len(results["rounds"]), "test_mean": {k: results["test_mean"].get(k) for k in FIGURES},
+            "test": {site: {k: figures.get(k) for k in (*FIGURES, "num-examples")}
+                     for site, figures in sorted(results["test"].items())},
+            "epsilon_spent": results["epsilon"], "sites_missing": results["test_missing"]}
+
+
+def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and standard deviation over seeds of each weighted-mean test figure, per ε."""
+    rows = []
+    for label in dict.fromkeys(p["epsilon"] for p in points):
+        chosen = [p for p in points if p["epsilon"] == label]
+        row: dict[str, Any] = {"epsilon": label, "seeds": [p["seed"] for p in chosen]}
+        for key in FIGURES:
+            values = [p["test_mean"][key] for p in chosen if p["test_mean"].get(key) is not None]
+            row[key] = {"mean": statistics.fmean(values) if values else None,
+                        "std": statistics.stdev(values) if len(values) > 1 else None}
+        row["max_epsilon_spent"] = max((max(p["epsilon_spent"].values(), default=0.0) for p in chosen), default=0.0)
+        rows.append(row)
+    return sorted(rows, key=lambda r: float(r["epsilon"]))
+
+
+def plot(summary: list[dict[str, Any]], out_path: Path) -> Path:
+    """Each test figure against ε (log axis; 'no DP' drawn at the right), mean ± std over seeds."""
+    figure = Figure(figsize=(6.8, 4.4), dpi=120, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    finite = [float(r["epsilon"]) for r in summary if r["epsilon"] != "inf"]
+    no_dp_x = (max(finite) * 4) if finite else 1.0
+    xs = [float(r["epsilon"]) if r["epsilon"] != "inf" else no_dp_x for r in summary]
+    for key, label in FIGURES.items():
+        means = [r[key]["mean"] for r in summary]
+        errors = [r[key]["std"] or 0.0 for r in summary]
+        shown = [(x, m, e) for x, m, e in zip(xs, means, errors, strict=True) if m is not None]
+        if shown:
+            axes.errorbar([s[0] for s in shown], [s[1] for s in shown], yerr=[s[2] for s in shown], marker="o",
+                          capsize=3, label=label)
+    axes.axhline(0.5, color="#a5a5a5", linestyle=":", linewidth=1)
+    axes.set_xscale("log")
+    axes.set_xticks(xs, [r["epsilon"] if r["epsilon"] != "inf" else "no DP" for r in summary])
+    axes.minorticks_off()
+    seeds = max(len(r["seeds"]) for r in summary)
+    axes.set(xlabel="ε per site (δ = 0.1 / n_train)", ylabel="Weighted mean over sites, test patients",
+             title=f"Privacy–utility, default consortium ({seeds} seed{'s' if seeds > 1 else ''}"
+                   f"{', mean ± std' if seeds > 1 else ''})")
+    axes.legend(fontsize=8)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_path)
+    return out_path
+
+
+def table(summary: list[dict[str, Any]]) -> Table:
+    result = Table(title="Privacy–utility: weighted mean over sites of the test figures")
+    result.add_column("ε per site")
+    for label in (*FIGURES.values(), "max ε spent", "seeds"):
+        result.add_column(label, justify="right")
+    for row in summary:
+        cells = []
+        for key in FIGURES:
+            mean, std = row[key]["mean"], row[key]["std"]
+            cells.append("—" if mean is None else f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else ""))
+        result.add_row("∞ (no DP)" if row["epsilon"] == "inf" else row["epsilon"], *cells,
+                       f"{row['max_epsilon_spent']:.2f}" if row["epsilon"] != "inf" else "—",
+                       str(len(row["seeds"])))
+    return result
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(payload, indent=2))
+    temporary.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epsilons", nargs="+", type=float, default=list(DEFAULT_EPSILONS),
+                        help="ε per site; inf = no DP (default: 0.5 1 3 8 inf)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42])
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "privacy_utility.json")
+    parser.add_argument("--runs-dir", type=Path, help="where the federations' run directories go (default: a temp dir)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other run-config key, e.g. --set num-rounds=2 (default: the project's defaults, "
+                             "site-reports=false: the benchmark needs only the figures sites send)")
+    args = parser.parse_args(argv)
+    console = Console(width=150)
+    overrides = parse_overrides(args.set)
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    points: list[dict[str, Any]] = [p for p in previous.get("points", []) if previous.get("overrides") == overrides]
+    done = {(p["epsilon"], p["seed"]) for p in points}
+    with tempfile.TemporaryDirectory(prefix="oncofed-privacy-utility-") as scratch:
+        runs_dir = args.runs_dir or Path(scratch)
+        for seed in args.seeds:
+            for epsilon in args.epsilons:
+                if (_label(epsilon), seed) in done:
+                    console.print(f"ε={_label(epsilon)} seed {seed}: already in {args.out}, skipped")
+                    continue
+                config = run_config(epsilon, seed, runs_dir, overrides)
+                console.print(f"ε={_label(epsilon)} seed {seed}: federating {config.num_rounds} rounds …")
+                point = one_point(config, epsilon)
+                points.append(point)
+                console.print(f"  {point['seconds']:.0f} s; test mean " + ", ".join(
+                    f"{FIGURES[k]} {v:.3f}" for k, v in point["test_mean"].items() if v is not None))
+                write_json(args.out, {"overrides": overrides, "points": points, "summary": summarise(points)})
+    summary = summarise(points)
+    write_json(args.out, {"overrides": overrides, "config": run_config(math.inf, args.seeds[0], Path("runs"),
+                                                                       overrides).to_flower(),
+                          "points": points, "summary": summary})
+    figure_path = plot(summary, args.out.with_suffix(".png"))
+    console.print(table(summary))
+    console.print(f"wrote {args.out} and {figure_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
