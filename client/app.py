@@ -158,7 +158,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         model.load_state_dict(message.content["arrays"].to_torch_state_dict())
         figures = evaluate_cohort(model, patients, encode_cohort(patients, stats, grid), grid,
                                   site.min_cell_size, prefix="test" if split == "test" else "val")
-        if split == "test":
+        if split == "test" and plan.site_reports:
             try:
                 figures |= report_at_site(site, model, stats, grid, plan, str(context.run_id), server_round)
             except Exception:  # the report is the site's own output; the federation's test figures still go out
