@@ -58,8 +58,8 @@ class RunConfig(BaseModel):
     min_cell_size: int = Field(default=10, ge=1)
     bootstrap_samples: int = Field(default=100, ge=20,
                                    description="bootstrap resamples per interval in each site's final report")
-    site_reports: bool = Field(default=True, description="each site writes its report at the final test "
-                                                          "evaluation; off only to benchmark orchestration")
+    site_reports: bool = Field(default=True, description="each site writes its report at the final test evaluation "
+                                                         "(benchmarks that only need the figures turn it off)")
     validation_fraction: float = Field(default=0.2, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.2, gt=0, lt=0.5)
     seed: int = 42
