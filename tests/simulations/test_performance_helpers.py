@@ -16,8 +16,8 @@ from simulations.benchmarks.message_log import (
     read_message_log,
     wire_bytes,
 )
-from simulations.benchmarks.performance import write_scaled_cohort
-from simulations.benchmarks.process_memory import TreeSampler, process_tree, tree_memory
+from simulations.benchmarks.performance import summarise_job, write_scaled_cohort
+from simulations.benchmarks.process_memory import MemoryPeak, TreeSampler, process_tree, tree_memory
 
 TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
 
@@ -85,3 +85,21 @@ def test_a_scaled_cohort_has_the_asked_number_of_distinct_sites(tmp_path):
     assert len(folders) == 8 and len({p.name for p in folders}) == 8
     assert folders[0].name.startswith(("coastal", "metro", "pacific", "southside", "valley", "womens"))
     assert all(len(pd.read_csv(p / "patients.csv")) == 15 for p in folders)
+
+
+def test_a_run_is_split_into_start_harmonisation_rounds_test_and_shutdown():
+    def entry(kind, split, round_, started, ended, pid=1):
+        return {"type": kind, "split": split, "round": round_, "partition": 0, "pid": pid, "received_bytes": 10,
+                "sent_bytes": 5, "site_seconds": ended - started, "started": started, "ended": ended}
+
+    launched = 1000.0
+    entries = [entry("query.feature_summary", "", 0, 1010.0, 1011.0), entry("train", "", 1, 1012.0, 1015.0),
+               entry("evaluate", "validation", 1, 1016.0, 1016.5, pid=2), entry("evaluate", "test", 1, 1017.0, 1027.0)]
+    metrics = {"rounds": [{"round": 1, "seconds": {"train": 3.5, "aggregate": 0.1, "evaluate": 0.9}}],
+               "test_missing": {}, "test_mean": {"response-auc": 0.7}}
+    summary = summarise_job(30.0, launched, MemoryPeak(rss_bytes=3, pss_bytes=2, processes=9, samples=4),
+                            metrics, entries)
+    assert summary["phases_s"] == {"start_to_first_site_message": 10.0, "harmonisation": 1.0, "rounds": 4.5,
+                                   "final_test_evaluation_and_reports": 10.0, "after_last_site_message": 3.0}
+    assert summary["rounds"][0]["site_seconds_train"] == 3.0 and summary["rounds"][0]["site_seconds_validation"] == 0.5
+    assert summary["workers"] == 2 and summary["peak_pss_bytes"] == 2
