@@ -229,7 +229,8 @@ def dp_epoch_cost(cohort: Path | None, overrides: dict[str, Any], repeats: int) 
     cohort_train = encode_cohort(site.part("train"), stats, grid)
     rate, steps = steps_per_round(len(cohort_train), config.batch_size, config.local_epochs)
     calibrate_started = time.perf_counter()
-    sigma = calibrate_noise(config.target_epsilon, default_delta(len(cohort_train)), rate, steps * config.num_rounds)
+    search = getattr(calibrate_noise, "__wrapped__", calibrate_noise)  # the search itself, not its memo
+    sigma = search(config.target_epsilon, default_delta(len(cohort_train)), rate, steps * config.num_rounds)
     calibrate_seconds = time.perf_counter() - calibrate_started
     plan = LocalTrainingPlan(local_epochs=config.local_epochs, batch_size=config.batch_size,
                              learning_rate=config.learning_rate, proximal_mu=0.0,
@@ -275,7 +276,8 @@ def main_job_section(settings: Settings, work: Path, progress: Callable[[str], N
         "phases_s": {k: median_of(runs, lambda r, k=k: r["phases_s"][k]) for k in runs[0]["phases_s"]},
         "round_s": {k: median_of(runs, lambda r, k=k: round_median(r, lambda x: x[k]))
                     for k in ("train", "aggregate", "evaluate", "site_seconds_train", "site_seconds_validation")},
-        "deterministic_test_figures": all(r["test_mean"] == runs[0]["test_mean"] for r in runs),
+        "deterministic_test_figures": (all(r["test_mean"] == runs[0]["test_mean"] for r in runs)
+                                       if len(runs) > 1 else None),  # None: one run, nothing to compare
     }
     summary["round_s"]["total"] = sum(summary["round_s"][k] for k in ("train", "aggregate", "evaluate"))
     return {"cohort": str(cohort) if cohort else "default", "overrides": settings.main_overrides,
@@ -393,7 +395,8 @@ def ratio_table(results: dict) -> Table:
             for point in points:
                 target = "≤ 8 GiB" if point["sites"] == 100 else ""
                 table.add_row(f"scale {name.replace('_', ' ')}: {point['sites']} sites × {point['patients_per_site']}",
-                              f"{point['wall_s']:.1f} s, {point['peak_pss_bytes'] / GIB:.2f} GiB",
+                              f"{point['wall_s']:.1f} s (round {point['round_s']:.1f} s), "
+                              f"{point['peak_pss_bytes'] / GIB:.2f} GiB",
                               f"{point['wall_s'] / base['wall_s']:.2f}× time, "
                               f"{point['peak_pss_bytes'] / base['peak_pss_bytes']:.2f}× mem vs {base['sites']}", target)
     comm = results["communication"]
@@ -464,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats, --scale-repeats and --scale-rounds must be at least 1")
     settings = settings_from(args)
     out = args.out or RESULTS_DIR / ("performance-quick.json" if settings.quick else "performance.json")
-    benchmark(settings, out, Console(), args.keep_work)
+    benchmark(settings, out, Console(width=None if Console().is_terminal else 140), args.keep_work)
     return 0
 
 
