@@ -1,10 +1,12 @@
 """A node finds its own site: from its site-config file (deployment) or its partition (simulation)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from flwr.app import Context, RecordDict
 
 from client.site import _read_simulated_site, assign_splits, open_site
+from client.site_data import load_contract_csv
 from shared.config import RunConfig
 from tests.factories import patient_table
 
@@ -62,6 +64,7 @@ def test_a_simulated_site_is_read_once_per_process_and_each_caller_gets_its_own_
     calls_before = _read_simulated_site.cache_info().hits
     second = open_site(context({"partition-id": 0}), config)
     assert _read_simulated_site.cache_info().hits == calls_before + 1
+    pd.testing.assert_frame_equal(second.patients, load_contract_csv(csv))  # the memo holds what a fresh read gives
     first.patients.loc[0, "age_years"] = -1.0  # one message's change never reaches another's table
     first.split[0] = "nowhere"
     assert second.patients.loc[0, "age_years"] != -1.0 and second.split[0] != "nowhere"
