@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,29 @@ def assign_splits(patient_ids: pd.Series, seed: int, validation_fraction: float,
                     np.where(uniform < test_fraction + validation_fraction, "validation", "train"))
 
 
+def simulated_site_table(csv_path: Path, seed: int, validation_fraction: float, test_fraction: float
+                         ) -> tuple[pd.DataFrame, np.ndarray]:
+    """A simulated site's validated table and splits; a private copy for each caller.
+
+    Flower's Ray engine runs every simulated site's messages in the same few worker processes, and each
+    message used to re-read and re-validate its site's CSV. The memo below lives in one worker process,
+    is keyed by the file itself (path, size, modification time) and the split settings, so no two sites
+    share an entry and an edited file is read again; callers get copies, so nothing one message does to
+    its table reaches another.
+    """
+    status = csv_path.stat()
+    patients, split = _read_simulated_site(str(csv_path.resolve()), status.st_size, status.st_mtime_ns, seed,
+                                           validation_fraction, test_fraction)
+    return patients.copy(), split.copy()
+
+
+@lru_cache(maxsize=128)
+def _read_simulated_site(csv_path: str, size: int, modified_ns: int, seed: int, validation_fraction: float,
+                         test_fraction: float) -> tuple[pd.DataFrame, np.ndarray]:
+    patients = load_contract_csv(csv_path)
+    return patients, assign_splits(patients["patient_id"], seed, validation_fraction, test_fraction)
+
+
 def simulated_site_dirs(config: RunConfig) -> list[Path]:
     root = cohort_directory(config)
     sites = sorted(p for p in root.iterdir() if (p / "patients.csv").is_file()) if root.is_dir() else []
@@ -93,10 +117,9 @@ def open_site(context: Context, config: RunConfig) -> Site:
     folder = sites[partition]
     if (folder / "site.toml").is_file():
         return site_from_config(folder / "site.toml", config)
-    patients = load_contract_csv(folder / "patients.csv")
-    return Site(site_id=folder.name, patients=patients,
-                split=assign_splits(patients["patient_id"], config.seed, config.validation_fraction,
-                                    config.test_fraction),
+    patients, split = simulated_site_table(folder / "patients.csv", config.seed, config.validation_fraction,
+                                           config.test_fraction)
+    return Site(site_id=folder.name, patients=patients, split=split,
                 target_epsilon=config.target_epsilon, target_delta=config.target_delta,
                 min_cell_size=config.min_cell_size, secure_mode=config.secure_mode,
                 state_dir=run_directory(config, context.run_id) / "sites" / folder.name)

@@ -1,10 +1,12 @@
 """A node finds its own site: from its site-config file (deployment) or its partition (simulation)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from flwr.app import Context, RecordDict
 
-from client.site import assign_splits, open_site
+from client.site import _read_simulated_site, assign_splits, open_site
+from client.site_data import load_contract_csv
 from shared.config import RunConfig
 from tests.factories import patient_table
 
@@ -51,3 +53,20 @@ def test_a_missing_cohort_says_how_to_make_one(tmp_path):
     config = RunConfig.from_mapping({"data-dir": str(tmp_path / "nowhere")})
     with pytest.raises(FileNotFoundError, match="oncofed-cohort --out"):
         open_site(context({"partition-id": 0}), config)
+
+
+def test_a_simulated_site_is_read_once_per_process_and_each_caller_gets_its_own_copy(tmp_path):
+    csv = tmp_path / "site_a" / "patients.csv"
+    csv.parent.mkdir()
+    patient_table(60, seed=4, site="a").to_csv(csv, index=False)
+    config = RunConfig.from_mapping({"data-dir": str(tmp_path), "run-name": "r"})
+    first = open_site(context({"partition-id": 0}), config)
+    calls_before = _read_simulated_site.cache_info().hits
+    second = open_site(context({"partition-id": 0}), config)
+    assert _read_simulated_site.cache_info().hits == calls_before + 1
+    pd.testing.assert_frame_equal(second.patients, load_contract_csv(csv))  # the memo holds what a fresh read gives
+    first.patients.loc[0, "age_years"] = -1.0  # one message's change never reaches another's table
+    first.split[0] = "nowhere"
+    assert second.patients.loc[0, "age_years"] != -1.0 and second.split[0] != "nowhere"
+    patient_table(80, seed=5, site="a").to_csv(csv, index=False)  # a new export is read again
+    assert len(open_site(context({"partition-id": 0}), config).patients) == 80
