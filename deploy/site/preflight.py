@@ -16,6 +16,7 @@ import hashlib
 import socket
 import ssl
 import sys
+import time
 from pathlib import Path
 
 from cryptography import x509
@@ -51,8 +52,21 @@ def check_ca(path: Path) -> str | None:
     return None
 
 
-def check_tls(superlink: str, ca_path: Path, timeout: float) -> str | None:
-    """Connect as flower-supernode will, verifying the SuperLink's certificate against the CA file."""
+def check_tls(superlink: str, ca_path: Path, timeout: float, wait_s: float = 0.0) -> str | None:
+    """Connect as flower-supernode will, verifying the SuperLink's certificate against the CA file.
+
+    An unreachable SuperLink is retried for `wait_s` seconds (a coordinator still starting); a certificate
+    problem is reported at once.
+    """
+    deadline = time.monotonic() + wait_s
+    while (problem := _handshake(superlink, ca_path, timeout)) and problem.startswith("cannot reach"):
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(2.0)
+    return problem
+
+
+def _handshake(superlink: str, ca_path: Path, timeout: float) -> str | None:
     host, _, port = superlink.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit():
@@ -81,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root-certificates", type=Path, required=True, help="the consortium's ca.crt")
     parser.add_argument("--private-key", type=Path, required=True, help="this site's node_key")
     parser.add_argument("--site-config", type=Path, help="this site's site.toml (checked when given)")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the SuperLink")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds for one connection attempt")
+    parser.add_argument("--wait-s", type=float, default=0.0,
+                        help="keep retrying an unreachable SuperLink this long (a coordinator still starting)")
     args = parser.parse_args(argv)
     problems = []
     if args.site_config is not None:
@@ -95,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ca_problem = check_ca(args.root_certificates)
     problems += [ca_problem] if ca_problem else []
     if ca_problem is None:
-        tls_problem = check_tls(args.superlink, args.root_certificates, args.timeout)
+        tls_problem = check_tls(args.superlink, args.root_certificates, args.timeout, args.wait_s)
         problems += [tls_problem] if tls_problem else []
     for problem in problems:
         print(f"preflight: {problem}", file=sys.stderr)
