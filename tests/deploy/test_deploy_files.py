@@ -56,9 +56,12 @@ def test_the_dockerfile_pins_the_installed_flower_and_has_both_targets() -> None
     pins = re.findall(r"flwr(?:\[[a-z,]+\])?==([0-9.]+)", text)
     assert pins and set(pins) == {flwr.__version__}
     assert re.search(r"^FROM base AS coordinator$", text, re.M) and re.search(r"^FROM base AS site$", text, re.M)
+    kept = {line[1:] for line in (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
+            if line.startswith("!")}
     for source in re.findall(r"^COPY (?!--)(.+) \S+$", text, re.M):
         for path in source.split():
             assert (DEPLOY.parent / path).exists(), f"Dockerfile copies {path}, which does not exist"
+            assert any(path == k or path.startswith(f"{k}/") for k in kept), f"{path} is left out of the build context"
 
 
 def test_no_flower_image_is_pinned_to_another_version() -> None:
