@@ -148,13 +148,25 @@ class Consortium:
         return self.flwr("supernode", "register", str(public_key), CONNECTION)
 
     def start_supernode(self, name: str, private_key: Path, ca: Path, site_config: Path | None = None,
-                        extra: tuple[str, ...] = ()) -> Process:
+                        extra: tuple[str, ...] = (), supervised: bool = False) -> Process:
+        """A SuperNode; `supervised` restarts it when it fails, as `restart: on-failure` does in compose.
+
+        flwr 1.41's SuperNode exits on an HTTP 500 from the SuperLink (which a loaded SuperLink answers when
+        its SQLite database stays locked), so a site runs it under a supervisor.
+        """
         command = [str(BIN / "flower-supernode"), "--superlink", f"127.0.0.1:{self.port}",
                    "--root-certificates", str(ca), "--auth-supernode-private-key", str(private_key),
                    "--port", str(free_port()), *extra]
         if site_config is not None:
             command += ["--node-config", f"site-config='{site_config}'"]
+        if supervised:
+            command = ["/bin/sh", "-c", 'while true; do "$@"; code=$?; [ "$code" -eq 0 ] && exit 0; '
+                       'echo "supervisor: flower-supernode exited with $code; restarting"; sleep 2; done',
+                       "supervise", *command]
         return self.start(name, command)
+
+    def restarts(self, name: str) -> int:
+        return self.processes[name].log.read_text(errors="replace").count("supervisor: flower-supernode exited")
 
     def online_nodes(self) -> int:
         listing = self.flwr("supernode", "ls", CONNECTION, "--format", "json")
@@ -175,12 +187,27 @@ class Consortium:
         result = self.flwr("log", str(run_id), CONNECTION, "--show", timeout=60)
         return result.stdout + result.stderr
 
+    def run_status(self, run_id: int) -> str:
+        listing = self.flwr("ls", CONNECTION, "--run-id", str(run_id), "--format", "json", timeout=60)
+        if listing.returncode != 0:
+            return ""
+        return next((r["status"] for r in json.loads(listing.stdout).get("runs", []) if r["run-id"] == str(run_id)), "")
+
     def wait_for(self, condition, timeout: float, what: str, run_id: int | None = None) -> None:
-        deadline = time.monotonic() + timeout
+        """Poll `condition`; fail with the run's log and every process's log tail on timeout, or at once
+        when the run has finished without meeting it."""
+        deadline, next_status = time.monotonic() + timeout, time.monotonic() + 20
         while not condition():
-            if time.monotonic() > deadline:
+            ended = ""
+            if run_id is not None and time.monotonic() > next_status:
+                next_status = time.monotonic() + 20
+                ended = status if (status := self.run_status(run_id)).startswith("finished") else ""
+            if ended and condition():
+                return
+            if ended or time.monotonic() > deadline:
+                reason = f"the run is {ended}" if ended else f"timed out after {timeout:.0f} s"
                 extra = self.run_log(run_id) if run_id is not None else ""
-                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{extra}\n{self.report()}")
+                raise AssertionError(f"{reason} waiting for {what}\n{extra}\n{self.report()}")
             time.sleep(1.0)
 
     def report(self) -> str:

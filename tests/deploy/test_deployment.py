@@ -39,7 +39,7 @@ def consortium(tmp_path_factory):
         for seed, site_id in enumerate(SITES):
             consortium.start_supernode(site_id, consortium.certs / "sites" / site_id / "node_key",
                                        consortium.certs / "superlink" / "ca.crt",
-                                       consortium.make_site(site_id, seed))
+                                       consortium.make_site(site_id, seed), supervised=True)
         consortium.wait_for(lambda: consortium.online_nodes() == len(SITES), 120, "three SuperNodes online")
         yield consortium
     finally:
