@@ -94,7 +94,10 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         return RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
 
     def site_of(context: Context) -> Site:
-        return open_site(context, local_config(context))
+        site = open_site(context, local_config(context))
+        if site.torch_threads is not None:  # this process serves one message; the cap is the site's to set
+            torch.set_num_threads(site.torch_threads)
+        return site
 
     @app.query("feature_summary")
     def feature_summary(message: Message, context: Context) -> Message:

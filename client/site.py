@@ -34,6 +34,7 @@ class Site:
     min_cell_size: int
     secure_mode: bool
     state_dir: Path  # the site's own disk: privacy ledger, per-patient outputs, its report
+    torch_threads: int | None = None  # the site's cap on CPU threads; None = torch's default
 
     @property
     def ledger_path(self) -> Path:
@@ -98,7 +99,7 @@ def site_from_config(path: Path, config: RunConfig) -> Site:
                                     config.test_fraction),
                 target_epsilon=site_config.target_epsilon, target_delta=site_config.target_delta or 0.0,
                 min_cell_size=site_config.min_cell_size, secure_mode=config.secure_mode,
-                state_dir=site_config.state_dir)
+                state_dir=site_config.state_dir, torch_threads=site_config.resources.torch_threads)
 
 
 def open_site(context: Context, config: RunConfig) -> Site:

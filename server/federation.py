@@ -41,8 +41,7 @@ class SiteReplies:
     missing: dict[str, str] = field(default_factory=dict)
 
 
-def _site_name(message: Message, names: dict[int, str]) -> str:
-    node = message.metadata.src_node_id
+def _site_name(message: Message, node: int, names: dict[int, str]) -> str:
     if not message.has_error() and "site" in message.content:
         names[node] = str(message.content["site"]["site-id"])
     return names.get(node, f"node-{node}")
@@ -63,13 +62,20 @@ def _update_problem(arrays: ArrayRecord, reference: dict[str, np.ndarray]) -> st
 
 def collect(grid: Grid, messages: Iterable[Message], timeout: float, names: dict[int, str],
             reference: dict[str, np.ndarray] | None = None) -> SiteReplies:
+    """Each site's reply, or why it has none: an error, a timeout, or (a site seen earlier in this run) offline.
+
+    Replies are matched to sites through the message they answer: an error the SuperLink writes for an
+    unreachable node comes from the SuperLink itself, not from the node.
+    """
     messages = list(messages)
     replies = list(grid.send_and_receive(messages, timeout=timeout))
+    destination = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
     result = SiteReplies()
     answered = set()
     for reply in replies:
-        site = _site_name(reply, names)
-        answered.add(reply.metadata.src_node_id)
+        node = destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+        site = _site_name(reply, node, names)
+        answered.add(node)
         if reply.has_error():
             result.missing[site] = reply.error.reason or f"error code {reply.error.code}"
             continue
@@ -84,6 +90,9 @@ def collect(grid: Grid, messages: Iterable[Message], timeout: float, names: dict
         if message.metadata.dst_node_id not in answered:
             site = names.get(message.metadata.dst_node_id, f"node-{message.metadata.dst_node_id}")
             result.missing[site] = f"no reply within {timeout:.0f} s"
+    for node, site in names.items():
+        if node not in destination.values() and site not in result.figures and site not in result.missing:
+            result.missing[site] = "not connected: its SuperNode is offline"
     return result
 
 

@@ -8,6 +8,7 @@ reader never sees half a report.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -79,8 +80,18 @@ def format_number(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def template_dirs() -> list[Path]:
+    """This package's templates, then those of any other copy of the package on sys.path.
+
+    Flower's deployment engine runs the app from its FAB, which may carry only .py/.toml/.md/.json/.yaml
+    files; the templates then come from the project installed on that machine.
+    """
+    others = (Path(entry) / "shared" / "templates" for entry in sys.path if entry)
+    return [TEMPLATES, *(folder for folder in others if folder != TEMPLATES and folder.is_dir())]
+
+
 def _environment() -> Environment:
-    environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]),
+    environment = Environment(loader=FileSystemLoader(template_dirs()), autoescape=select_autoescape(["html", "j2"]),
                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     environment.filters.update(estimate=format_estimate, count=format_count, days=format_days,
                                number=format_number)

@@ -26,6 +26,9 @@ Example (TOML)::
     [mapping.units]           # contract column -> the unit the site's values are in
     tumour_size_mm = "cm"
     pfs_days = "months"
+
+    [resources]
+    torch_threads = 4         # CPU threads for this site's training and evaluation
 """
 
 from __future__ import annotations
@@ -253,6 +256,16 @@ def _is_contract_value(column: str, value: str) -> bool:
     return bool(value.strip())
 
 
+class SiteResources(BaseModel):
+    """What federated work may use on the site's machine; memory and CPU caps belong to the container."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    torch_threads: int | None = Field(None, ge=1, le=1024,
+                                      description="CPU threads for training and evaluation; None = torch's "
+                                                  "default (every core)")
+
+
 class SiteConfig(BaseModel):
     """Everything a site's client needs to know about the site before it trains."""
 
@@ -272,6 +285,7 @@ class SiteConfig(BaseModel):
     state_dir: Path = Field(Path("state"), validate_default=True,
                             description="the site's own folder for its privacy ledger, per-patient outputs "
                                         "and report; relative to this file")
+    resources: SiteResources = Field(default_factory=SiteResources)
 
     @field_validator("state_dir")
     @classmethod

@@ -1,0 +1,134 @@
+"""Offline checks of the compose and Kubernetes files (no Docker engine or cluster here).
+
+What `docker compose config` and `kubectl --dry-run` would catch first: YAML that parses, services and
+objects with the keys they need, every file they mount existing (certificates as generate.py writes them),
+every site with its own data, key, configuration and state, and the Flower pin equal to the installed flwr.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import flwr
+import pytest
+import yaml
+
+from shared.site_config import SiteConfig
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+COMPOSE = DEPLOY / "compose" / "compose.yaml"
+KUBERNETES = DEPLOY / "kubernetes" / "coordinator.yaml"
+DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
+SITE_SERVICES = {"site-metro_academic": "metro_academic", "site-coastal_regional": "coastal_regional",
+                 "site-valley_community": "valley_community"}
+GENERATED = ("./certs/", "./data/")  # written before `docker compose up`: by generate.py and oncofed-cohort
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def demo_certificates(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("compose") / "certs"
+    command = [sys.executable, str(DEPLOY / "certificates" / "generate.py"), "demo", "--out", str(out),
+               "--san", "superlink"]
+    for site_id in SITE_SERVICES.values():
+        command += ["--site-id", site_id]
+    subprocess.run(command, check=True, capture_output=True)
+    return out
+
+
+def _bind_mounts(service: dict) -> list[tuple[str, str]]:
+    mounts = []
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        mounts.append((source, target))
+    return mounts
+
+
+def test_the_dockerfile_pins_the_installed_flower_and_has_both_targets() -> None:
+    text = DOCKERFILE.read_text()
+    pins = re.findall(r"flwr(?:\[[a-z,]+\])?==([0-9.]+)", text)
+    assert pins and set(pins) == {flwr.__version__}
+    assert re.search(r"^FROM base AS coordinator$", text, re.M) and re.search(r"^FROM base AS site$", text, re.M)
+    kept = {line[1:] for line in (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
+            if line.startswith("!")}
+    for source in re.findall(r"^COPY (?!--)(.+) \S+$", text, re.M):
+        for path in source.split():
+            assert (DEPLOY.parent / path).exists(), f"Dockerfile copies {path}, which does not exist"
+            assert any(path == k or path.startswith(f"{k}/") for k in kept), f"{path} is left out of the build context"
+
+
+def test_no_flower_image_is_pinned_to_another_version() -> None:
+    for path in (COMPOSE, KUBERNETES, DOCKERFILE):
+        for tag in re.findall(r"flwr/[a-z-]+:([0-9][0-9.]*)", path.read_text()):
+            assert tag == flwr.__version__, f"{path.name} uses a Flower image {tag}, the project uses {flwr.__version__}"
+
+
+def test_compose_starts_a_secure_superlink_and_three_separate_sites(compose, demo_certificates) -> None:
+    services = compose["services"]
+    assert {"superlink", "register", *SITE_SERVICES} <= set(services)
+    for name, service in services.items():
+        build = service.get("build")
+        if build:
+            dockerfile = (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve()
+            assert dockerfile == DOCKERFILE.resolve(), name
+            assert f"AS {build['target']}" in DOCKERFILE.read_text(), name
+        for source, target in _bind_mounts(service):
+            if not source.startswith("./"):
+                assert source in compose["volumes"], f"{name}: named volume {source} is not declared"
+            elif source.startswith("./certs/"):
+                assert (demo_certificates / source.removeprefix("./certs/")).is_file(), f"{name}: {source}"
+            elif not source.startswith(GENERATED):
+                assert (COMPOSE.parent / source).exists(), f"{name}: {source} does not exist"
+    entrypoint = (DOCKERFILE.read_text().split("FROM base AS coordinator")[1]).split("FROM base AS site")[0]
+    assert "--enable-supernode-auth" in entrypoint and "--ssl-certfile" in entrypoint and "--insecure" not in entrypoint
+    assert "--insecure" not in COMPOSE.read_text()
+    registered = {Path(target).stem for source, target in _bind_mounts(services["register"])
+                  if target.startswith("/public-keys/")}
+    assert registered == set(SITE_SERVICES.values())
+    assert all(source.endswith(".pub") for source, target in _bind_mounts(services["register"])
+               if target.startswith("/public-keys/")), "only public keys go to the coordinator"
+
+
+def test_each_site_has_its_own_data_key_config_and_state(compose) -> None:
+    seen: dict[str, set[str]] = {"/data": set(), "/keys/node_key": set(), "/site/site.toml": set(), "/state": set()}
+    for service_name, site_id in SITE_SERVICES.items():
+        service = compose["services"][service_name]
+        assert service["environment"]["SUPERLINK"] == "superlink:8000"
+        mounts = dict((target, source) for source, target in _bind_mounts(service))
+        assert set(seen) <= set(mounts), f"{service_name} lacks one of {sorted(seen)}"
+        for target in seen:
+            assert mounts[target] not in seen[target], f"{service_name} shares {mounts[target]} with another site"
+            seen[target].add(mounts[target])
+        assert site_id in mounts["/keys/node_key"] and mounts["/keys/node_key"].endswith("/node_key")
+        config = SiteConfig.from_file(COMPOSE.parent / mounts["/site/site.toml"])
+        assert config.site_id == site_id
+        assert str(config.state_dir) == "/state" and str(config.data.path).startswith("/data/")
+
+
+def test_kubernetes_objects_are_complete_and_consistent() -> None:
+    documents = [d for d in yaml.safe_load_all(KUBERNETES.read_text()) if d]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in documents}
+    assert {("Service", "superlink"), ("StatefulSet", "superlink"), ("Deployment", "serverapp-executor"),
+            ("PersistentVolumeClaim", "runs")} <= kinds
+    for document in documents:
+        assert {"apiVersion", "kind", "metadata"} <= set(document)
+    by_kind = {(d["kind"], d["metadata"]["name"]): d for d in documents}
+    service, superlink = by_kind[("Service", "superlink")], by_kind[("StatefulSet", "superlink")]
+    assert service["spec"]["selector"].items() <= superlink["spec"]["template"]["metadata"]["labels"].items()
+    args = superlink["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--enable-supernode-auth" in args and "--isolation=process" in args
+    assert not any(a.startswith("--insecure") for a in args)
+    executor = by_kind[("Deployment", "serverapp-executor")]["spec"]["template"]["spec"]
+    assert any(a.startswith("--runtime-api-address=superlink.") for a in executor["containers"][0]["args"])
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in executor["volumes"] if "persistentVolumeClaim" in v}
+    assert claims <= {name for kind, name in kinds if kind == "PersistentVolumeClaim"}
+    secrets = {v["secret"]["secretName"] for d in (superlink["spec"]["template"]["spec"], executor)
+               for v in d["volumes"] if "secret" in v}
+    assert secrets == {"superlink-tls"} and "create secret generic superlink-tls" in KUBERNETES.read_text()

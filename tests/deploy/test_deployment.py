@@ -1,0 +1,140 @@
+"""Flower's deployment engine for real: a SuperLink with TLS and SuperNode authentication, three SuperNodes as
+separate processes on 127.0.0.1, `flwr run`, and the faults a consortium meets (an unregistered node, a wrong
+CA, a site dropping mid-run, the coordinator killed and restarted).
+
+The tests share one consortium and run in file order: one federation with a site killed after round 1, then
+one with the coordinator killed after round 1 and resumed. Every ClientApp message starts a fresh Python that
+imports torch (Flower's subprocess isolation), so each federation is kept to two rounds on tiny sites.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.deploy.harness import GENERATE, PREFLIGHT, Consortium
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+SITES = ("alpha", "beta", "gamma")
+RUN = {"num-rounds": 2, "hidden-size": 16, "local-epochs": 1, "bootstrap-samples": 20, "min-sites": 2,
+       "round-timeout-s": 150.0}  # a dead SuperNode is declared unavailable by the SuperLink after ~60 s
+FEDERATION_TIMEOUT_S = 540  # generous: a loaded 2-core machine took ~200 s a round
+
+
+@pytest.fixture(scope="module")
+def consortium(tmp_path_factory):
+    consortium = Consortium(tmp_path_factory.mktemp("consortium"))
+    try:
+        consortium.make_certificates(list(SITES))
+        consortium.start_superlink()
+        for site_id in SITES:
+            registered = consortium.register(consortium.certs / "sites" / site_id / "node_key.pub")
+            assert registered.returncode == 0, registered.stdout + registered.stderr
+        for seed, site_id in enumerate(SITES):
+            consortium.start_supernode(site_id, consortium.certs / "sites" / site_id / "node_key",
+                                       consortium.certs / "superlink" / "ca.crt",
+                                       consortium.make_site(site_id, seed), supervised=True)
+        consortium.wait_for(lambda: consortium.online_nodes() == len(SITES), 120, "three SuperNodes online")
+        yield consortium
+    finally:
+        consortium.stop_all()
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_an_unregistered_node_is_refused(consortium):
+    outsider = consortium.root / "outsider"
+    subprocess.run([sys.executable, str(GENERATE), "site", "--out", str(outsider), "--site-id", "outsider"],
+                   check=True, capture_output=True)
+    node = consortium.start_supernode("outsider", outsider / "sites" / "outsider" / "node_key",
+                                      consortium.certs / "superlink" / "ca.crt", extra=("--max-retries", "1"))
+    try:
+        node.popen.wait(timeout=120)
+    finally:
+        node.kill()
+    log = node.log.read_text(errors="replace")
+    assert node.popen.returncode != 0, node.tail()
+    assert "Failed to activate SuperNode" in log, node.tail()
+    superlink_log = consortium.processes["superlink"].log.read_text(errors="replace")
+    assert "No SuperNode found with the given public key" in superlink_log
+    assert consortium.online_nodes() == len(SITES)
+
+
+def test_a_node_with_the_wrong_ca_fails_with_a_clear_error(consortium):
+    other = consortium.root / "other-consortium"
+    subprocess.run([sys.executable, str(GENERATE), "coordinator", "--out", str(other)], check=True,
+                   capture_output=True)
+    alpha = consortium.certs / "sites" / "alpha"
+    check = subprocess.run([sys.executable, str(PREFLIGHT), "--superlink", f"127.0.0.1:{consortium.port}",
+                            "--root-certificates", str(other / "ca" / "ca.crt"), "--private-key",
+                            str(alpha / "node_key")], capture_output=True, text=True, env=consortium.env)
+    assert check.returncode == 1
+    assert "this is the wrong CA file for this consortium" in check.stderr, check.stderr
+    assert "Get the consortium's ca.crt from the coordinator" in check.stderr
+    right = subprocess.run([sys.executable, str(PREFLIGHT), "--superlink", f"127.0.0.1:{consortium.port}",
+                            "--root-certificates", str(consortium.certs / "ca" / "ca.crt"), "--private-key",
+                            str(alpha / "node_key"), "--site-config",
+                            str(consortium.root / "sites" / "alpha" / "site.toml")],
+                           capture_output=True, text=True, env=consortium.env)
+    assert right.returncode == 0, right.stderr
+    assert "fingerprint is SHA256:" in right.stdout
+    node = consortium.start_supernode("wrong-ca", alpha / "node_key", other / "ca" / "ca.crt",
+                                      extra=("--max-retries", "1"))
+    try:
+        node.popen.wait(timeout=120)
+    finally:
+        node.kill()
+    assert node.popen.returncode != 0, node.tail()
+    assert "CERTIFICATE_VERIFY_FAILED" in node.log.read_text(errors="replace"), node.tail()
+
+
+def test_a_site_killed_mid_run_is_recorded_missing_and_the_run_completes(consortium):
+    run_dir = consortium.runs / "site-drop"
+    run_id = consortium.submit({**RUN, "output-dir": str(consortium.runs), "run-name": "site-drop"})
+    consortium.wait_for(lambda: (run_dir / "checkpoints" / "round_001.pt").is_file(), FEDERATION_TIMEOUT_S,
+                        "round 1's checkpoint", run_id)
+    consortium.processes["gamma"].kill()
+    consortium.wait_for(lambda: (run_dir / "consortium_report.html").is_file(), FEDERATION_TIMEOUT_S,
+                        "the consortium report", run_id)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    first, second = metrics["rounds"]
+    assert (first["round"], second["round"]) == (1, 2)
+    assert set(first["train"]) == set(SITES) and not first["missing"]
+    assert set(second["train"]) == {"alpha", "beta"}
+    assert set(second["missing"]) == {"gamma"}, second["missing"]  # by name, whoever reported the failure
+    assert set(metrics["test_missing"]) == {"gamma"} and set(metrics["test"]) == {"alpha", "beta"}
+    for site_id in ("alpha", "beta"):
+        assert (consortium.root / "sites" / site_id / "state" / "report.html").is_file()
+        assert (consortium.root / "sites" / site_id / "state" / "privacy_ledger.json").is_file()
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("round_*.pt")) == ["round_001.pt", "round_002.pt"]
+
+
+def test_a_killed_coordinator_resumes_from_its_last_checkpoint(consortium):
+    run_dir = consortium.runs / "coordinator-restart"
+    config = {**RUN, "output-dir": str(consortium.runs), "run-name": "coordinator-restart"}
+    run_id = consortium.submit(config)
+    checkpoint = run_dir / "checkpoints" / "round_001.pt"
+    consortium.wait_for(checkpoint.is_file, FEDERATION_TIMEOUT_S, "round 1's checkpoint", run_id)
+    consortium.processes["superlink"].kill(signal.SIGKILL)  # the SuperLink, its SuperExec and the ServerApp
+    completed = sorted(p.name for p in (run_dir / "checkpoints").glob("round_*.pt"))
+    digests = {name: _digest(run_dir / "checkpoints" / name) for name in completed}
+    assert not (run_dir / "metrics.json").exists()
+
+    consortium.start_superlink()  # same database: the registered sites are still known
+    consortium.wait_for(lambda: consortium.online_nodes() >= 2, 180, "the SuperNodes to reconnect")
+    resumed_id = consortium.submit({**config, "resume-from": str(run_dir)})
+    consortium.wait_for(lambda: (run_dir / "consortium_report.html").is_file(), FEDERATION_TIMEOUT_S,
+                        "the resumed run's consortium report", resumed_id)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [record["round"] for record in metrics["rounds"]] == [1, 2]  # none repeated, none lost
+    assert {name: _digest(run_dir / "checkpoints" / name) for name in completed} == digests
+    assert (run_dir / "checkpoints" / "round_002.pt").is_file()
+    assert f"resuming {run_dir} after round {len(completed)}" in consortium.run_log(resumed_id)
