@@ -19,6 +19,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
@@ -125,9 +126,12 @@ def build_client_app(centers: Sequence[CenterData] | None = None) -> ClientApp:
     app = ClientApp()
     ledgers: dict[tuple[int, int], PrivacyLedger] = {}  # this site's own ledger per run, kept by the site
 
-    @functools.cache
+    loaded: dict[int, CenterData] = dict(enumerate(centers or ()))  # a dict, not functools.cache: Ray pickles apps
+
     def data_of(center: int) -> CenterData:
-        return (centers or load_centers())[center]
+        if center not in loaded:
+            loaded.update(enumerate(load_centers()))
+        return loaded[center]
 
     @app.train()
     def train(message: Message, context: Context) -> Message:
@@ -166,13 +170,13 @@ def build_client_app(centers: Sequence[CenterData] | None = None) -> ClientApp:
     return app
 
 
-def build_strategy_for(plan: BenchmarkPlan):
+def build_strategy_for(plan: BenchmarkPlan) -> FedAvg:
     """The project's own strategy factory; evaluation happens once, on the final model, in the benchmark."""
     config = RunConfig(strategy=plan.method, proximal_mu=plan.proximal_mu,
                        server_learning_rate=plan.server_learning_rate, server_tau=plan.server_tau,
                        min_sites=NUM_CENTERS)
     strategy = build_strategy(config)
-    strategy.fraction_evaluate = 0.0
+    strategy.fraction_evaluate = 0.0  # no per-round federated evaluation: the benchmark scores the final model
     return strategy
 
 
@@ -181,6 +185,8 @@ def run_federation(grid: Grid, plan: BenchmarkPlan) -> dict[str, np.ndarray]:
     initial = ArrayRecord(build_model(plan.seed).state_dict())
     result = build_strategy_for(plan).start(grid=grid, initial_arrays=initial, num_rounds=plan.rounds,
                                             train_config=plan.to_config())
+    if not result.arrays:
+        raise RuntimeError(f"{plan.method}: no round produced a model; the sites' errors are in Flower's log")
     return {name: array.numpy() for name, array in result.arrays.items()}
 
 

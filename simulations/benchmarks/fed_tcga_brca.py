@@ -75,7 +75,8 @@ TUNING_GRID: dict[str, list[dict[str, float]]] = {
     "pooled": [{"learning_rate": lr} for lr in (0.01, 0.05)],
 }
 # Under DP the settings are fixed beforehand, not tuned: each tuning run would spend budget on calibration
-DP_SETTINGS = {"rounds": 10, "epochs": 1, "batch_size": 32, "learning_rate": 0.05, "max_grad_norm": 1.0}
+DP_SETTINGS = {"rounds": 10, "epochs": 1, "batch_size": 32, "learning_rate": 0.05, "server_learning_rate": 0.05,
+               "max_grad_norm": 1.0}
 
 
 def concatenate(parts: Sequence[SurvivalArrays]) -> SurvivalArrays:

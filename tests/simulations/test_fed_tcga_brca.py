@@ -7,6 +7,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from lifelines.utils import concordance_index
@@ -79,7 +80,6 @@ def test_contract_errors_name_row_column_and_rule(tmp_path):
 
 def test_a_missing_column_and_an_unknown_split_are_refused(tmp_path):
     folder = _copy(tmp_path)
-    import pandas as pd
     frame = pd.read_csv(folder / "brca.csv").drop(columns=["race_asian"])
     frame.to_csv(folder / "brca.csv", index=False)
     with pytest.raises(DataContractError, match="race_asian"):
