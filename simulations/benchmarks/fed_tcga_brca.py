@@ -276,6 +276,38 @@ def goals_and_dp_cost(report: dict[str, object]) -> tuple[list[dict[str, object]
     return goals, cost
 
 
+def plot(report: dict[str, object], path: Path) -> None:
+    """Client-mean C-index per method against the privacy level, with the pooled Cox line (atomic write)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = sorted({r["epsilon"] for r in report["rows"]}, key=lambda e: float("inf") if e is None else e)
+    figure, axis = plt.subplots(figsize=(7, 4))
+    methods = [m for m in METHODS if m != "local" and any(r["method"] == m for r in report["rows"])]
+    width = 0.8 / max(1, len(methods))
+    for i, method in enumerate(methods):
+        rows = {r["epsilon"]: r["summary"]["client_mean"] for r in report["rows"] if r["method"] == method}
+        xs = [j + i * width for j, e in enumerate(levels) if e in rows]
+        axis.bar(xs, [rows[e]["mean"] for e in levels if e in rows], width,
+                 yerr=[rows[e]["std"] for e in levels if e in rows], label=label(method, None), capsize=2)
+    axis.axhline(report["reference_cox"]["client_mean"], color="black", linestyle="--", label="pooled Cox")
+    axis.axhline(FLAMBY_BEST_FEDERATED, color="grey", linestyle=":", label="FLamby best federated")
+    axis.set_xticks([j + 0.4 - width / 2 for j in range(len(levels))],
+                    ["no DP" if e is None else f"ε = {e:g}" for e in levels])
+    axis.set_ylim(0.5, 0.9)
+    axis.set_ylabel("client-mean Harrell's C (test)")
+    axis.set_title("Fed-TCGA-BRCA, mean ± std over seeds")
+    axis.legend(fontsize=7, ncol=2, loc="lower left")
+    figure.tight_layout()
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".png")
+    os.close(handle)
+    figure.savefig(temporary, dpi=120)
+    plt.close(figure)
+    os.replace(temporary, path)
+
+
 def write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
@@ -298,7 +330,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     parser.add_argument("--rounds", type=int, default=40, help="federated rounds without DP")
     parser.add_argument("--no-tune", action="store_true", help="skip validation tuning; use the first candidate")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plot from the JSON in --out")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        report = json.loads((args.out / "fed_tcga_brca.json").read_text())
+        plot(report, args.out / "fed_tcga_brca.png")
+        return report
     torch.set_num_threads(1)
     started = time.perf_counter()
 
@@ -342,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     report["goals"], report["dp_cost"] = goals_and_dp_cost(report)
     write_atomically(args.out / "fed_tcga_brca.json", json.dumps(report, indent=2, default=float))
     write_atomically(args.out / "fed_tcga_brca.md", render_markdown(report))
-    log(f"wrote {args.out / 'fed_tcga_brca.json'} and {args.out / 'fed_tcga_brca.md'}")
+    plot(report, args.out / "fed_tcga_brca.png")
+    log(f"wrote {args.out}/fed_tcga_brca.json, .md and .png")
     return report
 
 
