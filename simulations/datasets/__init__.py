@@ -1,0 +1,1 @@
+"""Public data sets the benchmarks run on, each with its provenance and licence beside it."""

@@ -1,0 +1,1 @@
+"""Fed-TCGA-BRCA from FLamby: see PROVENANCE.md and loader.py."""
