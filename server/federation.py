@@ -20,6 +20,7 @@ from flwr.serverapp import Grid
 
 from server.checkpoint import ServerState, load_checkpoint, save_checkpoint
 from server.consortium_report import ConsortiumSummary, SiteSummary, write_consortium_report
+from server.screening import oversized_updates, update_distance, update_problem
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
@@ -48,19 +49,6 @@ def _site_name(message: Message, names: dict[int, str]) -> str:
     return names.get(node, f"node-{node}")
 
 
-def _update_problem(arrays: ArrayRecord, reference: dict[str, np.ndarray]) -> str | None:
-    """Why an update cannot be aggregated (wrong shape, NaN/inf), or None."""
-    for name, expected in reference.items():
-        if name not in arrays:
-            return f"missing parameter {name}"
-        value = arrays[name].numpy()
-        if value.shape != expected.shape:
-            return f"parameter {name} has shape {value.shape}, expected {expected.shape}"
-        if not np.all(np.isfinite(value)):
-            return f"parameter {name} holds NaN or infinite values"
-    return None
-
-
 def collect(grid: Grid, messages: Iterable[Message], timeout: float, names: dict[int, str],
             reference: dict[str, np.ndarray] | None = None) -> SiteReplies:
     messages = list(messages)
@@ -74,7 +62,7 @@ def collect(grid: Grid, messages: Iterable[Message], timeout: float, names: dict
             result.missing[site] = reply.error.reason or f"error code {reply.error.code}"
             continue
         if reference is not None:
-            problem = _update_problem(reply.content["arrays"], reference)
+            problem = update_problem(reply.content["arrays"], reference)
             if problem:
                 result.missing[site] = f"update rejected: {problem}"
                 continue
@@ -85,6 +73,20 @@ def collect(grid: Grid, messages: Iterable[Message], timeout: float, names: dict
             site = names.get(message.metadata.dst_node_id, f"node-{message.metadata.dst_node_id}")
             result.missing[site] = f"no reply within {timeout:.0f} s"
     return result
+
+
+def _reject_oversized(replies: SiteReplies, reference: dict[str, np.ndarray], ratio: float, names: dict[int, str],
+                      progress: Progress) -> dict[str, float]:
+    """Leave out updates implausibly far from the global model (a scaled or runaway site); say so."""
+    sites = [_site_name(m, names) for m in replies.accepted]
+    distances = {site: update_distance(m.content["arrays"], reference) for site, m in zip(sites, replies.accepted)}
+    rejected = oversized_updates(distances, ratio)
+    for site, reason in rejected.items():
+        progress(f"{site}: {reason}")
+        replies.missing[site] = reason
+        replies.figures.pop(site, None)
+    replies.accepted = [m for site, m in zip(sites, replies.accepted) if site not in rejected]
+    return distances
 
 
 def weighted_means(figures: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -142,13 +144,14 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         model_state = build_model(grid_days.num_intervals, config.hidden_size, config.seed).state_dict()
         state = ServerState(completed_round=0, normalisation=stats, history=[])
     arrays = ArrayRecord(model_state)
-    reference = {k: v.numpy() for k, v in arrays.items()}
     for server_round in range(state.completed_round + 1, config.num_rounds + 1):
         started = time.perf_counter()
+        reference = {k: v.numpy() for k, v in arrays.items()}  # this round's global model
         records = instruction_records(config, state.normalisation)
         train_messages = _with_records(strategy.configure_train(server_round, arrays, records["config"], grid),
                                        {NORMALISATION_KEY: records[NORMALISATION_KEY]})
         trained = collect(grid, train_messages, config.round_timeout_s, names, reference)
+        distances = _reject_oversized(trained, reference, config.update_norm_ratio, names, progress)
         if len(trained.accepted) < config.min_sites:
             raise RuntimeError(f"round {server_round}: {len(trained.accepted)} site(s) usable, min-sites is "
                                f"{config.min_sites}; sites out: {trained.missing}. The last checkpoint is kept; "
@@ -160,7 +163,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         evaluated = _evaluate(grid, strategy, config, state.normalisation, arrays, server_round, "validation", names)
         record = {
             "round": server_round,
-            "train": trained.figures, "validation": evaluated.figures,
+            "train": trained.figures, "validation": evaluated.figures, "update_distance": distances,
             "validation_mean": weighted_means(evaluated.figures),
             "missing": {**trained.missing, **{s: r for s, r in evaluated.missing.items() if s not in trained.missing}},
             "seconds": {"train": trained_at - started, "aggregate": aggregated_at - trained_at,

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Strategy = Literal["fedavg", "fedprox", "fedadam", "fedyogi"]
+Aggregation = Literal["mean", "trimmed-mean", "median"]
 
 
 def _hyphenate(name: str) -> str:
@@ -36,6 +37,16 @@ class RunConfig(BaseModel):
     server_learning_rate: float = Field(default=0.01, gt=0, description="FedAdam/FedYogi eta")
     server_tau: float = Field(default=1e-3, gt=0, description="FedAdam/FedYogi adaptivity")
     min_sites: int = Field(default=2, ge=1, description="fewest sites a round may proceed with")
+    # aggregation defences (docs/aggregation.md)
+    aggregation: Aggregation = Field(default="mean", description="mean (weighted), trimmed-mean or median "
+                                     "(coordinate-wise, unweighted) of the sites' models")
+    trim_fraction: float = Field(default=0.25, ge=0, lt=0.5, description="trimmed-mean: share cut from each tail")
+    update_norm_ratio: float = Field(default=5.0, ge=0, description="reject an update farther from the global "
+                                     "model than this × the round's median distance (≥3 updates; 0 = off)")
+    update_clip_norm: float = Field(default=0.0, ge=0, description="server-side L2 bound on each site's update "
+                                    "(0 = off)")
+    central_dp_noise_multiplier: float = Field(default=0.0, ge=0, description="Gaussian noise on the aggregate, "
+                                               "× update-clip-norm / min-sites (0 = off)")
     round_timeout_s: float = Field(default=600.0, gt=0)
     # local training
     local_epochs: int = Field(default=2, ge=1, le=100)
@@ -72,6 +83,9 @@ class RunConfig(BaseModel):
             raise ValueError("survival-horizon-days must exceed survival-interval-days")
         if self.validation_fraction + self.test_fraction >= 0.8:
             raise ValueError("validation-fraction + test-fraction must leave at least 20% for training")
+        if self.central_dp_noise_multiplier > 0 and self.update_clip_norm == 0:
+            raise ValueError("central-dp-noise-multiplier needs update-clip-norm > 0: the noise is calibrated "
+                             "to the clipping bound")
         return self
 
     @classmethod
