@@ -27,6 +27,7 @@ from client.privacy import (
     save_ledger,
     steps_per_round,
 )
+from client.secure_aggregation import secure_aggregation_mod
 from client.site import Site, open_site
 from client.site_report import evaluate_site, write_site_report
 from client.training import LocalTrainingPlan, PrivacyPlan, train_locally
@@ -84,7 +85,7 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
 
 def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod] | None = None) -> ClientApp:
     """A ClientApp; `overrides` stand in for the run configuration when the project's own command runs it."""
-    app = ClientApp(mods=mods or [])
+    app = ClientApp(mods=[secure_aggregation_mod, *(mods or [])])  # SecAgg+ rounds only; else a pass-through
 
     def local_config(context: Context) -> RunConfig:
         return RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})

@@ -21,6 +21,7 @@ from flwr.serverapp import Grid
 from server.checkpoint import ServerState, load_checkpoint, save_checkpoint
 from server.consortium_report import ConsortiumSummary, SiteSummary, write_consortium_report
 from server.screening import oversized_updates, update_distance, update_problem
+from server.secure_aggregation import secure_train_round
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
@@ -148,16 +149,27 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         started = time.perf_counter()
         reference = {k: v.numpy() for k, v in arrays.items()}  # this round's global model
         records = instruction_records(config, state.normalisation)
-        train_messages = _with_records(strategy.configure_train(server_round, arrays, records["config"], grid),
-                                       {NORMALISATION_KEY: records[NORMALISATION_KEY]})
-        trained = collect(grid, train_messages, config.round_timeout_s, names, reference)
-        distances = _reject_oversized(trained, reference, config.update_norm_ratio, names, progress)
-        if len(trained.accepted) < config.min_sites:
-            raise RuntimeError(f"round {server_round}: {len(trained.accepted)} site(s) usable, min-sites is "
+        if config.secure_aggregation:  # SecAgg+: only the mean is seen, so no per-site screening is possible
+            secure = secure_train_round(grid, config, arrays, records, server_round, names)
+            trained, distances = SiteReplies(figures=secure.figures, missing=secure.missing), {}
+        else:
+            train_messages = _with_records(strategy.configure_train(server_round, arrays, records["config"], grid),
+                                           {NORMALISATION_KEY: records[NORMALISATION_KEY]})
+            trained = collect(grid, train_messages, config.round_timeout_s, names, reference)
+            distances = _reject_oversized(trained, reference, config.update_norm_ratio, names, progress)
+        if len(trained.figures) < config.min_sites:
+            raise RuntimeError(f"round {server_round}: {len(trained.figures)} site(s) usable, min-sites is "
                                f"{config.min_sites}; sites out: {trained.missing}. The last checkpoint is kept; "
                                f"fix the sites and resume with resume-from={run_dir}")
+        if config.aggregation == "trimmed-mean" and int(config.trim_fraction * len(trained.accepted)) == 0:
+            progress(f"round {server_round}: trim-fraction {config.trim_fraction} cuts no site out of "
+                     f"{len(trained.accepted)}, so this is a plain (unweighted) mean; use trim-fraction "
+                     f">= {1 / len(trained.accepted):.2f} or aggregation=median")
         trained_at = time.perf_counter()
-        new_arrays, _ = strategy.aggregate_train(server_round, trained.accepted)
+        if config.secure_aggregation:
+            new_arrays = secure.arrays
+        else:
+            new_arrays, _ = strategy.aggregate_train(server_round, trained.accepted)
         arrays = new_arrays if new_arrays is not None else arrays
         aggregated_at = time.perf_counter()
         evaluated = _evaluate(grid, strategy, config, state.normalisation, arrays, server_round, "validation", names)

@@ -66,13 +66,16 @@ def four_sites(tmp_path_factory):
 def federate(data_dir, output_dir, name: str, mods=None, **changes) -> dict:
     values = {"data-dir": str(data_dir), "output-dir": str(output_dir), "run-name": name, "num-rounds": 3,
               "local-epochs": 1, "hidden-size": 16, "survival-interval-days": 180, "dp": False,
-              "min-sites": 2, "round-timeout-s": 120, "bootstrap-samples": 20} | changes
+              "min-sites": 2, "round-timeout-s": 600, "bootstrap-samples": 20} | changes
     _, results = run(RunConfig.from_mapping(values), Console(quiet=True), client_mods=mods)
     return results
 
 
 def figures(results: dict) -> dict[str, float]:
+    assert not results["test_missing"], results["test_missing"]
     mean = results["test_mean"]
+    shown = {key: round(mean[key], 3) for key in ("response-auc", "pfs-cindex", "os-cindex")}
+    print(f"{results['config']['run-name']}: test {shown}; last round out: {results['rounds'][-1]['missing']}")
     return {key: mean[key] for key in ("response-auc", "pfs-cindex", "os-cindex")}
 
 
