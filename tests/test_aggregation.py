@@ -79,7 +79,7 @@ def figures(results: dict) -> dict[str, float]:
     return {key: mean[key] for key in ("response-auc", "pfs-cindex", "os-cindex")}
 
 
-TOLERANCE = 0.03  # the defended runs train on 2 of the 4 sites; measured gaps were ≤ 0.016 (docs/aggregation.md)
+TOLERANCE = 0.03  # the defended runs learn from 2 or 3 of the 4 sites; measured gaps ≤ 0.015 (docs/aggregation.md)
 RUINED = 0.08  # the undefended run must lose at least this much on the mean of the three figures
 
 
