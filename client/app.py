@@ -27,6 +27,7 @@ from client.privacy import (
     save_ledger,
     steps_per_round,
 )
+from client.secure_aggregation import secure_aggregation_mod
 from client.site import Site, open_site
 from client.site_report import evaluate_site, write_site_report
 from client.training import LocalTrainingPlan, PrivacyPlan, secure_rng_available, train_locally
@@ -86,9 +87,9 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
 def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod] | None = None) -> ClientApp:
     """A ClientApp; `overrides` stand in for the run configuration when the project's own command runs it.
 
-    `mods` wrap it from outside; client/outbox.py's contain_failures is always innermost, so no exception's text
-    is sent."""
-    app = ClientApp(mods=[*(mods or []), outbox.contain_failures])
+    `mods` wrap it from outside; the SecAgg+ mod is outermost (it passes every other message through) and
+    client/outbox.py's contain_failures is always innermost, so no exception's text is sent."""
+    app = ClientApp(mods=[secure_aggregation_mod, *(mods or []), outbox.contain_failures])
 
     def local_config(context: Context) -> RunConfig:
         return RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})

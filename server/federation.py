@@ -20,6 +20,8 @@ from flwr.serverapp import Grid
 
 from server.checkpoint import ServerState, load_checkpoint, save_checkpoint
 from server.consortium_report import ConsortiumSummary, SiteSummary, write_consortium_report
+from server.screening import oversized_updates, update_distance, update_problem
+from server.secure_aggregation import secure_train_round
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
@@ -47,19 +49,6 @@ def _site_name(message: Message, node: int, names: dict[int, str]) -> str:
     return names.get(node, f"node-{node}")
 
 
-def _update_problem(arrays: ArrayRecord, reference: dict[str, np.ndarray]) -> str | None:
-    """Why an update cannot be aggregated (wrong shape, NaN/inf), or None."""
-    for name, expected in reference.items():
-        if name not in arrays:
-            return f"missing parameter {name}"
-        value = arrays[name].numpy()
-        if value.shape != expected.shape:
-            return f"parameter {name} has shape {value.shape}, expected {expected.shape}"
-        if not np.all(np.isfinite(value)):
-            return f"parameter {name} holds NaN or infinite values"
-    return None
-
-
 def collect(grid: Grid, messages: Iterable[Message], timeout: float, names: dict[int, str],
             reference: dict[str, np.ndarray] | None = None) -> SiteReplies:
     """Each site's reply, or why it has none: an error, a timeout, or (a site seen earlier in this run) offline.
@@ -80,7 +69,7 @@ def collect(grid: Grid, messages: Iterable[Message], timeout: float, names: dict
             result.missing[site] = reply.error.reason or f"error code {reply.error.code}"
             continue
         if reference is not None:
-            problem = _update_problem(reply.content["arrays"], reference)
+            problem = update_problem(reply.content["arrays"], reference)
             if problem:
                 result.missing[site] = f"update rejected: {problem}"
                 continue
@@ -94,6 +83,20 @@ def collect(grid: Grid, messages: Iterable[Message], timeout: float, names: dict
         if node not in destination.values() and site not in result.figures and site not in result.missing:
             result.missing[site] = "not connected: its SuperNode is offline"
     return result
+
+
+def _reject_oversized(replies: SiteReplies, reference: dict[str, np.ndarray], ratio: float, names: dict[int, str],
+                      progress: Progress) -> dict[str, float]:
+    """Leave out updates implausibly far from the global model (a scaled or runaway site); say so."""
+    sites = [_site_name(m, names) for m in replies.accepted]
+    distances = {site: update_distance(m.content["arrays"], reference) for site, m in zip(sites, replies.accepted)}
+    rejected = oversized_updates(distances, ratio)
+    for site, reason in rejected.items():
+        progress(f"{site}: {reason}")
+        replies.missing[site] = reason
+        replies.figures.pop(site, None)
+    replies.accepted = [m for site, m in zip(sites, replies.accepted) if site not in rejected]
+    return distances
 
 
 def weighted_means(figures: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -151,25 +154,37 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         model_state = build_model(grid_days.num_intervals, config.hidden_size, config.seed).state_dict()
         state = ServerState(completed_round=0, normalisation=stats, history=[])
     arrays = ArrayRecord(model_state)
-    reference = {k: v.numpy() for k, v in arrays.items()}
     for server_round in range(state.completed_round + 1, config.num_rounds + 1):
         started = time.perf_counter()
+        reference = {k: v.numpy() for k, v in arrays.items()}  # this round's global model
         records = instruction_records(config, state.normalisation)
-        train_messages = _with_records(strategy.configure_train(server_round, arrays, records["config"], grid),
-                                       {NORMALISATION_KEY: records[NORMALISATION_KEY]})
-        trained = collect(grid, train_messages, config.round_timeout_s, names, reference)
-        if len(trained.accepted) < config.min_sites:
-            raise RuntimeError(f"round {server_round}: {len(trained.accepted)} site(s) usable, min-sites is "
+        if config.secure_aggregation:  # SecAgg+: only the mean is seen, so no per-site screening is possible
+            secure = secure_train_round(grid, config, arrays, records, server_round, names)
+            trained, distances = SiteReplies(figures=secure.figures, missing=secure.missing), {}
+        else:
+            train_messages = _with_records(strategy.configure_train(server_round, arrays, records["config"], grid),
+                                           {NORMALISATION_KEY: records[NORMALISATION_KEY]})
+            trained = collect(grid, train_messages, config.round_timeout_s, names, reference)
+            distances = _reject_oversized(trained, reference, config.update_norm_ratio, names, progress)
+        if len(trained.figures) < config.min_sites:
+            raise RuntimeError(f"round {server_round}: {len(trained.figures)} site(s) usable, min-sites is "
                                f"{config.min_sites}; sites out: {trained.missing}. The last checkpoint is kept; "
                                f"fix the sites and resume with resume-from={run_dir}")
+        if config.aggregation == "trimmed-mean" and int(config.trim_fraction * len(trained.accepted)) == 0:
+            progress(f"round {server_round}: trim-fraction {config.trim_fraction} cuts no site out of "
+                     f"{len(trained.accepted)}, so this is a plain (unweighted) mean; use trim-fraction "
+                     f">= {1 / len(trained.accepted):.2f} or aggregation=median")
         trained_at = time.perf_counter()
-        new_arrays, _ = strategy.aggregate_train(server_round, trained.accepted)
+        if config.secure_aggregation:
+            new_arrays = secure.arrays
+        else:
+            new_arrays, _ = strategy.aggregate_train(server_round, trained.accepted)
         arrays = new_arrays if new_arrays is not None else arrays
         aggregated_at = time.perf_counter()
         evaluated = _evaluate(grid, strategy, config, state.normalisation, arrays, server_round, "validation", names)
         record = {
             "round": server_round,
-            "train": trained.figures, "validation": evaluated.figures,
+            "train": trained.figures, "validation": evaluated.figures, "update_distance": distances,
             "validation_mean": weighted_means(evaluated.figures),
             "missing": {**trained.missing, **{s: r for s, r in evaluated.missing.items() if s not in trained.missing}},
             "seconds": {"train": trained_at - started, "aggregate": aggregated_at - trained_at,

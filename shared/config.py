@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Strategy = Literal["fedavg", "fedprox", "fedadam", "fedyogi"]
+Aggregation = Literal["mean", "trimmed-mean", "median"]
 
 
 def _hyphenate(name: str) -> str:
@@ -36,6 +37,20 @@ class RunConfig(BaseModel):
     server_learning_rate: float = Field(default=0.01, gt=0, description="FedAdam/FedYogi eta")
     server_tau: float = Field(default=1e-3, gt=0, description="FedAdam/FedYogi adaptivity")
     min_sites: int = Field(default=2, ge=1, description="fewest sites a round may proceed with")
+    # aggregation defences (docs/aggregation.md)
+    aggregation: Aggregation = Field(default="mean", description="mean (weighted), trimmed-mean or median "
+                                     "(coordinate-wise, unweighted) of the sites' models")
+    trim_fraction: float = Field(default=0.25, ge=0, lt=0.5, description="trimmed-mean: share cut from each tail")
+    update_norm_ratio: float = Field(default=5.0, ge=0, description="reject an update farther from the global "
+                                     "model than this × the round's median distance (≥3 updates; 0 = off)")
+    update_clip_norm: float = Field(default=0.0, ge=0, description="server-side L2 bound on each site's update "
+                                    "(0 = off)")
+    central_dp_noise_multiplier: float = Field(default=0.0, ge=0, description="Gaussian noise on the aggregate, "
+                                               "× update-clip-norm / min-sites (0 = off)")
+    secure_aggregation: bool = Field(default=False, description="SecAgg+: the coordinator sees only the sum of "
+                                     "the sites' weighted models")
+    secure_aggregation_max_weight: int = Field(default=10_000, ge=1, description="SecAgg+: the most training "
+                                               "patients a site may weigh in with (larger = coarser quantisation)")
     round_timeout_s: float = Field(default=600.0, gt=0)
     # local training
     local_epochs: int = Field(default=2, ge=1, le=100)
@@ -74,7 +89,30 @@ class RunConfig(BaseModel):
             raise ValueError("survival-horizon-days must exceed survival-interval-days")
         if self.validation_fraction + self.test_fraction >= 0.8:
             raise ValueError("validation-fraction + test-fraction must leave at least 20% for training")
+        if self.central_dp_noise_multiplier > 0 and self.update_clip_norm == 0:
+            raise ValueError("central-dp-noise-multiplier needs update-clip-norm > 0: the noise is calibrated "
+                             "to the clipping bound")
+        if self.secure_aggregation:
+            self._check_secure_aggregation()
         return self
+
+    def _check_secure_aggregation(self) -> None:
+        """SecAgg+ hides each site's model, so nothing that needs one site's model can run with it."""
+        hidden = "SecAgg+ hides each site's model from the coordinator"
+        if self.strategy not in ("fedavg", "fedprox"):
+            raise ValueError(f"secure-aggregation works with strategy fedavg or fedprox, not {self.strategy}: the "
+                             f"server optimiser of FedAdam/FedYogi is not wired to the secure sum")
+        if self.aggregation != "mean":
+            raise ValueError(f"secure-aggregation needs aggregation=mean: a {self.aggregation} needs each site's "
+                             f"model and {hidden}")
+        if self.update_norm_ratio > 0:
+            raise ValueError(f"secure-aggregation needs update-norm-ratio=0: the update-size screen needs each "
+                             f"site's update and {hidden}")
+        if self.update_clip_norm > 0 or self.central_dp_noise_multiplier > 0:
+            raise ValueError(f"secure-aggregation needs update-clip-norm=0 and central-dp-noise-multiplier=0: "
+                             f"server-side clipping needs each site's update and {hidden}")
+        if self.min_sites < 2:
+            raise ValueError("secure-aggregation needs min-sites >= 2: a sum of one site is that site's model")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
