@@ -9,6 +9,7 @@ takes a full-page screenshot to look at.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import re
@@ -173,6 +174,7 @@ class ChromiumSession:
         chromium = find_chromium()
         if chromium is None:
             raise FileNotFoundError("no Chromium found at " + ", ".join(CHROMIUM_CANDIDATES))
+        self._stack = contextlib.ExitStack()
         self._work = tempfile.TemporaryDirectory(prefix="oncofed-cdp-")
         profile = Path(self._work.name) / "profile"
         self._process = subprocess.Popen([chromium, *FLAGS, f"--user-data-dir={profile}", "--window-size=1280,900",
@@ -188,14 +190,14 @@ class ChromiumSession:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=self.timeout) as answer:
             targets = json.loads(answer.read())
         page = next(t for t in targets if t.get("type") == "page")
-        self._socket = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=self.timeout)
+        self._socket = self._stack.enter_context(connect(page["webSocketDebuggerUrl"], max_size=None,
+                                                         open_timeout=self.timeout))
         for domain in ("Page", "Runtime", "Log"):
             self.call(f"{domain}.enable")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if getattr(self, "_socket", None) is not None:
-            self._socket.close()
+        self._stack.close()
         self._process.terminate()
         try:
             self._process.wait(timeout=10)
