@@ -57,6 +57,7 @@ def comparison_table(comparison: PatientComparison) -> Table:
 
 def print_comparison(console: Console, comparison: PatientComparison) -> None:
     console.print(comparison_table(comparison))
+    console.print(comparison.range_note, style="dim")
     if comparison.out_of_distribution:
         flags = Table(title="Outside the training distribution (predictions extrapolate here)")
         for column in ("field", "value", "flag", "how far"):

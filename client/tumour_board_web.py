@@ -108,6 +108,8 @@ function table(parent, id, headers) {
 function render(data) {
   var c = data.comparison, out = document.getElementById("result"); out.textContent = "";
   heading(out, "Patient " + c.patient_id + " (" + c.cancer_type + ")");
+  var note = document.createElement("p"); note.className = "meta"; note.id = "range-note";
+  note.textContent = c.range_note; out.appendChild(note);
   var t = table(out, "regimens", ["regimen", "response probability (range)", "median PFS days (range)",
                                   "median OS days (range)", "top driver of response"]);
   c.regimens.forEach(function (r) {

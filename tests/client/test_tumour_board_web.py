@@ -85,6 +85,7 @@ def test_click_through_a_patient_in_chromium(app) -> None:
             assert "tumour_size_mm" in flagged
             assert browser.evaluate("document.querySelectorAll('#subgroups tr').length") > 1
             assert "not causal" in browser.evaluate("document.body.textContent")
+            assert "NOT a confidence interval" in browser.evaluate("document.getElementById('range-note').textContent")
             assert browser.errors == []
     finally:
         server.should_exit = True
