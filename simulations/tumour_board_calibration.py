@@ -4,7 +4,8 @@ For every TEST patient of every simulated site (the run's own deterministic spli
 of the patient's cancer type, the synthetic generator recorded the true response probability and the true
 median PFS and OS (`_ground_truth/<site>/regimen_truth.csv`). We compare the ensemble's range with them:
 
-- coverage: how often the true value lies inside the members' range (a 95% interval would cover ~95%);
+- coverage: how often the true value lies inside the members' range (a 95% interval would cover ~95%); a true
+  median beyond the horizon counts as covered when the range says "not reached";
 - width, and whether a wider range means a larger error (Spearman correlation of width with |mean − truth|);
 - reliability of the point estimate: mean |prediction − true probability|, and the Brier score against the
   observed response of the regimen actually given, for the final model (the board's point estimate) and for
@@ -103,8 +104,10 @@ def measure(run: Path, extra_runs: tuple[Path, ...], ensemble_rounds: tuple[int,
             medians = _medians(out[endpoint], grid)
             point = np.array([np.inf if (m := median_days(c, grid)) is None else m
                               for c in out[endpoint][-1]])
-            figures[f"median_{endpoint}"] = _interval_figures(medians, point,
-                                                              truth[f"median_{endpoint}_days"].to_numpy(), log=True)
+            true_median = truth[f"median_{endpoint}_days"].to_numpy(dtype=float)
+            # beyond the horizon the board says "not reached": that is right when the true median is too
+            true_median = np.where(true_median > bundle.config.survival_horizon_days, np.inf, true_median)
+            figures[f"median_{endpoint}"] = _interval_figures(medians, point, true_median, log=True)
         results["ensembles"][name] = figures
     return results
 
