@@ -34,7 +34,7 @@ from client.training import LocalTrainingPlan, PrivacyPlan, secure_rng_available
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, summarise_site, to_metric_record_dict
-from shared.html_report import PrivacySpent, RunInfo
+from shared.html_report import PrivacySpent, RunInfo, write_atomically
 from shared.messages import REPORT_FIGURE_KEYS, read_instructions
 from shared.metrics import Estimate, EvaluationSettings, OutcomePredictions, site_figures
 from shared.model import OncoFedNet, build_model, predict
@@ -74,6 +74,8 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
                                privacy=_privacy_spent(site, plan), run=run,
                                rng=np.random.default_rng(plan.seed), settings=settings)
     write_site_report(site.state_dir / "report.html", evaluation)
+    # the same figures as data, for the tumour board's subgroup column (client/tumour_board.py)
+    write_atomically(site.state_dir / "report.json", evaluation.model_dump_json(indent=1))
     headline: dict[str, Estimate] = site_figures(evaluation.model)
     shared: dict[str, float] = {}
     for key, name in REPORT_FIGURE_KEYS.items():

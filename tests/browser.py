@@ -9,6 +9,7 @@ takes a full-page screenshot to look at.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import re
@@ -133,3 +134,121 @@ def check_page(html_path: str | Path, screenshot_path: str | Path | None = None,
                   Path(html_path).resolve().as_uri()], timeout)
     return PageCheck(title=report["title"], height=int(report["height"]), images=report["images"],
                      errors=report["errors"])
+
+
+IMAGES_PAINTED = """(function () {
+  return Array.prototype.map.call(document.images, function (img) {
+    var ok = img.complete && img.naturalWidth > 0, painted = false;
+    if (ok) {
+      var canvas = document.createElement("canvas"); canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+      var context = canvas.getContext("2d"); context.drawImage(img, 0, 0);
+      var pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+      for (var k = 3; k < pixels.length; k += 4) { if (pixels[k] > 0) { painted = true; break; } }
+    }
+    return {alt: img.alt, className: img.className, decoded: painted, naturalWidth: img.naturalWidth,
+            inline: img.src.indexOf("data:") === 0};
+  });
+})()"""
+
+
+class ChromiumSession:
+    """Headless Chromium driven over the DevTools protocol, for pages a reader clicks through.
+
+    `--dump-dom` (check_page) only loads a page; a served page whose content appears after a click needs a
+    live browser: we start Chromium with a debugging port bound to localhost, talk to its page over a
+    websocket (the `websockets` package), and record uncaught exceptions, console errors and CSP reports
+    (Runtime and Log domains) in `errors`.
+    """
+
+    def __init__(self, timeout: float = 90) -> None:
+        self.timeout = timeout
+        self.errors: list[str] = []
+        self._next_id = 0
+
+    def __enter__(self) -> ChromiumSession:
+        import time
+        import urllib.request
+
+        from websockets.sync.client import connect
+
+        chromium = find_chromium()
+        if chromium is None:
+            raise FileNotFoundError("no Chromium found at " + ", ".join(CHROMIUM_CANDIDATES))
+        self._stack = contextlib.ExitStack()
+        self._work = tempfile.TemporaryDirectory(prefix="oncofed-cdp-")
+        profile = Path(self._work.name) / "profile"
+        self._process = subprocess.Popen([chromium, *FLAGS, f"--user-data-dir={profile}", "--window-size=1280,900",
+                                          "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+                                          "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file, deadline = profile / "DevToolsActivePort", time.monotonic() + self.timeout
+        while not (port_file.is_file() and port_file.read_text().strip()):
+            if time.monotonic() > deadline or self._process.poll() is not None:
+                self.__exit__(None, None, None)
+                raise RuntimeError("Chromium did not open its debugging port")
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=self.timeout) as answer:
+            targets = json.loads(answer.read())
+        page = next(t for t in targets if t.get("type") == "page")
+        self._socket = self._stack.enter_context(connect(page["webSocketDebuggerUrl"], max_size=None,
+                                                         open_timeout=self.timeout))
+        for domain in ("Page", "Runtime", "Log"):
+            self.call(f"{domain}.enable")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._work.cleanup()
+
+    def _record(self, event: dict) -> None:
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            details = params.get("exceptionDetails", {})
+            self.errors.append("exception: " + str(details.get("exception", {}).get("description") or details.get("text")))
+        elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
+            self.errors.append("console.error: " + " ".join(str(a.get("value", a.get("description")))
+                                                            for a in params.get("args", [])))
+        elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+            self.errors.append("log: " + params["entry"].get("text", ""))
+
+    def call(self, method: str, **params: object) -> dict:
+        self._next_id += 1
+        self._socket.send(json.dumps({"id": self._next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self._socket.recv(timeout=self.timeout))
+            if message.get("id") == self._next_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self._record(message)
+
+    def evaluate(self, expression: str) -> object:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"page script failed: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float | None = None) -> object:
+        """Poll a JS expression until it is truthy; return its value."""
+        import time
+
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while time.monotonic() < deadline:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            time.sleep(0.2)
+        raise TimeoutError(f"the page never satisfied {expression!r}; errors seen: {self.errors}")
+
+    def open(self, url: str) -> None:
+        self.call("Page.navigate", url=url)
+        self.wait_for("document.readyState === 'complete' && location.href !== 'about:blank'")
+
+    def images(self) -> list[dict]:
+        return list(self.evaluate(IMAGES_PAINTED) or [])

@@ -14,6 +14,7 @@ from flwr.app import Context, Message
 from rich.console import Console
 
 from client.outbox import COUNT_KEYS, FIGURE_KEYS
+from client.site_report import SiteEvaluation
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
 from shared.model import build_model
@@ -116,6 +117,8 @@ def test_a_two_round_three_site_federation_writes_its_run_directory_and_leaks_no
         assert (run_dir / "sites" / site / "privacy_ledger.json").is_file()
         report = (run_dir / "sites" / site / "report.html").read_text()  # per-patient curves stay at the site
         assert "Privacy spent, round by round" in report  # the site's own ledger, round by round
+        evaluation = SiteEvaluation.model_validate_json((run_dir / "sites" / site / "report.json").read_text())
+        assert evaluation.site_id == site and evaluation.subgroups  # the tumour board shows these beside a prediction
         assert {"response-auc-lower", "response-auc-upper"} <= set(figures) or "response-auc" not in figures
     assert (run_dir / "consortium_report.html").is_file()
     for record in results["rounds"]:  # per-site figures are kept, not only the mean
