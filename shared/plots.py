@@ -178,6 +178,25 @@ def shap_importance_plot(importances: dict[str, float], top: int = 20,
     return figure_to_data_uri(figure)
 
 
+def shap_outputs_plot(importances: dict[str, dict[str, float]], units: dict[str, str], top: int = 12,
+                      title: str = "What drives the predictions (mean |SHAP|)") -> str:
+    """One bar chart per output (response, PFS, OS), side by side: each output has its own unit."""
+    outputs = list(importances) or ["(none)"]
+    figure = _new_figure(4.2 * len(outputs), max(3.0, 0.3 * top + 1.2))
+    for index, output in enumerate(outputs):
+        axes = figure.add_subplot(1, len(outputs), index + 1)
+        ranked = sorted(importances.get(output, {}).items(), key=lambda item: item[1], reverse=True)[:top]
+        if not ranked:
+            _empty(axes, "No explanations computed")
+            continue
+        axes.barh([n for n, _ in ranked][::-1], [v for _, v in ranked][::-1], color=COLOURS[index % len(COLOURS)])
+        axes.tick_params(axis="y", labelsize=8)
+        axes.set(title=output.upper() if output in ("pfs", "os") else output.capitalize(),
+                 xlabel=f"mean |SHAP| ({units.get(output, 'model output')})")
+    figure.suptitle(title)
+    return figure_to_data_uri(figure)
+
+
 def heatmap_plot(values: Sequence[Sequence[float | None]], row_labels: Sequence[str],
                  column_labels: Sequence[str], title: str, value_label: str) -> str:
     """Matrix of a figure (e.g. AUC of the model trained at a row site, evaluated at a column site); gaps 'n/a'."""
