@@ -108,7 +108,8 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
     if plan.dp:
         delta = site.delta()
         sample_rate, steps = steps_per_round(len(cohort), plan.batch_size, plan.local_epochs)
-        sigma = calibrate_noise(site.target_epsilon, delta, sample_rate, steps * (phase.planned_rounds or plan.num_rounds))
+        total_steps = steps * (phase.planned_rounds or plan.num_rounds)
+        sigma = calibrate_noise(site.target_epsilon, delta, sample_rate, total_steps)
         ledger = load_ledger(site.ledger_path, delta)
         planned = (sigma, sample_rate, steps)
         check_budget(ledger, site.target_epsilon, planned)

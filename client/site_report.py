@@ -53,7 +53,7 @@ class SiteEvaluation(BaseModel):
     baselines: list[BaselineEvaluation]
     subgroups: list[SubgroupEvaluation]
     shap_importances: dict[str, dict[str, float]] = Field(
-        description="output (response, pfs, os) → contract field → mean |SHAP| over the site's explained test patients")
+        description="output (response, pfs, os) → contract field → mean |SHAP| over the explained test patients")
     shap_patients: int = Field(default=0, description="test patients explained (SHAP); 0 when none")
 
 

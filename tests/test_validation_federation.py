@@ -46,7 +46,7 @@ class InstructionRecorder:
         return reply
 
 
-def test_leave_one_site_out_never_trains_on_the_held_out_site_and_the_matrix_is_complete(three_sites, tmp_path):  # noqa: F811
+def test_loso_never_trains_on_the_held_out_site_and_the_matrix_is_complete(three_sites, tmp_path):  # noqa: F811
     config = small_config(three_sites, tmp_path, **{"num-rounds": 1, "share-local-models": True,
                                                     "leave-one-site-out": True, "loso-rounds": 1,
                                                     "shap-patients": 15, "shap-samples": 10, "bootstrap-samples": 20,
