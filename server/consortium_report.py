@@ -183,8 +183,10 @@ def _subgroup_rows(pooled: list[PooledSubgroup], figure: str) -> list[tuple[str,
         if item.subgroup.figure != figure:
             continue
         if item.summary is not None:
+            counts = [e.n for e in item.subgroup.sites.values() if e.available and e.n is not None]
             rows.append((f"{item.label} ({item.sites_reporting} sites)",
-                         Estimate(value=item.summary.pooled, lower=item.summary.lower, upper=item.summary.upper)))
+                         Estimate(value=item.summary.pooled, lower=item.summary.lower, upper=item.summary.upper,
+                                  n=sum(counts) if counts else None)))
         elif item.sites_reporting == 1:
             (site, estimate), = [(s, e) for s, e in item.subgroup.sites.items() if e.available]
             rows.append((f"{item.label} ({site} only)", estimate))

@@ -72,7 +72,18 @@ def subgroup_summaries(test: dict[str, dict[str, float]]) -> list[SubgroupSummar
     return [SubgroupSummary(group=g, level=lv, figure=f, sites=s) for (g, lv, f), s in found.items()]
 
 
+def short_reason(reason: str, limit: int = 240) -> str:
+    """The gist of why a site sat out: a remote traceback is cut to its final message."""
+    reason = reason.rsplit("Message:", 1)[-1].strip() if "Traceback" in reason or "Message:" in reason else reason
+    reason = " ".join(reason.split())
+    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
+
+
 def _absences(results: dict) -> list[SiteAbsence]:
+    return [row.model_copy(update={"reason": short_reason(row.reason)}) for row in _all_absences(results)]
+
+
+def _all_absences(results: dict) -> list[SiteAbsence]:
     rows = [SiteAbsence(exchange=f"round {r['round']}", site_id=site, reason=reason)
             for r in results.get("rounds", []) for site, reason in r.get("missing", {}).items()]
     rows += [SiteAbsence(exchange="final test", site_id=site, reason=reason)

@@ -199,7 +199,7 @@ def pool_shap(test_figures: dict[str, dict[str, float]]) -> dict:
             sums.setdefault(output, {})[field] = sums.get(output, {}).get(field, 0.0) + count * value
             weights.setdefault(output, {})[field] = weights.get(output, {}).get(field, 0.0) + count
     importance = {output: {field: sums[output][field] / weights[output][field] for field in sorted(sums[output])}
-                  for output in sorted(sums)}
+                  for output in ("response", "pfs", "os") if output in sums}
     return {"patients": patients, "importance": importance}
 
 

@@ -143,7 +143,7 @@ def forest_plot(rows: Sequence[tuple[str, Estimate]], title: str, xlabel: str, r
             axes.plot([low, high], [y, y], color=MODEL_COLOUR, linewidth=1.4)
             size = 4 + 6 * min(1.0, (estimate.n or 10) / 300)
             axes.plot(estimate.value, y, marker="s", markersize=size, color=MODEL_COLOUR)
-            labels.append(f"{label}  (n={estimate.n})")
+            labels.append(f"{label}  (n={estimate.n})" if estimate.n is not None else label)
         else:
             labels.append(f"{label}  (suppressed)" if estimate.suppressed else f"{label}  (not available)")
     if summary:

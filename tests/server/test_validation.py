@@ -125,3 +125,12 @@ def test_the_consortium_report_from_a_run_renders_every_plot_in_headless_chromiu
     page = check_page(out)
     assert page.errors == []
     assert len(page.images) == expected and page.broken_images == []
+
+
+def test_a_remote_traceback_is_cut_to_its_message_in_the_absence_table():
+    from server.consortium_summary import short_reason
+
+    reason = "<class 'RayTaskError'>: Traceback (most recent call last):\n  File x\nMessage: Trying to add hooks twice"
+    assert short_reason(reason) == "Trying to add hooks twice"
+    assert short_reason("no reply within 120 s") == "no reply within 120 s"
+    assert len(short_reason("x" * 1000)) == 240
