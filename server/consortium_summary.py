@@ -126,7 +126,6 @@ def summary_from_results(results: dict, run_dir: Path, references: list[Referenc
                                  figures={k: e for k, e in estimates(figures).items()
                                           if e.lower is not None and e.upper is not None}))
     validation = results.get("validation", {})
-    site_ids = [s.site_id for s in sites]
     references = list(references or [])
     local = validation.get("local", {}).get("figures", {})
     if local:
@@ -139,12 +138,14 @@ def summary_from_results(results: dict, run_dir: Path, references: list[Referenc
         loso.append(LeaveOneSiteOut(held_out_site=row["held_out_site"], figures=estimates(row.get("held_out", {})),
                                     trained_on=row["trained_on"], rounds=row["rounds"],
                                     in_distribution=_mean_estimates(list(row.get("in_distribution", {}).values()))))
+    # every site that evaluated any shared model is a column, also one that missed the final test of the global model
+    matrix_sites = sorted({s for row in validation.get("cross_site", {}).values() for s in row})
     shap = pool_shap(test)
     run = RunInfo(run_id=run_dir.name, model_checkpoint=str(run_dir / "checkpoints" / "latest.pt"),
                   rounds_completed=len(history))
     return ConsortiumSummary(
         run=run, sites=sites, subgroups=subgroup_summaries(test), references=references,
-        cross_site=cross_site_matrices(validation["cross_site"], site_ids) if validation.get("cross_site") else [],
+        cross_site=cross_site_matrices(validation["cross_site"], matrix_sites) if matrix_sites else [],
         leave_one_site_out=loso, absences=_absences(results),
         importance=GlobalImportance(**shap) if shap["patients"] else None,
         planned_training_rounds=validation.get("planned_training_rounds"))
