@@ -30,12 +30,19 @@ from client.privacy import (
 from client.secure_aggregation import secure_aggregation_mod
 from client.site import Site, open_site
 from client.site_report import evaluate_site, write_site_report
+from client.site_validation import (
+    explain_test_patients,
+    headline_intervals,
+    shap_importances,
+    shap_metrics,
+    subgroup_metrics,
+)
 from client.training import LocalTrainingPlan, PrivacyPlan, secure_rng_available, train_locally
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, summarise_site, to_metric_record_dict
 from shared.html_report import PrivacySpent, RunInfo, write_atomically
-from shared.messages import REPORT_FIGURE_KEYS, read_instructions
+from shared.messages import REPORT_FIGURE_KEYS, PhaseInstruction, read_instructions, read_phase
 from shared.metrics import Estimate, EvaluationSettings, OutcomePredictions, site_figures
 from shared.model import OncoFedNet, build_model, predict
 
@@ -61,7 +68,8 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
                    run_id: str, server_round: int) -> dict[str, float]:
     """Write the site's report (per-patient curves stay on the site's disk); return its shareable intervals.
 
-    Only headline figures that are not suppressed are returned, as value/lower/upper.
+    Only figures that are not suppressed are returned: the headline figures and each subgroup's (value/lower/
+    upper, and the subgroup's size), and the mean |SHAP| per field when enough test patients were explained.
     """
     train, test = site.part("train"), site.part("test")
     raw = predict(model, encode_cohort(test, stats, grid).inputs())
@@ -70,9 +78,12 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
     run = RunInfo(run_id=run_id, model_checkpoint=f"global model after round {server_round}",
                   rounds_completed=server_round)
     settings = EvaluationSettings(min_cell_size=site.min_cell_size, n_bootstrap=plan.bootstrap_samples)
-    evaluation = evaluate_site(site.site_id, train, test, predictions, shap_importances={},
+    explanation = explain_test_patients(model, train, test, stats, grid, plan.shap_patients, plan.shap_samples,
+                                        plan.seed)
+    evaluation = evaluate_site(site.site_id, train, test, predictions, shap_importances=shap_importances(explanation),
                                privacy=_privacy_spent(site, plan), run=run,
-                               rng=np.random.default_rng(plan.seed), settings=settings)
+                               rng=np.random.default_rng(plan.seed), settings=settings,
+                               shap_patients=0 if explanation is None else len(explanation.values))
     write_site_report(site.state_dir / "report.html", evaluation)
     # the same figures as data, for the tumour board's subgroup column (client/tumour_board.py)
     write_atomically(site.state_dir / "report.json", evaluation.model_dump_json(indent=1))
@@ -83,7 +94,59 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
         if estimate is None or not estimate.available or estimate.lower is None or estimate.upper is None:
             continue
         shared |= {key: estimate.value, f"{key}-lower": estimate.lower, f"{key}-upper": estimate.upper}
-    return shared
+    return shared | subgroup_metrics(evaluation.subgroups, site.min_cell_size) | shap_metrics(explanation,
+                                                                                              site.min_cell_size)
+
+
+def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: OncoFedNet, server_round: int,
+                run_id: str, phase: PhaseInstruction) -> dict[str, float]:
+    """One round of (DP) local training of `model` in place; its figures, with the privacy spent so far.
+
+    The noise is calibrated so that every training round the site does in this run (federated, local-only and
+    leave-one-site-out: `planned-training-rounds`) together spend exactly the site's ε; the ledger records
+    each round, whatever the phase. Raises PrivacyBudgetExceeded before training when the round would overspend.
+    """
+    grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
+    cohort = encode_cohort(site.part("train"), stats, grid)
+    privacy, ledger, planned = None, None, None
+    if plan.dp:
+        delta = site.delta()
+        sample_rate, steps = steps_per_round(len(cohort), plan.batch_size, plan.local_epochs)
+        total_steps = steps * (phase.planned_rounds or plan.num_rounds)
+        sigma = calibrate_noise(site.target_epsilon, delta, sample_rate, total_steps)
+        ledger = load_ledger(site.ledger_path, delta)
+        planned = (sigma, sample_rate, steps)
+        check_budget(ledger, site.target_epsilon, planned)
+        privacy = PrivacyPlan(noise_multiplier=sigma, max_grad_norm=plan.max_grad_norm, secure_mode=site.secure_mode)
+    salt = 0 if phase.phase == "federated" else zlib.crc32(f"{phase.phase}:{phase.held_out_site}".encode()) % 100_003
+    local = LocalTrainingPlan(local_epochs=plan.local_epochs, batch_size=plan.batch_size,
+                              learning_rate=plan.learning_rate,
+                              proximal_mu=plan.proximal_mu if plan.strategy == "fedprox" else 0.0,
+                              modality_dropout=plan.modality_dropout,
+                              seed=plan.seed * 100_003 + server_round * 101 + zlib.crc32(site.site_id.encode()) % 97
+                              + salt * 7919)
+    result = train_locally(model, cohort, local, privacy)
+    metrics: dict[str, float] = {"num-examples": len(cohort), "train-loss": result.mean_loss}
+    if ledger is not None and planned is not None:
+        label = run_id if phase.phase == "federated" else f"{run_id}:{phase.label()}"
+        ledger.entries.append(LedgerEntry(run_id=label, server_round=server_round, noise_multiplier=planned[0],
+                                          sample_rate=result.sample_rate, steps=result.steps, epsilon_after=0.0))
+        ledger.entries[-1].epsilon_after = ledger.epsilon()
+        save_ledger(ledger, site.ledger_path)
+        metrics |= {"epsilon": ledger.entries[-1].epsilon_after,
+                    "epsilon-round": ledger.round_epsilon(label, server_round), "epsilon-budget": site.target_epsilon,
+                    "delta": ledger.delta, "noise-multiplier": planned[0], "sample-rate": result.sample_rate,
+                    "steps": result.steps}
+    return metrics
+
+
+def _secure_mode_refusal(site: Site, plan: RunConfig, message: Message) -> Message | None:
+    """A refusal when the site asks for Opacus's secure noise but its generator (torchcsprng) is missing."""
+    if plan.dp and site.secure_mode and not secure_rng_available():
+        return outbox.refusal(message, outbox.ERROR_CONFIG, f"site {site.site_id}: secure-mode needs the torchcsprng "
+                              f"package (Opacus's secure noise generator), which is not installed here; install it "
+                              f"or run with secure-mode=false")
+    return None
 
 
 def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod] | None = None) -> ClientApp:
@@ -118,45 +181,49 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
     def train(message: Message, context: Context) -> Message:
         site = site_of(context)
         plan, stats, server_round = read_instructions(message.content)
+        if (refused := _secure_mode_refusal(site, plan, message)) is not None:
+            return refused
+        phase = read_phase(message.content)
+        model = build_model(SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days).num_intervals,
+                            plan.hidden_size, plan.seed)
+        model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+        try:
+            metrics = train_round(site, plan, stats, model, server_round, str(context.run_id), phase)
+        except PrivacyBudgetExceeded as refused:
+            return outbox.refusal(message, outbox.ERROR_BUDGET_EXHAUSTED, f"site {site.site_id}: {refused}")
+        return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size,
+                            arrays=ArrayRecord(model.state_dict()), expected_arrays=_model_shapes(model))
+
+    @app.train("local_only")
+    def train_local_only(message: Message, context: Context) -> Message:
+        """A model from this site's data alone (same start, rounds, epochs and DP plan as the federation).
+
+        Its test figures always go back (the local-only reference); its parameters only when the consortium
+        opted in to sharing local models (share-local-models) for the cross-site matrix.
+        """
+        site = site_of(context)
+        plan, stats, _ = read_instructions(message.content)
+        if (refused := _secure_mode_refusal(site, plan, message)) is not None:
+            return refused
+        phase = read_phase(message.content)
         grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
-        cohort = encode_cohort(site.part("train"), stats, grid)
         model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
         model.load_state_dict(message.content["arrays"].to_torch_state_dict())
-        privacy, ledger, planned = None, None, None
-        if plan.dp and site.secure_mode and not secure_rng_available():
-            return outbox.refusal(message, outbox.ERROR_CONFIG, f"site {site.site_id}: secure-mode needs the "
-                                  f"torchcsprng package (Opacus's secure noise generator), which is not installed "
-                                  f"here; install it or run with secure-mode=false")
-        if plan.dp:
-            delta = site.delta()
-            sample_rate, steps = steps_per_round(len(cohort), plan.batch_size, plan.local_epochs)
-            sigma = calibrate_noise(site.target_epsilon, delta, sample_rate, steps * plan.num_rounds)
-            ledger = load_ledger(site.ledger_path, delta)
-            planned = (sigma, sample_rate, steps)
-            try:
-                check_budget(ledger, site.target_epsilon, planned)
-            except PrivacyBudgetExceeded as refused:
-                return outbox.refusal(message, outbox.ERROR_BUDGET_EXHAUSTED, f"site {site.site_id}: {refused}")
-            privacy = PrivacyPlan(noise_multiplier=sigma, max_grad_norm=plan.max_grad_norm,
-                                  secure_mode=site.secure_mode)
-        local = LocalTrainingPlan(local_epochs=plan.local_epochs, batch_size=plan.batch_size,
-                                  learning_rate=plan.learning_rate,
-                                  proximal_mu=plan.proximal_mu if plan.strategy == "fedprox" else 0.0,
-                                  modality_dropout=plan.modality_dropout,
-                                  seed=plan.seed * 100_003 + server_round * 101 + zlib.crc32(site.site_id.encode()) % 97)
-        result = train_locally(model, cohort, local, privacy)
-        metrics: dict[str, float] = {"num-examples": len(cohort), "train-loss": result.mean_loss}
-        if ledger is not None and planned is not None:
-            ledger.entries.append(LedgerEntry(run_id=str(context.run_id), server_round=server_round,
-                                              noise_multiplier=planned[0], sample_rate=result.sample_rate,
-                                              steps=result.steps, epsilon_after=0.0))
-            ledger.entries[-1].epsilon_after = ledger.epsilon()
-            save_ledger(ledger, site.ledger_path)
-            metrics |= {"epsilon": ledger.entries[-1].epsilon_after,
-                        "epsilon-round": ledger.round_epsilon(str(context.run_id), server_round),
-                        "epsilon-budget": site.target_epsilon,
-                        "delta": ledger.delta, "noise-multiplier": planned[0], "sample-rate": result.sample_rate,
-                        "steps": result.steps}
+        metrics: dict[str, float] = {}
+        try:
+            for local_round in range(1, plan.num_rounds + 1):
+                if local_round > 1:  # a fresh module each round: Opacus hooks the one it trains
+                    trained, model = model, build_model(grid.num_intervals, plan.hidden_size, plan.seed)
+                    model.load_state_dict(trained.state_dict())
+                metrics = train_round(site, plan, stats, model, local_round, str(context.run_id), phase)
+        except PrivacyBudgetExceeded as refused:
+            return outbox.refusal(message, outbox.ERROR_BUDGET_EXHAUSTED, f"site {site.site_id}: {refused}")
+        test = site.part("test")
+        settings = EvaluationSettings(min_cell_size=site.min_cell_size, n_bootstrap=plan.bootstrap_samples)
+        metrics = {k: v for k, v in metrics.items() if k != "train-loss"} | {"num-examples": len(test)}
+        metrics |= headline_intervals(model, test, stats, grid, settings, np.random.default_rng(plan.seed))
+        if not plan.share_local_models:
+            return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size)
         return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size,
                             arrays=ArrayRecord(model.state_dict()), expected_arrays=_model_shapes(model))
 
@@ -174,7 +241,11 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         model.load_state_dict(message.content["arrays"].to_torch_state_dict())
         figures = evaluate_cohort(model, patients, encode_cohort(patients, stats, grid), grid,
                                   site.min_cell_size, prefix="test" if split == "test" else "val")
-        if split == "test" and plan.site_reports:
+        phase = read_phase(message.content)
+        if split == "test" and phase.intervals:
+            settings = EvaluationSettings(min_cell_size=site.min_cell_size, n_bootstrap=plan.bootstrap_samples)
+            figures |= headline_intervals(model, patients, stats, grid, settings, np.random.default_rng(plan.seed))
+        if split == "test" and phase.site_report and plan.site_reports:
             try:
                 figures |= report_at_site(site, model, stats, grid, plan, str(context.run_id), server_round)
             except Exception:  # the report is the site's own output; the federation's test figures still go out

@@ -22,11 +22,11 @@ from torch import nn
 from shared.contract import MODALITIES
 from shared.encoding import NUM_INPUTS, SurvivalGrid, feature_names
 from shared.losses import survival_curve
+from shared.messages import SHAP_OUTPUT_UNITS
 from shared.model import OncoFedNet
 
 OUTPUTS = ("response", "pfs", "os")
-OUTPUT_UNITS = {"response": "probability of response", "pfs": "expected PFS days within the horizon",
-                "os": "expected OS days within the horizon"}
+OUTPUT_UNITS = SHAP_OUTPUT_UNITS  # one definition: the consortium report labels the pooled importance with it
 
 
 def _field_of(column: str) -> str:

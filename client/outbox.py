@@ -19,14 +19,19 @@ from shared.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
+from shared.messages import SHAP_COUNT_KEY, SHAP_KEY, SUBGROUP_KEY
+
 # keys whose value is a count of patients (or events): 0 (suppressed) or at least the minimum cell size
 COUNT_KEYS = re.compile(r"^(num-examples|n-[a-z0-9-]+|events-[a-z0-9-]+"  # evaluation counts
-                        r"|n:\w+|hist:\w+:\d+|cat:\w+:[\w .+-]+|site:n_patients)$")  # harmonisation counts
+                        r"|n:\w+|hist:\w+:\d+|cat:\w+:[\w .+-]+|site:n_patients"  # harmonisation counts
+                        r"|sub:[a-z0-9_+.<>=-]+:[a-z0-9_+.<>=-]+:n)$")  # a subgroup's patients
 # aggregate figures: metrics, privacy accounting, harmonisation sums (each guarded by its count)
 FIGURE_KEYS = re.compile(
     r"^(train-loss|val-loss|test-loss|epsilon|epsilon-round|epsilon-budget|delta|noise-multiplier|sample-rate|steps"
     r"|(response-auc|response-brier|pfs-cindex|os-cindex)(-lower|-upper)?"
-    r"|(sum|sumsq):\w+|site:min_cell_size|site:grid_version)$")
+    r"|(sum|sumsq):\w+|site:min_cell_size|site:grid_version"
+    r"|sub:[a-z0-9_+.<>=-]+:[a-z0-9_+.<>=-]+:(response-auc|pfs-cindex|os-cindex)(-lower|-upper)?"  # subgroups
+    r"|shap:(response|pfs|os):\w+)$")  # mean |SHAP| per contract field over the explained test patients
 MODEL_ARRAYS_KEY = "arrays"
 SITE_KEY = "site"
 ERROR_BUDGET_EXHAUSTED = 4001
@@ -56,6 +61,14 @@ def check_metrics(metrics: dict[str, float], min_cell_size: int) -> MetricRecord
             if count < min_cell_size:
                 raise DisclosureError(f"{key!r} rests on {count} patients, below the minimum cell size "
                                       f"{min_cell_size}; suppress it before sending")
+        elif (subgroup := SUBGROUP_KEY.match(key)) is not None:
+            count = metrics.get(f"sub:{subgroup.group(1)}:{subgroup.group(2)}:n", 0)
+            if count < min_cell_size:
+                raise DisclosureError(f"{key!r} rests on a subgroup of {count} patients (its :n key), below the "
+                                      f"minimum cell size {min_cell_size}; send nothing for a suppressed subgroup")
+        elif SHAP_KEY.match(key) and metrics.get(SHAP_COUNT_KEY, 0) < min_cell_size:
+            raise DisclosureError(f"{key!r} averages {metrics.get(SHAP_COUNT_KEY, 0)} patients ({SHAP_COUNT_KEY}), "
+                                  f"below the minimum cell size {min_cell_size}; do not send it")
     return MetricRecord(dict(metrics))
 
 

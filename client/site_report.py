@@ -13,6 +13,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from client.baselines import fit_baselines
+from client.explanations import OUTPUT_UNITS
 from shared import plots
 from shared.html_report import PrivacySpent, RunInfo, render, write_atomically
 from shared.metrics import (
@@ -51,13 +52,15 @@ class SiteEvaluation(BaseModel):
     model: PredictionEvaluation
     baselines: list[BaselineEvaluation]
     subgroups: list[SubgroupEvaluation]
-    shap_importances: dict[str, float] = Field(description="feature → mean |SHAP| over the site's test patients")
+    shap_importances: dict[str, dict[str, float]] = Field(
+        description="output (response, pfs, os) → contract field → mean |SHAP| over the explained test patients")
+    shap_patients: int = Field(default=0, description="test patients explained (SHAP); 0 when none")
 
 
 def evaluate_site(site_id: str, train_frame: pd.DataFrame, test_frame: pd.DataFrame,
-                  predictions: OutcomePredictions, shap_importances: dict[str, float], privacy: PrivacySpent,
-                  run: RunInfo, rng: np.random.Generator,
-                  settings: EvaluationSettings | None = None) -> SiteEvaluation:
+                  predictions: OutcomePredictions, shap_importances: dict[str, dict[str, float]],
+                  privacy: PrivacySpent, run: RunInfo, rng: np.random.Generator,
+                  settings: EvaluationSettings | None = None, shap_patients: int = 0) -> SiteEvaluation:
     """Evaluate the model's test-split predictions against outcomes, baselines and subgroups.
 
     `train_frame`/`test_frame` are the site's contract tables (training split: baselines and the censoring
@@ -75,7 +78,8 @@ def evaluate_site(site_id: str, train_frame: pd.DataFrame, test_frame: pd.DataFr
     return SiteEvaluation(site_id=site_id, run=run, privacy=privacy, settings=settings, n_train=len(train_frame),
                           n_test=len(test_frame), model=model, baselines=baselines,
                           subgroups=evaluate_subgroups(test_frame, predictions, settings, rng),
-                          shap_importances=dict(shap_importances))
+                          shap_importances={k: dict(v) for k, v in shap_importances.items()},
+                          shap_patients=shap_patients)
 
 
 def _figures(evaluation: SiteEvaluation) -> dict[str, str]:
@@ -88,7 +92,7 @@ def _figures(evaluation: SiteEvaluation) -> dict[str, str]:
                                                if name in (MODEL_NAME, "Clinical model")}),
         "decision_curve": plots.decision_curve_plot({name: e.response.decision_curve
                                                      for name, e in everyone.items()}),
-        "shap": plots.shap_importance_plot(evaluation.shap_importances),
+        "shap": plots.shap_outputs_plot(evaluation.shap_importances, OUTPUT_UNITS),
     }
     if evaluation.privacy.rounds:
         figures["privacy"] = plots.privacy_spending_plot(evaluation.privacy.rounds, evaluation.privacy.budget_epsilon)

@@ -19,16 +19,16 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from server.checkpoint import ServerState, load_checkpoint, save_checkpoint
-from server.consortium_report import ConsortiumSummary, SiteSummary, write_consortium_report
+from server.consortium_report import write_consortium_report
+from server.consortium_summary import last_training_figures, summary_from_results
 from server.screening import oversized_updates, update_distance, update_problem
 from server.secure_aggregation import secure_train_round
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
+from server.validation import headline_only, planned_training_rounds, run_validation
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
 from shared.harmonisation import NormalisationStats, from_metric_record_dict, pool_summaries
-from shared.html_report import PrivacyRound, PrivacySpent, RunInfo
-from shared.messages import NORMALISATION_KEY, REPORT_FIGURE_KEYS, instruction_records
-from shared.metrics import Estimate
+from shared.messages import NORMALISATION_KEY, PhaseInstruction, instruction_records
 from shared.model import build_model
 
 Progress = Callable[[str], None]
@@ -154,10 +154,11 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         model_state = build_model(grid_days.num_intervals, config.hidden_size, config.seed).state_dict()
         state = ServerState(completed_round=0, normalisation=stats, history=[])
     arrays = ArrayRecord(model_state)
+    planned = planned_training_rounds(config, len(list(grid.get_node_ids())))
     for server_round in range(state.completed_round + 1, config.num_rounds + 1):
         started = time.perf_counter()
         reference = {k: v.numpy() for k, v in arrays.items()}  # this round's global model
-        records = instruction_records(config, state.normalisation)
+        records = instruction_records(config, state.normalisation, **PhaseInstruction(planned_rounds=planned).records())
         if config.secure_aggregation:  # SecAgg+: only the mean is seen, so no per-site screening is possible
             secure = secure_train_round(grid, config, arrays, records, server_round, names)
             trained, distances = SiteReplies(figures=secure.figures, missing=secure.missing), {}
@@ -196,38 +197,20 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         progress(_round_line(record, config.num_rounds))
     final = _evaluate(grid, strategy, config, state.normalisation, arrays, config.num_rounds, "test", names)
     results = {"config": config.to_flower(), "rounds": state.history, "test": final.figures,
-               "test_mean": weighted_means(final.figures), "test_missing": final.missing,
+               "test_mean": weighted_means(headline_only(final.figures)), "test_missing": final.missing,
                "epsilon": _epsilon_by_site(state.history)}
+    initial = ArrayRecord(build_model(grid_days.num_intervals, config.hidden_size, config.seed).state_dict())
+    validation = run_validation(grid, collect, config, state.normalisation, initial, final.figures, planned, names,
+                                progress)
+    if validation:
+        results["validation"] = validation
+        results["epsilon"] = results["epsilon"] | validation["epsilon"]
     _write_json(run_dir / "metrics.json", results)
     try:
-        summary = consortium_summary(final.figures, state.history, config, run_dir)
-        write_consortium_report(run_dir / "consortium_report.html", summary)
+        write_consortium_report(run_dir / "consortium_report.html", summary_from_results(results, run_dir))
     except Exception as error:  # the run's figures are already saved; say what failed and carry on
         progress(f"consortium report not written: {type(error).__name__}: {error}")
     return results
-
-
-def consortium_summary(test_figures: dict[str, dict[str, float]], history: list[dict], config: RunConfig,
-                       run_dir: Path) -> ConsortiumSummary:
-    """Each site's shared test figures (with their intervals) and privacy spent, as the consortium report takes them."""
-    last_train = _last_training_figures(history)
-    sites = []
-    for site, figures in sorted(test_figures.items()):
-        spent = last_train.get(site, {})
-        privacy = PrivacySpent(epsilon=spent.get("epsilon"), delta=spent.get("delta"),
-                               accountant="rdp" if "epsilon" in spent else None,
-                               noise_multiplier=spent.get("noise-multiplier"),
-                               max_grad_norm=config.max_grad_norm if "epsilon" in spent else None,
-                               budget_epsilon=spent.get("epsilon-budget"),
-                               rounds=_privacy_rounds(site, history, run_dir))
-        estimates = {name: Estimate(value=figures[key], lower=figures[f"{key}-lower"], upper=figures[f"{key}-upper"])
-                     for key, name in REPORT_FIGURE_KEYS.items()
-                     if {key, f"{key}-lower", f"{key}-upper"} <= set(figures)}
-        count = int(figures.get("num-examples", 0))
-        sites.append(SiteSummary(site_id=site, n_patients=count or None, privacy=privacy, figures=estimates))
-    run = RunInfo(run_id=run_dir.name, model_checkpoint=str(run_dir / "checkpoints" / "latest.pt"),
-                  rounds_completed=len(history))
-    return ConsortiumSummary(run=run, sites=sites)
 
 
 def _evaluate(grid: Grid, strategy, config: RunConfig, stats: NormalisationStats, arrays: ArrayRecord,
@@ -238,24 +221,8 @@ def _evaluate(grid: Grid, strategy, config: RunConfig, stats: NormalisationStats
     return collect(grid, messages, config.round_timeout_s, names)
 
 
-def _last_training_figures(history: list[dict]) -> dict[str, dict[str, float]]:
-    """Each site's figures from the last round it trained in (its ε there is cumulative over the run)."""
-    last: dict[str, dict[str, float]] = {}
-    for record in history:
-        last |= record["train"]
-    return last
-
-
-def _privacy_rounds(site: str, history: list[dict], run_dir: Path) -> list[PrivacyRound]:
-    """The site's ε per round of this run as it reported them (cumulative, and the round's own)."""
-    return [PrivacyRound(run_id=run_dir.name, server_round=record["round"],
-                         epsilon_round=record["train"][site]["epsilon-round"],
-                         epsilon_cumulative=record["train"][site]["epsilon"])
-            for record in history if {"epsilon", "epsilon-round"} <= set(record["train"].get(site, {}))]
-
-
 def _epsilon_by_site(history: list[dict]) -> dict[str, float]:
-    return {site: f["epsilon"] for site, f in _last_training_figures(history).items() if "epsilon" in f}
+    return {site: f["epsilon"] for site, f in last_training_figures(history).items() if "epsilon" in f}
 
 
 def _round_line(record: dict, num_rounds: int) -> str:

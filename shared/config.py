@@ -75,6 +75,18 @@ class RunConfig(BaseModel):
                                    description="bootstrap resamples per interval in each site's final report")
     site_reports: bool = Field(default=True, description="each site writes its report at the final test evaluation "
                                                          "(benchmarks that only need the figures turn it off)")
+    shap_patients: int = Field(default=100, ge=0, le=5000,
+                               description="test patients each site explains with SHAP in its final report; 0 = none")
+    shap_samples: int = Field(default=50, ge=10, description="expected-gradients samples per explained patient")
+    # federated validation beyond the final test evaluation (each one spends the sites' privacy budgets)
+    share_local_models: bool = Field(default=False, description="each site trains a local-only model and shares "
+                                     "it for the cross-site matrix (a consortium decision)")
+    local_references: bool = Field(default=False, description="each site trains a local-only model and reports "
+                                   "its own test figures; the model stays at the site unless share-local-models")
+    leave_one_site_out: bool = Field(default=False, description="one extra federation per site, without it, "
+                                     "evaluated on its test patients")
+    loso_rounds: int = Field(default=0, ge=0, le=1000, description="rounds of each leave-one-site-out federation; "
+                             "0 = num-rounds")
     validation_fraction: float = Field(default=0.2, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.2, gt=0, lt=0.5)
     seed: int = 42

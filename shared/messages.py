@@ -5,7 +5,11 @@ Both sides import this module, so the keys are written once.
 
 from __future__ import annotations
 
+import re
+from typing import Literal
+
 from flwr.app import ConfigRecord, RecordDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import RunConfig
 from shared.harmonisation import NormalisationStats
@@ -27,6 +31,92 @@ def instruction_records(config: RunConfig, stats: NormalisationStats, **extra: s
 def read_instructions(content: RecordDict) -> tuple[RunConfig, NormalisationStats, int]:
     plan = dict(content[PLAN_KEY])
     server_round = int(plan.pop("server-round", 0))
-    plan.pop("split", None)
+    for key in INSTRUCTION_ONLY_KEYS:
+        plan.pop(key, None)
     stats = NormalisationStats.model_validate_json(str(content[NORMALISATION_KEY]["stats"]))
     return RunConfig.from_mapping(plan), stats, server_round
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Federated validation: phases of a run, and the keys of the figures sites share about subgroups and SHAP
+# ----------------------------------------------------------------------------------------------------------
+
+# instruction-only keys of the plan record (not RunConfig fields); read_instructions drops them
+PHASE_KEY = "phase"  # "federated" (the run itself), "local" (a site alone), "loso" (a federation without one site)
+PLANNED_ROUNDS_KEY = "planned-training-rounds"  # every training round the site will do in this run, all phases
+SITE_REPORT_KEY = "site-report"  # evaluate: write the site report (only for the final global model)
+HELD_OUT_KEY = "held-out-site"  # loso: the site left out of this federation
+INTERVALS_KEY = "intervals"  # evaluate: add bootstrap intervals to the headline figures
+INSTRUCTION_ONLY_KEYS = ("split", PHASE_KEY, PLANNED_ROUNDS_KEY, SITE_REPORT_KEY, HELD_OUT_KEY, INTERVALS_KEY)
+LOCAL_TRAINING = "train.local_only"  # message type: train a local-only model for the run's rounds in one go
+
+# subgroup figures a site shares: outgoing figure name → attribute of shared.metrics.SubgroupEvaluation
+SUBGROUP_FIGURE_KEYS = {"response-auc": "response_auc", "pfs-cindex": "pfs_harrell_c", "os-cindex": "os_harrell_c"}
+_SLUG_ALLOWED = re.compile(r"[^a-z0-9_+.<>=-]+")
+_GROUP_SLUGS = {"Comorbidity (Charlson)": "comorbidity"}
+SLUG = r"[a-z0-9_+.<>=-]+"
+SUBGROUP_KEY = re.compile(rf"^sub:({SLUG}):({SLUG}):(n|(?:response-auc|pfs-cindex|os-cindex)(?:-lower|-upper)?)$")
+SHAP_OUTPUT_UNITS = {"response": "probability of response", "pfs": "expected PFS days within the horizon",
+                     "os": "expected OS days within the horizon"}
+SHAP_COUNT_KEY = "n-shap-explained"  # patients whose SHAP values were averaged (a count: suppressed if small)
+SHAP_KEY = re.compile(r"^shap:(response|pfs|os):(\w+)$")
+
+
+def slug(text: str) -> str:
+    """A subgroup name as it goes over the wire: 'Race/ethnicity' → 'race-ethnicity', '≥ 70' → 'ge70'."""
+    text = _GROUP_SLUGS.get(text, text).lower().strip()
+    for symbol, word in (("≥", "ge"), ("≤", "le"), ("<", "lt"), (">", "gt"), ("–", "-"), ("—", "-")):
+        text = text.replace(symbol, word)
+    text = re.sub(r"(ge|le|lt|gt)\s+", r"\1", text)
+    text = _SLUG_ALLOWED.sub("-", text.replace("/", "-").replace(" ", "-")).strip("-")
+    if not text:
+        raise ValueError("a subgroup name must hold at least one letter or digit")
+    return text
+
+
+def subgroup_key(group: str, level: str, figure: str) -> str:
+    """`sub:<group-slug>:<level-slug>:<figure>`, e.g. sub:age:ge70:response-auc (read by the model card)."""
+    key = f"sub:{slug(group)}:{slug(level)}:{figure}"
+    if not SUBGROUP_KEY.match(key):
+        raise ValueError(f"{figure!r} is not a subgroup figure; use n or one of {', '.join(SUBGROUP_FIGURE_KEYS)}"
+                         f" (optionally with -lower/-upper)")
+    return key
+
+
+def shap_key(output: str, field: str) -> str:
+    key = f"shap:{output}:{field}"
+    if not SHAP_KEY.match(key):
+        raise ValueError(f"no SHAP key for output {output!r} and field {field!r}")
+    return key
+
+
+class PhaseInstruction(BaseModel):
+    """What an instruction asks beyond the run plan: which phase of the run, and how much training it plans."""
+
+    model_config = ConfigDict(frozen=True)
+
+    phase: Literal["federated", "local", "loso"] = "federated"
+    planned_rounds: int = Field(default=0, ge=0, description="0: the run's num-rounds (a plain federation)")
+    held_out_site: str = ""
+    site_report: bool = Field(default=False, description="evaluate: write the site report (final global model)")
+    intervals: bool = False
+
+    def label(self) -> str:
+        return f"loso-without-{self.held_out_site}" if self.phase == "loso" else self.phase
+
+    def records(self) -> dict[str, str | int | bool]:
+        """The instruction-only keys to add to the plan record."""
+        return {PHASE_KEY: self.phase, PLANNED_ROUNDS_KEY: self.planned_rounds, HELD_OUT_KEY: self.held_out_site,
+                SITE_REPORT_KEY: self.site_report, INTERVALS_KEY: self.intervals}
+
+
+def read_phase(content: RecordDict) -> PhaseInstruction:
+    """The phase of an instruction; an instruction without phase keys is the final test of a plain federation
+    (split=test writes the site report, as before these keys existed)."""
+    plan = content[PLAN_KEY]
+    if PHASE_KEY not in plan:
+        return PhaseInstruction(site_report=str(plan.get("split", "")) == "test")
+    return PhaseInstruction(phase=str(plan[PHASE_KEY]), planned_rounds=int(plan.get(PLANNED_ROUNDS_KEY, 0)),
+                            held_out_site=str(plan.get(HELD_OUT_KEY, "")),
+                            site_report=bool(plan.get(SITE_REPORT_KEY, False)),
+                            intervals=bool(plan.get(INTERVALS_KEY, False)))

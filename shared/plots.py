@@ -144,7 +144,7 @@ def forest_plot(rows: Sequence[tuple[str, Estimate]], title: str, xlabel: str, r
             axes.plot([low, high], [y, y], color=MODEL_COLOUR, linewidth=1.4)
             size = 4 + 6 * min(1.0, (estimate.n or 10) / 300)
             axes.plot(estimate.value, y, marker="s", markersize=size, color=MODEL_COLOUR)
-            labels.append(f"{label}  (n={estimate.n})")
+            labels.append(f"{label}  (n={estimate.n})" if estimate.n is not None else label)
         else:
             labels.append(f"{label}  (suppressed)" if estimate.suppressed else f"{label}  (not available)")
     if summary:
@@ -176,6 +176,25 @@ def shap_importance_plot(importances: dict[str, float], top: int = 20,
     axes.barh(names, values, color=MODEL_COLOUR)
     axes.tick_params(axis="y", labelsize=8)
     axes.set(xlabel="Mean |SHAP value| (average impact on the prediction)", title=title)
+    return figure_to_data_uri(figure)
+
+
+def shap_outputs_plot(importances: dict[str, dict[str, float]], units: dict[str, str], top: int = 12,
+                      title: str = "What drives the predictions (mean |SHAP|)") -> str:
+    """One bar chart per output (response, PFS, OS), side by side: each output has its own unit."""
+    outputs = list(importances) or ["(none)"]
+    figure = _new_figure(4.2 * len(outputs), max(3.0, 0.3 * top + 1.2))
+    for index, output in enumerate(outputs):
+        axes = figure.add_subplot(1, len(outputs), index + 1)
+        ranked = sorted(importances.get(output, {}).items(), key=lambda item: item[1], reverse=True)[:top]
+        if not ranked:
+            _empty(axes, "No explanations computed")
+            continue
+        axes.barh([n for n, _ in ranked][::-1], [v for _, v in ranked][::-1], color=COLOURS[index % len(COLOURS)])
+        axes.tick_params(axis="y", labelsize=8)
+        axes.set(title=output.upper() if output in ("pfs", "os") else output.capitalize(),
+                 xlabel=f"mean |SHAP| ({units.get(output, 'model output')})")
+    figure.suptitle(title)
     return figure_to_data_uri(figure)
 
 

@@ -18,8 +18,9 @@ from shared.metrics import EvaluationSettings
 from tests.browser import check_page, find_chromium
 from tests.shared.test_metrics_support import contract_only, make_site_table, predictions_from_prognosis
 
-SHAP = {"ECOG": 0.31, "stage group": 0.22, "age": 0.12, "HER2 positive": 0.09, "PD-L1 TPS": 0.07,
-        "tumour size": 0.05, "TP53": 0.03}
+SHAP = {"response": {"ECOG": 0.31, "stage group": 0.22, "age": 0.12, "HER2 positive": 0.09, "PD-L1 TPS": 0.07,
+                     "tumour size": 0.05, "TP53": 0.03},
+        "pfs": {"ECOG": 61.0, "stage group": 40.0, "age": 12.0}, "os": {"ECOG": 90.0, "stage group": 55.0}}
 
 
 @pytest.fixture(scope="module")

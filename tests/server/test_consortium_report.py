@@ -16,9 +16,14 @@ from pydantic import ValidationError
 from server.consortium_report import (
     ConsortiumSummary,
     CrossSiteMatrix,
+    GlobalImportance,
     LeaveOneSiteOut,
+    ReferenceRow,
+    SiteAbsence,
     SiteSummary,
+    SubgroupSummary,
     pool_figures,
+    pool_subgroups,
     write_consortium_report,
 )
 from shared.html_report import PrivacySpent, RunInfo
@@ -54,7 +59,15 @@ def summary() -> ConsortiumSummary:
                              sites=sites,
                              cross_site=[CrossSiteMatrix(figure="response_auc", models=models, sites=list(SITES),
                                                          values=matrix)],
-                             leave_one_site_out=loso)
+                             leave_one_site_out=loso,
+                             subgroups=[SubgroupSummary(group="age", level="ge70", figure="response_auc", sites={
+                                 s: _estimate(0.6 + 0.02 * i) for i, s in enumerate(SITES)})],
+                             references=[ReferenceRow(label="Oracle", description="true risks",
+                                                      sites={s: {"response_auc": Estimate(value=0.8)} for s in SITES})],
+                             importance=GlobalImportance(patients={s: 50 for s in SITES},
+                                                         importance={"response": {"ecog": 0.1, "stage_group": 0.05}}),
+                             absences=[SiteAbsence(exchange="round 3", site_id="clinic-west", reason="no reply")],
+                             planned_training_rounds=20)
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +93,18 @@ def test_report_content(summary: ConsortiumSummary, report_dir: Path) -> None:
     text = out.read_text(encoding="utf-8")
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)
     for site_id in SITES:
-        assert text.count(site_id) == 3  # overview, leave-one-site-out and privacy tables
+        # overview, leave-one-site-out, privacy, subgroup and reference tables, SHAP patients (and one absence)
+        assert text.count(site_id) == 6 + (site_id == "clinic-west")
     assert "Leave-one-site-out" in text and "I²" in text and "5.00" in text  # clinic-west's ε
-    # 7 site forest plots + 1 heatmap
-    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', text)) == len(SITE_FIGURES) + 1
+    # 7 site forest plots + 1 heatmap + 1 subgroup forest plot + global importance
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', text)) == len(SITE_FIGURES) + 3
+    assert "20 planned training rounds" in text
+
+
+def test_subgroups_are_pooled_across_the_sites_that_shared_them(summary: ConsortiumSummary) -> None:
+    (pooled,) = pool_subgroups(summary)
+    assert pooled.sites_reporting == 4 and pooled.summary.sites == 4
+    assert 0.6 <= pooled.summary.pooled <= 0.66
 
 
 def test_unknown_figures_and_bad_matrices_are_refused() -> None:
@@ -99,6 +120,6 @@ def test_report_renders_in_headless_chromium(summary: ConsortiumSummary, report_
     out = write_consortium_report(report_dir / "consortium_report.html", summary)
     page = check_page(out, screenshot_path=report_dir / "consortium_report.png")
     assert page.errors == []
-    assert len(page.images) == len(SITE_FIGURES) + 1
+    assert len(page.images) == len(SITE_FIGURES) + 3
     assert page.broken_images == []
     assert (report_dir / "consortium_report.png").stat().st_size > 10_000

@@ -1,0 +1,146 @@
+"""References only a simulation can give: pooled centralised training, and the synthetic generator's oracle.
+
+Both need what no real consortium has: every site's training rows in one place, and the ground truth.
+They are computed after the federated run, on the same splits, and added to metrics.json and the consortium
+report as reference rows (the server's report takes them; the server never imports this module).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from client.privacy import calibrate_noise, default_delta, steps_per_round
+from client.site import Site, assign_splits, simulated_site_dirs, site_from_config
+from client.site_data import load_contract_csv
+from client.site_validation import headline_intervals
+from client.training import LocalTrainingPlan, PrivacyPlan, train_locally
+from server.consortium_report import ReferenceRow, write_consortium_report
+from server.consortium_summary import estimates, summary_from_results
+from shared.config import RunConfig, cohort_directory
+from shared.encoding import SurvivalGrid, encode_cohort
+from shared.harmonisation import NormalisationStats, pool_summaries, summarise_site
+from shared.metrics import Estimate, EvaluationSettings
+from shared.model import OncoFedNet, build_model
+from simulations.cohort.io import GROUND_TRUTH_DIR, read_ground_truth
+from simulations.cohort.oracle import oracle_metrics
+
+POOLED_LABEL = "Pooled centralised (simulation only)"
+ORACLE_LABEL = "Oracle (synthetic ground truth)"
+
+
+def simulated_sites(config: RunConfig) -> list[Site]:
+    """Every simulated site with the same data and splits its ClientApp uses (client/site.py open_site)."""
+    sites = []
+    for folder in simulated_site_dirs(config):
+        if (folder / "site.toml").is_file():
+            sites.append(site_from_config(folder / "site.toml", config))
+            continue
+        patients = load_contract_csv(folder / "patients.csv")
+        sites.append(Site(site_id=folder.name, patients=patients,
+                          split=assign_splits(patients["patient_id"], config.seed, config.validation_fraction,
+                                              config.test_fraction),
+                          target_epsilon=config.target_epsilon, target_delta=config.target_delta,
+                          min_cell_size=config.min_cell_size, secure_mode=config.secure_mode, state_dir=folder))
+    return sites
+
+
+def train_pooled(sites: list[Site], config: RunConfig, stats: NormalisationStats) -> OncoFedNet:
+    """The federation's model trained centrally on the union of the training splits: same start, epochs × rounds.
+
+    With DP on, the noise is calibrated so the whole training spends the run's target ε (δ from the union's size).
+    """
+    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    union = pd.concat([site.part("train") for site in sites], ignore_index=True)
+    cohort = encode_cohort(union, stats, grid)
+    model = build_model(grid.num_intervals, config.hidden_size, config.seed)
+    privacy = None
+    if config.dp:
+        sample_rate, steps = steps_per_round(len(cohort), config.batch_size, config.local_epochs)
+        delta = config.target_delta or default_delta(len(cohort))
+        sigma = calibrate_noise(config.target_epsilon, delta, sample_rate, steps * config.num_rounds)
+        privacy = PrivacyPlan(noise_multiplier=sigma, max_grad_norm=config.max_grad_norm,
+                              secure_mode=config.secure_mode)
+    for round_number in range(1, config.num_rounds + 1):
+        if round_number > 1:  # a fresh module each round: Opacus hooks the one it trains
+            trained, model = model, build_model(grid.num_intervals, config.hidden_size, config.seed)
+            model.load_state_dict(trained.state_dict())
+        plan = LocalTrainingPlan(local_epochs=config.local_epochs, batch_size=config.batch_size,
+                                 learning_rate=config.learning_rate, proximal_mu=0.0,
+                                 modality_dropout=config.modality_dropout, seed=config.seed * 7 + round_number)
+        train_locally(model, cohort, plan, privacy)
+    return model
+
+
+def pooled_reference(sites: list[Site], config: RunConfig) -> tuple[ReferenceRow, dict[str, dict[str, float]]]:
+    """Pooled centralised training evaluated on each site's test split (figures with bootstrap intervals)."""
+    stats = pool_summaries([summarise_site(site.part("train"), min_cell_size=site.min_cell_size) for site in sites])
+    model = train_pooled(sites, config, stats)
+    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    figures = {}
+    for site in sites:
+        settings = EvaluationSettings(min_cell_size=site.min_cell_size, n_bootstrap=config.bootstrap_samples)
+        test = site.part("test")
+        figures[site.site_id] = {"num-examples": len(test)} | headline_intervals(
+            model, test, stats, grid, settings, np.random.default_rng(config.seed))
+    privacy = f"DP-SGD at ε={config.target_epsilon:g} over the union" if config.dp else "no DP"
+    row = ReferenceRow(label=POOLED_LABEL, description=f"the same model trained centrally on the union of every "
+                       f"site's training split for {config.num_rounds} × {config.local_epochs} epochs ({privacy}); "
+                       f"impossible in a real consortium, it bounds what federation can recover",
+                       sites={site: estimates(f) for site, f in figures.items()})
+    return row, figures
+
+
+def oracle_reference(sites: list[Site], config: RunConfig) -> tuple[ReferenceRow, dict[str, dict[str, float]]] | None:
+    """The generator's true risks on each site's test split; None when the cohort has no ground truth."""
+    root = cohort_directory(config)
+    if not (root / GROUND_TRUTH_DIR).is_dir():
+        return None
+    figures: dict[str, dict[str, float]] = {}
+    for site in sites:
+        test = site.part("test")
+        truth = read_ground_truth(root, [site.site_id])
+        oracle = oracle_metrics(truth, patient_ids=list(test["patient_id"].astype(str)))
+        shown = {"num-examples": len(test)}
+        counts = {"response-auc": min(oracle.n_responders, oracle.n_response_evaluable - oracle.n_responders),
+                  "pfs-cindex": oracle.n_pfs_events, "os-cindex": oracle.n_os_events}
+        values = {"response-auc": oracle.response_auc, "pfs-cindex": oracle.pfs_c_index, "os-cindex": oracle.os_c_index}
+        for key, value in values.items():
+            if counts[key] >= site.min_cell_size and math.isfinite(value):
+                shown[key] = value
+        figures[site.site_id] = shown
+    row = ReferenceRow(label=ORACLE_LABEL, description="the synthetic generator's true response probability and "
+                       "survival (from the complete, unmasked characteristics): the best discrimination any model "
+                       "could reach on these patients (point values)",
+                       sites={site: {k: Estimate(value=e.value) for k, e in estimates(f).items()}
+                              for site, f in figures.items()})
+    return row, figures
+
+
+def references(config: RunConfig) -> tuple[list[ReferenceRow], dict[str, dict[str, dict[str, float]]]]:
+    """Every simulation reference: rows for the consortium report and figures for metrics.json."""
+    sites = simulated_sites(config)
+    rows, saved = [], {}
+    pooled, figures = pooled_reference(sites, config)
+    rows.append(pooled)
+    saved["pooled"] = figures
+    oracle = oracle_reference(sites, config)
+    if oracle is not None:
+        rows.append(oracle[0])
+        saved["oracle"] = oracle[1]
+    return rows, saved
+
+
+def add_references(run_dir: Path, results: dict, config: RunConfig) -> dict:
+    """Compute the references, add them to metrics.json (atomically) and rewrite the consortium report."""
+    rows, saved = references(config)
+    results = {**results, "references": saved}
+    temporary = run_dir / "metrics.json.tmp"
+    temporary.write_text(json.dumps(results, indent=2))
+    temporary.replace(run_dir / "metrics.json")
+    write_consortium_report(run_dir / "consortium_report.html", summary_from_results(results, run_dir, rows))
+    return results
