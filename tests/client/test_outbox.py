@@ -72,7 +72,9 @@ def test_a_failure_inside_the_site_reaches_the_coordinator_without_its_text(capl
 
 def test_the_site_app_contains_failures_innermost():
     from client.app import build_client_app
+    from client.secure_aggregation import secure_aggregation_mod
 
     recorder = object()
     app = build_client_app(mods=[recorder])
-    assert app._mods == [recorder, outbox.contain_failures]  # the recorder (outermost) sees what is sent
+    # SecAgg+ is outermost (it passes every other message through), so the recorder sees what is sent
+    assert app._mods == [secure_aggregation_mod, recorder, outbox.contain_failures]
