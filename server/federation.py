@@ -85,10 +85,10 @@ def collect(grid: Grid, messages: Iterable[Message], timeout: float, names: dict
     return result
 
 
-def _reject_oversized(replies: SiteReplies, reference: dict[str, np.ndarray], ratio: float, names: dict[int, str],
+def _reject_oversized(replies: SiteReplies, reference: dict[str, np.ndarray], ratio: float,
                       progress: Progress) -> dict[str, float]:
     """Leave out updates implausibly far from the global model (a scaled or runaway site); say so."""
-    sites = [_site_name(m, names) for m in replies.accepted]
+    sites = [str(m.content["site"]["site-id"]) for m in replies.accepted]  # accepted replies name their site
     distances = {site: update_distance(m.content["arrays"], reference) for site, m in zip(sites, replies.accepted)}
     rejected = oversized_updates(distances, ratio)
     for site, reason in rejected.items():
@@ -166,7 +166,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
             train_messages = _with_records(strategy.configure_train(server_round, arrays, records["config"], grid),
                                            {NORMALISATION_KEY: records[NORMALISATION_KEY]})
             trained = collect(grid, train_messages, config.round_timeout_s, names, reference)
-            distances = _reject_oversized(trained, reference, config.update_norm_ratio, names, progress)
+            distances = _reject_oversized(trained, reference, config.update_norm_ratio, progress)
         if len(trained.figures) < config.min_sites:
             raise RuntimeError(f"round {server_round}: {len(trained.figures)} site(s) usable, min-sites is "
                                f"{config.min_sites}; sites out: {trained.missing}. The last checkpoint is kept; "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from server.checkpoint import load_checkpoint
 from shared.config import RunConfig
-from shared.contract import IMAGING, MODALITIES, PATHOLOGY
+from shared.contract import MODALITIES
 from shared.harmonisation import SUPPRESSED, NormalisationStats
 from shared.html_report import write_atomically
 

@@ -13,6 +13,7 @@ from flwr.app import Array, ArrayRecord, Context, Message, MessageType
 from rich.console import Console
 
 from shared.config import DEFAULT_COHORT_DIR, RunConfig
+from simulations.cohort import default_consortium, generate_consortium, write_consortium
 from simulations.main_job import run
 
 pytestmark = pytest.mark.slow
@@ -54,8 +55,8 @@ def four_sites(tmp_path_factory):
     """400 patients from each of four default-cohort hospitals (the cohort's outcomes carry real signal)."""
     root = tmp_path_factory.mktemp("cohort")
     source = DEFAULT_COHORT_DIR.expanduser()
-    if not all((source / site / "patients.csv").is_file() for site in SITES):
-        pytest.skip(f"the default cohort is not at {source}; generate it with `oncofed-cohort`")
+    if not all((source / site / "patients.csv").is_file() for site in SITES):  # a clean machine: generate it
+        source = write_consortium(generate_consortium(default_consortium()), tmp_path_factory.mktemp("default"))
     for site in SITES:
         (root / site).mkdir()
         pd.read_csv(source / site / "patients.csv", dtype=str, keep_default_na=False).head(PATIENTS_PER_SITE) \

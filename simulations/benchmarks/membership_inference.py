@@ -50,7 +50,7 @@ from client.site_data import load_contract_csv
 from client.training import LocalTrainingPlan, PrivacyPlan, train_locally
 from shared.config import RunConfig
 from shared.encoding import EncodedCohort, SurvivalGrid, encode_cohort
-from shared.harmonisation import NormalisationStats, pool_summaries, summarise_site
+from shared.harmonisation import pool_summaries, summarise_site
 from shared.losses import patient_losses
 from shared.model import OncoFedNet, build_model
 from simulations.main_job import parse_overrides
