@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shared.html_report import write_atomically
 from client.privacy import calibrate_noise, default_delta, steps_per_round
 from client.site import Site, assign_splits, simulated_site_dirs, site_from_config
 from client.site_data import load_contract_csv
@@ -139,8 +140,6 @@ def add_references(run_dir: Path, results: dict, config: RunConfig) -> dict:
     """Compute the references, add them to metrics.json (atomically) and rewrite the consortium report."""
     rows, saved = references(config)
     results = {**results, "references": saved}
-    temporary = run_dir / "metrics.json.tmp"
-    temporary.write_text(json.dumps(results, indent=2))
-    temporary.replace(run_dir / "metrics.json")
+    write_atomically(run_dir / "metrics.json", json.dumps(results, indent=2))
     write_consortium_report(run_dir / "consortium_report.html", summary_from_results(results, run_dir, rows))
     return results

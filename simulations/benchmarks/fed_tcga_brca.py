@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from lifelines import CoxPHFitter
 
+from shared.html_report import write_atomically
 from simulations.benchmarks.brca_federation import (
     FEDERATED,
     NUM_CENTERS,
@@ -305,14 +306,6 @@ def plot(report: dict[str, object], path: Path) -> None:
     os.close(handle)
     figure.savefig(temporary, dpi=120)
     plt.close(figure)
-    os.replace(temporary, path)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(handle, "w") as file:
-        file.write(text)
     os.replace(temporary, path)
 
 

@@ -43,6 +43,7 @@ from rich.table import Table
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from shared.html_report import write_atomically
 from client.evaluation import evaluate_cohort
 from client.privacy import calibrate_noise, default_delta, steps_per_round
 from client.site import assign_splits, simulated_site_dirs
@@ -310,10 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"site": pool.site_id, "shadows": args.shadows, "seed": args.seed, "config": config.to_flower(),
                "command": "python -m simulations.benchmarks.membership_inference " + " ".join(argv or sys.argv[1:]),
                "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.out.with_suffix(".tmp")
-    temporary.write_text(json.dumps(payload, indent=2))
-    temporary.replace(args.out)
+    write_atomically(args.out, json.dumps(payload, indent=2))
     figure_path = plot(results, args.out.with_suffix(".png"))
     console.print(table(results))
     console.print(f"wrote {args.out} and {figure_path}")

@@ -33,6 +33,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from shared.html_report import write_atomically
 from simulations.benchmarks.message_log import communication_summary, phase_of, read_message_log
 from simulations.benchmarks.process_memory import TreeSampler
 
@@ -407,13 +408,6 @@ def ratio_table(results: dict) -> Table:
     return table
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(payload, indent=2))
-    temporary.replace(path)
-
-
 def benchmark(settings: Settings, out: Path, console: Console, keep_work: bool) -> dict[str, Any]:
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # as the main job sets for itself and its workers
         os.environ.setdefault(variable, "1")
@@ -442,7 +436,7 @@ def benchmark(settings: Settings, out: Path, console: Console, keep_work: bool) 
             shutil.rmtree(work, ignore_errors=True)
     results["load_average_end"] = os.getloadavg()
     results["benchmark_wall_s"] = time.perf_counter() - started
-    write_json_atomic(out, results)
+    write_atomically(out, json.dumps(results, indent=2))
     console.print(ratio_table(results))
     console.print(f"wrote {out} in {results['benchmark_wall_s']:.0f} s; load average at start "
                   f"{results['load_average_start'][0]:.2f}, at end {results['load_average_end'][0]:.2f}")

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
+from shared.html_report import write_atomically
 from shared.config import RunConfig
 from simulations.main_job import parse_overrides, run
 
@@ -130,10 +131,7 @@ def table(summary: list[dict[str, Any]]) -> Table:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(payload, indent=2))
-    temporary.replace(path)
+    write_atomically(path, json.dumps(payload, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
