@@ -17,7 +17,7 @@ import pandas as pd
 from flwr.app import Context
 
 from client.privacy import default_delta
-from client.site_data import load_contract_csv, load_site_frame
+from client.site_cache import cached_site_table
 from shared.config import RunConfig, cohort_directory, run_directory
 from shared.site_config import SiteConfig
 
@@ -77,6 +77,8 @@ def simulated_site_table(csv_path: Path, seed: int, validation_fraction: float, 
 @lru_cache(maxsize=128)
 def _read_simulated_site(csv_path: str, size: int, modified_ns: int, seed: int, validation_fraction: float,
                          test_fraction: float) -> tuple[pd.DataFrame, np.ndarray]:
+    from client.site_data import load_contract_csv  # on first use: the readers load pyarrow, DuckDB, SQLAlchemy
+
     patients = load_contract_csv(csv_path)
     return patients, assign_splits(patients["patient_id"], seed, validation_fraction, test_fraction)
 
@@ -91,12 +93,24 @@ def simulated_site_dirs(config: RunConfig) -> list[Path]:
 
 
 def site_from_config(path: Path, config: RunConfig) -> Site:
-    """A site described by its own configuration file: data, mapping, budget and a state dir that persists."""
+    """A site described by its own configuration file: data, mapping, budget and a state dir that persists.
+
+    The validated table comes from the site's disk cache (client/site_cache.py) when the export, the site
+    configuration and the split settings are those it was built from: a deployed SuperNode runs every
+    message in a fresh process, which would otherwise read and validate the export again each time.
+    """
     site_config = SiteConfig.from_file(path)
-    patients = load_site_frame(site_config)
-    return Site(site_id=site_config.site_id, patients=patients,
-                split=assign_splits(patients["patient_id"], config.seed, config.validation_fraction,
-                                    config.test_fraction),
+
+    def load() -> tuple[pd.DataFrame, np.ndarray]:
+        from client.site_data import load_site_frame  # on a cache miss only: readers load DuckDB, SQLAlchemy
+
+        patients = load_site_frame(site_config)
+        return patients, assign_splits(patients["patient_id"], config.seed, config.validation_fraction,
+                                       config.test_fraction)
+
+    patients, split = cached_site_table(site_config, config.seed, config.validation_fraction, config.test_fraction,
+                                        load)
+    return Site(site_id=site_config.site_id, patients=patients, split=split,
                 target_epsilon=site_config.target_epsilon, target_delta=site_config.target_delta or 0.0,
                 min_cell_size=site_config.min_cell_size, secure_mode=config.secure_mode,
                 state_dir=site_config.state_dir, torch_threads=site_config.resources.torch_threads)
