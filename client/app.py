@@ -27,7 +27,7 @@ from client.privacy import (
     steps_per_round,
 )
 from client.secure_aggregation import secure_aggregation_mod
-from client.site import Site, open_site
+from client.site import Site, open_site, partition_count_problem
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, summarise_site, to_metric_record_dict
@@ -174,6 +174,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
     @app.query("feature_summary")
     def feature_summary(message: Message, context: Context) -> Message:
         """Sums, counts and coarse histograms of the training split: enough to standardise, no rows."""
+        if (problem := partition_count_problem(context, local_config(context))) is not None:
+            return outbox.refusal(message, outbox.ERROR_CONFIG, problem)  # the run stops here and says why
         site = site_of(context)
         train = site.part("train")
         if len(train) < site.min_cell_size:

@@ -116,6 +116,25 @@ def site_from_config(path: Path, config: RunConfig) -> Site:
                 state_dir=site_config.state_dir, torch_threads=site_config.resources.torch_threads)
 
 
+def partition_count_problem(context: Context, config: RunConfig) -> str | None:
+    """Why this simulation federates fewer (or more) sites than the cohort holds, or None when it matches.
+
+    Flower's simulation gives each SuperNode a partition; `flwr run` without a federation size starts 2, and
+    the other site folders would silently sit out. Each site says so in its first reply.
+    """
+    if "site-config" in context.node_config or "num-partitions" not in context.node_config:
+        return None
+    sites = simulated_site_dirs(config)
+    supernodes = int(context.node_config["num-partitions"])
+    if supernodes == len(sites):
+        return None
+    left_out = [folder.name for folder in sites[supernodes:]]
+    return (f"the simulation has {supernodes} SuperNode(s) but {cohort_directory(config)} holds {len(sites)} "
+            f"sites" + (f" ({', '.join(left_out)} would not take part)" if left_out else "")
+            + f"; run it with --federation-config \"num-supernodes={len(sites)}\" (flwr run) or "
+            f"num_supernodes={len(sites)}")
+
+
 def open_site(context: Context, config: RunConfig) -> Site:
     """This node's site: its site configuration (deployment), or the folder of its partition (simulation).
 
