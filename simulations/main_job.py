@@ -106,9 +106,9 @@ def run(config: RunConfig, console: Console, client_mods: list | None = None,
     overrides = config.to_flower()
     console.print(f"federating {len(sites)} sites ({', '.join(s.name for s in sites)}) for "
                   f"{config.num_rounds} rounds, strategy {config.strategy}, "
-                  f"{'DP ε=' + str(config.target_epsilon) + ' per site' if config.dp else 'no DP'}")
+                  f"{'DP ε=' + str(config.target_epsilon) + ' per site' if config.dp else 'no DP'}", soft_wrap=True)
     quiet_flower()
-    run_simulation(server_app=build_server_app(overrides, progress=lambda line: console.print(line, highlight=False)),
+    run_simulation(server_app=build_server_app(overrides, progress=lambda line: console.print(line, highlight=False, soft_wrap=True)),
                    client_app=build_client_app(overrides, client_mods), num_supernodes=len(sites),
                    backend_config=backend_config(len(sites)))
     metrics_path = run_dir / "metrics.json"
@@ -122,7 +122,7 @@ def run(config: RunConfig, console: Console, client_mods: list | None = None,
         results = add_references(run_dir, results, config)
         seconds = time.perf_counter() - started
         results.setdefault("seconds", {})["references"] = seconds
-        console.print(f"references (pooled centralised, oracle) ({seconds:.1f} s)", highlight=False)
+        console.print(f"references (pooled centralised, oracle) ({seconds:.1f} s)", highlight=False, soft_wrap=True)
     return run_dir, results
 
 
@@ -200,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]{error}[/red]")
         return 1
     console.print(summary_table(results))
-    console.print(time_summary(results, started, time.time()), highlight=False)
+    console.print(time_summary(results, started, time.time()), highlight=False, soft_wrap=True)
     console.print(f"wrote {run_dir} (config.json, metrics.json, checkpoints/, consortium_report.html, "
-                  f"sites/<site>/privacy_ledger.json and report.html)", highlight=False)
+                  f"sites/<site>/privacy_ledger.json and report.html)", highlight=False, soft_wrap=True)
     if "validation" in results:
         console.print(f"each site's ε covers {results['validation']['planned_training_rounds']} training rounds "
                       f"(federated, local-only and leave-one-site-out); turn off with --no-cross-site/--no-loso")
