@@ -157,7 +157,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         state = ServerState(completed_round=0, normalisation=stats, history=[])
     arrays = ArrayRecord(model_state)
     planned = planned_training_rounds(config, len(list(grid.get_node_ids())))
-    seconds["harmonisation"], phase_started = time.perf_counter() - phase_started, time.perf_counter()
+    seconds["sites' first message and harmonisation"], phase_started = time.perf_counter() - phase_started, time.perf_counter()
     for server_round in range(state.completed_round + 1, config.num_rounds + 1):
         started = time.perf_counter()
         reference = {k: v.numpy() for k, v in arrays.items()}  # this round's global model
