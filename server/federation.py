@@ -140,6 +140,8 @@ def wait_for_sites(grid: Grid, min_sites: int, timeout: float) -> list[int]:
 
 def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progress = print) -> dict:
     """Run (or resume) every round, checkpoint each, then evaluate the final model on every site's test data."""
+    started_at, phase_started = time.time(), time.perf_counter()
+    seconds: dict[str, float] = {}  # where the run's time goes, phase by phase (metrics.json "seconds")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_flower(), indent=2))
     strategy = build_strategy(config)
@@ -155,6 +157,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         state = ServerState(completed_round=0, normalisation=stats, history=[])
     arrays = ArrayRecord(model_state)
     planned = planned_training_rounds(config, len(list(grid.get_node_ids())))
+    seconds["sites' first message and harmonisation"], phase_started = time.perf_counter() - phase_started, time.perf_counter()
     for server_round in range(state.completed_round + 1, config.num_rounds + 1):
         started = time.perf_counter()
         reference = {k: v.numpy() for k, v in arrays.items()}  # this round's global model
@@ -195,7 +198,12 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
                             history=[*state.history, record])
         save_checkpoint(run_dir, state, arrays.to_torch_state_dict(), strategy_state(strategy))
         progress(_round_line(record, config.num_rounds))
+    seconds["rounds"], phase_started = time.perf_counter() - phase_started, time.perf_counter()
     final = _evaluate(grid, strategy, config, state.normalisation, arrays, config.num_rounds, "test", names)
+    seconds["final evaluation and site reports"] = time.perf_counter() - phase_started
+    progress(f"final evaluation: {len(final.figures)} site(s) tested and wrote their reports "
+             f"({seconds['final evaluation and site reports']:.1f} s)"
+             + (f" | out: {', '.join(final.missing)}" if final.missing else ""))
     results = {"config": config.to_flower(), "rounds": state.history, "test": final.figures,
                "test_mean": weighted_means(headline_only(final.figures)), "test_missing": final.missing,
                "epsilon": _epsilon_by_site(state.history)}
@@ -203,8 +211,10 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
     validation = run_validation(grid, collect, config, state.normalisation, initial, final.figures, planned, names,
                                 progress)
     if validation:
+        seconds |= validation.pop("seconds")
         results["validation"] = validation
         results["epsilon"] = results["epsilon"] | validation["epsilon"]
+    results |= {"started_at": started_at, "seconds": seconds}
     _write_json(run_dir / "metrics.json", results)
     try:
         write_consortium_report(run_dir / "consortium_report.html", summary_from_results(results, run_dir))
