@@ -17,6 +17,8 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
 from client import outbox
+from client.approval import ApprovalPolicy, approval_mod, running_app_hash
+from client.audit import AUDIT_FILE, AuditTarget, audit_mod, summarise
 from client.evaluation import evaluate_cohort
 from client.privacy import (
     LedgerEntry,
@@ -28,7 +30,7 @@ from client.privacy import (
     steps_per_round,
 )
 from client.secure_aggregation import secure_aggregation_mod
-from client.site import Site, open_site
+from client.site import Site, locate_site, open_site
 from client.site_report import evaluate_site, write_site_report
 from client.site_validation import (
     explain_test_patients,
@@ -83,7 +85,9 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
     evaluation = evaluate_site(site.site_id, train, test, predictions, shap_importances=shap_importances(explanation),
                                privacy=_privacy_spent(site, plan), run=run,
                                rng=np.random.default_rng(plan.seed), settings=settings,
-                               shap_patients=0 if explanation is None else len(explanation.values))
+                               shap_patients=0 if explanation is None else len(explanation.values),
+                               audit=summarise(site.state_dir / AUDIT_FILE)
+                               if (site.state_dir / AUDIT_FILE).is_file() else None)
     write_site_report(site.state_dir / "report.html", evaluation)
     # the same figures as data, for the tumour board's subgroup column (client/tumour_board.py)
     write_atomically(site.state_dir / "report.json", evaluation.model_dump_json(indent=1))
@@ -152,12 +156,26 @@ def _secure_mode_refusal(site: Site, plan: RunConfig, message: Message) -> Messa
 def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod] | None = None) -> ClientApp:
     """A ClientApp; `overrides` stand in for the run configuration when the project's own command runs it.
 
-    `mods` wrap it from outside; the SecAgg+ mod is outermost (it passes every other message through) and
-    client/outbox.py's contain_failures is always innermost, so no exception's text is sent."""
-    app = ClientApp(mods=[secure_aggregation_mod, *(mods or []), outbox.contain_failures])
+    The site's audit log (client/audit.py) is outermost: it records every instruction and the reply exactly as
+    it leaves. Code approval (client/approval.py) comes next, before anything opens the site's data. `mods` wrap
+    the handlers inside the SecAgg+ mod (which passes every other message through), and client/outbox.py's
+    contain_failures is always innermost, so no exception's text is sent."""
 
     def local_config(context: Context) -> RunConfig:
         return RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
+
+    def audit_target(context: Context) -> AuditTarget:
+        location = locate_site(context, local_config(context))
+        return AuditTarget(site_id=location.site_id, path=location.state_dir / AUDIT_FILE,
+                           app_sha256=running_app_hash())
+
+    def approval_policy(context: Context) -> ApprovalPolicy:
+        location = locate_site(context, local_config(context))
+        return ApprovalPolicy(site_id=location.site_id, approved_apps=location.approved_apps,
+                              config_file=location.config_file)
+
+    app = ClientApp(mods=[audit_mod(audit_target), approval_mod(approval_policy), secure_aggregation_mod,
+                          *(mods or []), outbox.contain_failures])
 
     def site_of(context: Context) -> Site:
         site = open_site(context, local_config(context))

@@ -38,6 +38,8 @@ ERROR_BUDGET_EXHAUSTED = 4001
 ERROR_DATA = 4002
 ERROR_SITE_FAILED = 4003
 ERROR_CONFIG = 4004
+ERROR_AUDIT = 4005  # the site's audit log cannot be written: it runs and sends nothing (client/audit.py)
+ERROR_APP_NOT_APPROVED = 4006  # the submitted app is not on the site's approved list (client/approval.py)
 
 
 class DisclosureError(RuntimeError):
