@@ -17,9 +17,10 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
 from client import outbox
-from client.approval import ApprovalPolicy, approval_mod, running_app_hash
+from client.approval import ApprovalPolicy, approval_mod
 from client.audit import AUDIT_FILE, AuditTarget, audit_mod, summarise
 from client.evaluation import evaluate_cohort
+from client.fingerprint import data_fingerprint
 from client.privacy import (
     LedgerEntry,
     PrivacyBudgetExceeded,
@@ -47,6 +48,7 @@ from shared.html_report import PrivacySpent, RunInfo, write_atomically
 from shared.messages import REPORT_FIGURE_KEYS, PhaseInstruction, read_instructions, read_phase
 from shared.metrics import Estimate, EvaluationSettings, OutcomePredictions, site_figures
 from shared.model import OncoFedNet, build_model, predict
+from shared.provenance import running_app_hash
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +195,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
                                   f"site {site.site_id}: fewer training patients than the minimum cell size")
         summary = summarise_site(train, min_cell_size=site.min_cell_size)
         metrics = to_metric_record_dict(summary)
-        return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size)
+        return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size,
+                            data_fingerprint=data_fingerprint(site.patients, site.state_dir))
 
     @app.train()
     def train(message: Message, context: Context) -> Message:

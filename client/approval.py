@@ -1,11 +1,9 @@
 """Site approval of code: a site runs only the app versions its data steward approved, by their FAB hash.
 
 The FAB hash is the SHA-256 of the Flower App Bundle that `flwr run` builds from the coordinator's app folder and
-submits; the SuperLink and every SuperNode key the app by it. A ClientApp is not told that hash (flwr 1.42 passes
-no FAB information in its Context or Message), so this module rebuilds the bundle, with Flower's own builder, from
-the folder the running code was loaded from: the folder the SuperNode installed the FAB into (or the project
-folder itself in a local simulation). Rebuilding is deterministic (fixed dates, sorted files), so the hash matches
-the one `flwr run` computed, and it describes the code that actually runs, whatever the coordinator claims.
+submits. A ClientApp is not told it, so shared/provenance.py rebuilds the bundle with Flower's own builder from the
+folder the SuperNode installed the app into: the hash of the code that actually runs, whatever the coordinator
+claims.
 
 flwr 1.42's own SuperNode option `--trusted-entities` accepts only apps signed through Flower Hub: an app submitted
 with `flwr run <folder>` carries no Hub verification and is refused by every SuperNode using that option, and the
@@ -19,70 +17,19 @@ and adds the hash to `approved_apps` in the site's configuration (shared/site_co
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from client import outbox
+from shared.provenance import app_hash, running_app_hash
 
 logger = logging.getLogger(__name__)
-
-RUNNING_APP_ROOT = Path(__file__).resolve().parent.parent  # the folder holding client/, server/, pyproject.toml
-
-
-def _collect_files(root: Path) -> dict[str, Path]:
-    """Every file flwr's `collect_files` would list, without walking folders .gitignore excludes whole.
-
-    Flower's own walk enters every folder (a virtual environment inside the project costs seconds) and then drops
-    what .gitignore excludes; pruning those folders first gives Flower's builder the same files it keeps.
-    """
-    from flwr.cli.utils import build_pathspec, load_gitignore_patterns
-
-    ignored = build_pathspec(load_gitignore_patterns(root / ".gitignore"))
-    resolved_root, files = root.resolve(), {}
-    for directory, folders, names in os.walk(root, followlinks=False):
-        relative = Path(directory).relative_to(root)
-        folders[:] = [f for f in folders if not ignored.match_file((relative / f).as_posix() + "/")]
-        for name in names:
-            path = Path(directory) / name
-            if path.is_symlink() or not path.resolve().is_relative_to(resolved_root):
-                continue
-            files[path.relative_to(root).as_posix()] = path
-    return files
-
-
-def build_app_bundle(root: Path) -> bytes:
-    """The FAB `flwr run <root>` builds and submits, byte for byte (Flower's builder on the same files)."""
-    from flwr.cli.build import build_fab_from_files
-
-    if not (root / "pyproject.toml").is_file():
-        raise FileNotFoundError(f"{root} is not a Flower app folder (no pyproject.toml)")
-    return build_fab_from_files(_collect_files(root))[0]
-
-
-def app_hash(root: Path) -> str:
-    """The FAB hash of the app in `root`: what the SuperLink and SuperNodes identify the app by."""
-    return hashlib.sha256(build_app_bundle(root)).hexdigest()
-
-
-@lru_cache(maxsize=4)
-def running_app_hash(root: Path = RUNNING_APP_ROOT) -> str | None:
-    """The hash of the code this process runs; None when it was not loaded from an app folder (then no app
-    passes a site's approval list). Memoised: the code of a running process does not change."""
-    try:
-        return app_hash(root)
-    except Exception:  # noqa: BLE001 - an unknown hash is refused where approval is required, recorded otherwise
-        logger.exception("the running app's hash could not be computed from %s", root)
-        return None
-
 
 @dataclass(frozen=True)
 class ApprovalPolicy:

@@ -231,6 +231,9 @@ def reply_entry(instruction: Message, reply: Message, site_id: str) -> dict[str,
         return {**base, "kind": "refusal", "code": int(reply.error.code), "reason": str(reply.error.reason)}
     entry: dict[str, Any] = {**base, "kind": "reply",
                              "records": {name: _record_summary(record) for name, record in reply.content.items()}}
+    site = reply.content.get(outbox.SITE_KEY)
+    if isinstance(site, ConfigRecord) and outbox.DATA_FINGERPRINT_KEY in site:
+        entry["data_fingerprint"] = str(site[outbox.DATA_FINGERPRINT_KEY])  # the keyed hash the site announced
     metrics = reply.content.get("metrics")
     if isinstance(metrics, MetricRecord):
         for key, name in EPSILON_KEYS.items():

@@ -34,6 +34,8 @@ FIGURE_KEYS = re.compile(
     r"|shap:(response|pfs|os):\w+)$")  # mean |SHAP| per contract field over the explained test patients
 MODEL_ARRAYS_KEY = "arrays"
 SITE_KEY = "site"
+DATA_FINGERPRINT_KEY = "data-fingerprint"  # in the site record: client/fingerprint.py's keyed hash of the site's data
+FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 ERROR_BUDGET_EXHAUSTED = 4001
 ERROR_DATA = 4002
 ERROR_SITE_FAILED = 4003
@@ -75,10 +77,17 @@ def check_metrics(metrics: dict[str, float], min_cell_size: int) -> MetricRecord
 
 
 def reply(to: Message, *, site_id: str, metrics: dict[str, float], min_cell_size: int,
-          arrays: ArrayRecord | None = None, expected_arrays: dict[str, tuple[int, ...]] | None = None) -> Message:
-    """A site's reply: model parameters (if any), aggregate metrics, and its site id — nothing else."""
-    content = RecordDict({"metrics": check_metrics(metrics, min_cell_size),
-                          SITE_KEY: ConfigRecord({"site-id": site_id})})
+          arrays: ArrayRecord | None = None, expected_arrays: dict[str, tuple[int, ...]] | None = None,
+          data_fingerprint: str | None = None) -> Message:
+    """A site's reply: model parameters (if any), aggregate metrics, its site id and (feature summary) the keyed
+    hash of its data (client/fingerprint.py) — nothing else."""
+    site = {"site-id": site_id}
+    if data_fingerprint is not None:
+        if not FINGERPRINT.match(data_fingerprint):
+            raise DisclosureError("a data fingerprint must be 64 hex digits (an HMAC-SHA256); nothing else may be "
+                                  "sent in its place")
+        site[DATA_FINGERPRINT_KEY] = data_fingerprint
+    content = RecordDict({"metrics": check_metrics(metrics, min_cell_size), SITE_KEY: ConfigRecord(site)})
     if arrays is not None:
         if expected_arrays is None:
             raise DisclosureError("model arrays can only be sent with the model's expected names and shapes")
