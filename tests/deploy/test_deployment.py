@@ -129,6 +129,18 @@ def test_a_site_killed_mid_run_is_recorded_missing_and_the_run_completes(consort
         assert (consortium.root / "sites" / site_id / "state" / "privacy_ledger.json").is_file()
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("round_*.pt")) == ["round_001.pt", "round_002.pt"]
     _check_audit_logs(consortium, run_id, metrics)
+    # provenance: the ServerApp, loaded from the SuperLink's copy of the app, hashes it as submitted; each site that
+    # sent statistics sent its fingerprint, and its audit log holds the same one
+    provenance = metrics["provenance"]
+    assert provenance["app_sha256"] == app_hash(REPO) and set(provenance["data_fingerprints"]) == set(SITES)
+    for site_id in ("alpha", "beta"):
+        log = verify(consortium.root / "sites" / site_id / "state" / AUDIT_FILE)
+        announced = [e["data_fingerprint"] for e in log.entries if e["run"] == run_id and "data_fingerprint" in e]
+        assert announced == [provenance["data_fingerprints"][site_id]]
+    card = subprocess.run([sys.executable, "-m", "server.model_card", str(run_dir)], capture_output=True, text=True,
+                          cwd=REPO)
+    assert card.returncode == 0, card.stderr
+    assert provenance["data_fingerprints"]["alpha"] in (run_dir / "model_card.md").read_text()
 
 
 def _check_audit_logs(consortium: Consortium, run_id: int, metrics: dict) -> None:
