@@ -44,7 +44,8 @@ def refusal_reason(policy: ApprovalPolicy, running: str | None) -> str | None:
     """Why this site will not run the app, or None when it may."""
     if policy.approved_apps is None or (running is not None and running in policy.approved_apps):
         return None
-    where = f"approved_apps in {policy.config_file}" if policy.config_file else "approved_apps in its site config"
+    # the file's name only: the reason goes to the coordinator, the site's folder layout need not
+    where = f"approved_apps in its {policy.config_file.name if policy.config_file else 'site config'}"
     if running is None:
         return (f"site {policy.site_id} runs only approved apps, and the hash of this app could not be computed "
                 f"(its code was not loaded from a Flower app folder); nothing was run")

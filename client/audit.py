@@ -401,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(summary.model_dump_json(indent=1))
     else:
-        print(f"{path}: {summary.entries} entries, {'verified' if summary.verified else 'NOT verified: ' + str(summary.problem)}"
-              f"; head {summary.head}")
+        state = "verified" if summary.verified else f"NOT verified: {summary.problem}"
+        print(f"{path}: {summary.entries} entries, {state}; head {summary.head}")
         print(f"{'run':>20} {'in':>5} {'out':>5} {'refused':>8} {'ε after':>8}  app")
         for run in summary.runs:
             epsilon = f"{run.epsilon:.3f}" if run.epsilon is not None else "—"

@@ -100,12 +100,14 @@ def _provenance(metrics: dict, epsilon: dict[str, float]) -> str:
     sites = sorted(set(record.data_fingerprints) | set(epsilon))
     rows = [[s, f"`{record.data_fingerprints[s]}`" if s in record.data_fingerprints else "not sent",
              f"{epsilon[s]:.2f}" if s in epsilon else "—"] for s in sites]
-    return f"""- App (FAB hash; `oncofed-app-hash <app folder>` recomputes it): `{record.app_sha256 or "unknown"}`{resumed}
+    app = record.app_sha256 or "unknown"
+    figures = {dict(FIGURES)[k]: f"{v:.3f}" for k, v in record.validation.items() if k in dict(FIGURES)}
+    return f"""- App (FAB hash; `oncofed-app-hash <app folder>` recomputes it): `{app}`{resumed}
 - Run configuration hash: `{record.config_sha256}`; data dictionary hash: `{record.dictionary_sha256}`
 - Strategy: {settings(record.strategy)}
 - Privacy settings: {settings(record.privacy)}
 - {record.validation_split.title()} figures of this model (weighted over sites, round {record.completed_round}):
-  {settings({dict(FIGURES)[k]: f"{v:.3f}" for k, v in record.validation.items() if k in dict(FIGURES)}) or "none reported"}
+  {settings(figures) or "none reported"}
 
 Each site's data fingerprint is a keyed hash (HMAC-SHA256) the site computed of its own export; the key stays at
 the site, which can recompute the fingerprint to show which version of its data trained this model.

@@ -52,7 +52,8 @@ def run_provenance(config: RunConfig, data_fingerprints: dict[str, str]) -> RunP
     settings = config.to_flower()
     model_settings = {k: v for k, v in settings.items() if k not in _PLACEMENT_KEYS}
     return RunProvenance(app_sha256=running_app_hash(), config_sha256=canonical_sha256(model_settings),
-                         dictionary_sha256=dictionary_sha256(), data_fingerprints=dict(sorted(data_fingerprints.items())),
+                         dictionary_sha256=dictionary_sha256(),
+                         data_fingerprints=dict(sorted(data_fingerprints.items())),
                          strategy={k: v for k, v in settings.items() if _STRATEGY_KEYS.match(k)},
                          privacy={k: v for k, v in settings.items() if _PRIVACY_KEYS.match(k)})
 

@@ -85,7 +85,8 @@ def dictionary_sha256() -> str:
     from shared.contract import CONTRACT_COLUMNS, MODALITY_FIELDS
     from shared.site_config import BOOLEAN_COLUMNS, CATEGORY_CODES, DECIMAL_COLUMNS, INTEGER_COLUMNS, REQUIRED_COLUMNS
 
-    return canonical_sha256({"columns": list(CONTRACT_COLUMNS), "modalities": {m: list(f) for m, f in MODALITY_FIELDS.items()},
+    modalities = {modality: list(fields) for modality, fields in MODALITY_FIELDS.items()}
+    return canonical_sha256({"columns": list(CONTRACT_COLUMNS), "modalities": modalities,
                              "boolean": list(BOOLEAN_COLUMNS), "integer": list(INTEGER_COLUMNS),
                              "decimal": list(DECIMAL_COLUMNS), "required": list(REQUIRED_COLUMNS),
                              "codes": {column: list(codes) for column, codes in CATEGORY_CODES.items()}})

@@ -38,7 +38,8 @@ FEDERATION_TIMEOUT_S = 540  # generous: a loaded 2-core machine took ~200 s a ro
 def consortium(tmp_path_factory):
     consortium = Consortium(tmp_path_factory.mktemp("consortium"))
     submitted = app_hash(REPO)  # what `flwr run` will submit; alpha approves exactly this version
-    site_configs = {site_id: consortium.make_site(site_id, seed, approved_apps=[submitted] if site_id == "alpha" else None)
+    site_configs = {site_id: consortium.make_site(site_id, seed,
+                                                  approved_apps=[submitted] if site_id == "alpha" else None)
                     for seed, site_id in enumerate(SITES)}
     site_configs[UNAPPROVED] = consortium.make_site(UNAPPROVED, 9, approved_apps=[EARLIER_VERSION],
                                                     data_file="absent.csv")
