@@ -75,6 +75,9 @@ def running_app_hash(root: Path = RUNNING_APP_ROOT) -> str | None:
     code of a running process does not change."""
     try:
         return app_hash(root)
+    except FileNotFoundError as error:  # installed as a package, not run from an app folder
+        logger.warning("the running app's hash is unknown: %s", error)
+        return None
     except Exception:  # noqa: BLE001 - an unknown hash is refused where approval is required, recorded otherwise
         logger.exception("the running app's hash could not be computed from %s", root)
         return None
