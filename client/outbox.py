@@ -19,7 +19,7 @@ from shared.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
-from shared.messages import SHAP_COUNT_KEY, SHAP_KEY, SUBGROUP_KEY
+from shared.messages import DATA_FINGERPRINT_KEY, SHAP_COUNT_KEY, SHAP_KEY, SUBGROUP_KEY
 
 # keys whose value is a count of patients (or events): 0 (suppressed) or at least the minimum cell size
 COUNT_KEYS = re.compile(r"^(num-examples|n-[a-z0-9-]+|events-[a-z0-9-]+"  # evaluation counts
@@ -34,7 +34,6 @@ FIGURE_KEYS = re.compile(
     r"|shap:(response|pfs|os):\w+)$")  # mean |SHAP| per contract field over the explained test patients
 MODEL_ARRAYS_KEY = "arrays"
 SITE_KEY = "site"
-DATA_FINGERPRINT_KEY = "data-fingerprint"  # in the site record: client/fingerprint.py's keyed hash of the site's data
 FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 ERROR_BUDGET_EXHAUSTED = 4001
 ERROR_DATA = 4002

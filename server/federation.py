@@ -29,7 +29,7 @@ from server.validation import headline_only, planned_training_rounds, run_valida
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
 from shared.harmonisation import NormalisationStats, from_metric_record_dict, pool_summaries
-from shared.messages import NORMALISATION_KEY, PhaseInstruction, instruction_records
+from shared.messages import DATA_FINGERPRINT_KEY, NORMALISATION_KEY, PhaseInstruction, instruction_records
 from shared.model import build_model
 
 Progress = Callable[[str], None]
@@ -131,8 +131,8 @@ def harmonise(grid: Grid, config: RunConfig, names: dict[int, str],
         raise RuntimeError(f"only {len(replies.accepted)} site(s) sent feature statistics, "
                            f"min-sites is {config.min_sites}: {replies.missing}")
     if fingerprints is not None:
-        fingerprints |= {str(m.content["site"]["site-id"]): str(m.content["site"]["data-fingerprint"])
-                         for m in replies.accepted if "data-fingerprint" in m.content["site"]}
+        fingerprints |= {str(m.content["site"]["site-id"]): str(m.content["site"][DATA_FINGERPRINT_KEY])
+                         for m in replies.accepted if DATA_FINGERPRINT_KEY in m.content["site"]}
     return pool_summaries([from_metric_record_dict(dict(m.content["metrics"])) for m in replies.accepted])
 
 
