@@ -105,7 +105,8 @@ def _provenance(metrics: dict, epsilon: dict[str, float]) -> str:
     return f"""- App (FAB hash; `oncofed-app-hash <app folder>` recomputes it): `{app}`{resumed}
 - Run configuration hash: `{record.config_sha256}`; data dictionary hash: `{record.dictionary_sha256}`
 - Strategy: {settings(record.strategy)}
-- Privacy settings: {settings(record.privacy)}
+- Privacy settings of the run configuration: {settings(record.privacy)} (a deployed site trains under the
+  budget in its own site.toml; the ε each site spent is in the table below)
 - {record.validation_split.title()} figures of this model (weighted over sites, round {record.completed_round}):
   {settings(figures) or "none reported"}
 
