@@ -17,6 +17,9 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
 from client import outbox
+from client.approval import ApprovalPolicy, approval_mod
+from client.audit import AUDIT_FILE, AuditTarget, audit_mod, summarise
+from client.fingerprint import data_fingerprint
 from client.privacy import (
     LedgerEntry,
     PrivacyBudgetExceeded,
@@ -27,12 +30,13 @@ from client.privacy import (
     steps_per_round,
 )
 from client.secure_aggregation import secure_aggregation_mod
-from client.site import Site, open_site, partition_count_problem
+from client.site import Site, locate_site, open_site, partition_count_problem
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, summarise_site, to_metric_record_dict
 from shared.messages import REPORT_FIGURE_KEYS, PhaseInstruction, read_instructions, read_phase
 from shared.model import OncoFedNet, build_model, predict
+from shared.provenance import running_app_hash
 
 if TYPE_CHECKING:
     from shared.html_report import PrivacySpent
@@ -85,7 +89,9 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
     evaluation = evaluate_site(site.site_id, train, test, predictions, shap_importances=shap_importances(explanation),
                                privacy=_privacy_spent(site, plan), run=run,
                                rng=np.random.default_rng(plan.seed), settings=settings,
-                               shap_patients=0 if explanation is None else len(explanation.values))
+                               shap_patients=0 if explanation is None else len(explanation.values),
+                               audit=summarise(site.state_dir / AUDIT_FILE)
+                               if (site.state_dir / AUDIT_FILE).is_file() else None)
     write_site_report(site.state_dir / "report.html", evaluation)
     # the same figures as data, for the tumour board's subgroup column (client/tumour_board.py)
     write_atomically(site.state_dir / "report.json", evaluation.model_dump_json(indent=1))
@@ -158,12 +164,26 @@ def _secure_mode_refusal(site: Site, plan: RunConfig, message: Message) -> Messa
 def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod] | None = None) -> ClientApp:
     """A ClientApp; `overrides` stand in for the run configuration when the project's own command runs it.
 
-    `mods` wrap it from outside; the SecAgg+ mod is outermost (it passes every other message through) and
-    client/outbox.py's contain_failures is always innermost, so no exception's text is sent."""
-    app = ClientApp(mods=[secure_aggregation_mod, *(mods or []), outbox.contain_failures])
+    The site's audit log (client/audit.py) is outermost: it records every instruction and the reply exactly as
+    it leaves. Code approval (client/approval.py) comes next, before anything opens the site's data. `mods` wrap
+    the handlers inside the SecAgg+ mod (which passes every other message through), and client/outbox.py's
+    contain_failures is always innermost, so no exception's text is sent."""
 
     def local_config(context: Context) -> RunConfig:
         return RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
+
+    def audit_target(context: Context) -> AuditTarget:
+        location = locate_site(context, local_config(context))
+        return AuditTarget(site_id=location.site_id, path=location.state_dir / AUDIT_FILE,
+                           app_sha256=running_app_hash())
+
+    def approval_policy(context: Context) -> ApprovalPolicy:
+        location = locate_site(context, local_config(context))
+        return ApprovalPolicy(site_id=location.site_id, approved_apps=location.approved_apps,
+                              config_file=location.config_file)
+
+    app = ClientApp(mods=[audit_mod(audit_target), approval_mod(approval_policy), secure_aggregation_mod,
+                          *(mods or []), outbox.contain_failures])
 
     def site_of(context: Context) -> Site:
         site = open_site(context, local_config(context))
@@ -183,7 +203,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
                                   f"site {site.site_id}: fewer training patients than the minimum cell size")
         summary = summarise_site(train, min_cell_size=site.min_cell_size)
         metrics = to_metric_record_dict(summary)
-        return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size)
+        return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size,
+                            data_fingerprint=data_fingerprint(site.patients, site.state_dir))
 
     @app.train()
     def train(message: Message, context: Context) -> Message:

@@ -135,6 +135,32 @@ def partition_count_problem(context: Context, config: RunConfig) -> str | None:
             f"num_supernodes={len(sites)}")
 
 
+@dataclass(frozen=True)
+class SiteLocation:
+    """What a site's configuration says before any data is read: its id, its own folder, the apps it runs."""
+
+    site_id: str
+    state_dir: Path
+    approved_apps: tuple[str, ...] | None = None  # None: approval not required
+    config_file: Path | None = None
+
+
+def locate_site(context: Context, config: RunConfig) -> SiteLocation:
+    """This node's site as `open_site` finds it, from its configuration file only (its data is not opened)."""
+    if "site-config" in context.node_config:
+        path = Path(str(context.node_config["site-config"]))
+    else:
+        folder = simulated_site_dirs(config)[int(context.node_config["partition-id"])]
+        if not (folder / "site.toml").is_file():
+            return SiteLocation(site_id=folder.name,
+                                state_dir=run_directory(config, context.run_id) / "sites" / folder.name)
+        path = folder / "site.toml"
+    site_config = SiteConfig.from_file(path)
+    approved = tuple(site_config.approved_apps) if site_config.approved_apps is not None else None
+    return SiteLocation(site_id=site_config.site_id, state_dir=site_config.state_dir, approved_apps=approved,
+                        config_file=path)
+
+
 def open_site(context: Context, config: RunConfig) -> Site:
     """This node's site: its site configuration (deployment), or the folder of its partition (simulation).
 
