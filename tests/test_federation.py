@@ -192,14 +192,15 @@ def test_the_wire_check_fails_when_a_reply_carries_a_per_patient_value(federatio
 
 def test_a_run_resumes_from_its_last_checkpoint_at_the_next_round(three_sites, tmp_path):
     """FedAdam, so the server optimiser's moments must come back from the checkpoint too."""
-    first = small_config(three_sites, tmp_path, **{"num-rounds": 1, "dp": False, "strategy": "fedadam"})
+    first = small_config(three_sites, tmp_path, **{"num-rounds": 1, "dp": False, "strategy": "fedadam",
+                                                   "site-reports": False})  # reports: the test above
     run_dir, results = run(first, Console(quiet=True))
     round_one = results["rounds"][0]
     checkpoint = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
 
     assert set(checkpoint["strategy"]) == {"current_arrays", "m_t", "v_t"}
     resumed = small_config(three_sites, tmp_path, **{"num-rounds": 2, "dp": False, "strategy": "fedadam",
-                                                     "resume-from": str(run_dir)})
+                                                     "site-reports": False, "resume-from": str(run_dir)})
     _, results = run(resumed, Console(quiet=True))
     assert [r["round"] for r in results["rounds"]] == [1, 2]
     assert results["rounds"][0] == round_one  # round 1 was neither repeated nor lost

@@ -26,7 +26,8 @@ def test_a_site_that_spent_its_budget_in_an_earlier_run_refuses_and_the_others_f
         '[data]\npath = "patients.csv"\n')
     values = {"data-dir": str(cohort), "output-dir": str(tmp_path / "runs"), "num-rounds": 2, "local-epochs": 1,
               "hidden-size": 16, "survival-interval-days": 180, "target-epsilon": 2.0, "min-sites": 2,
-              "round-timeout-s": 120, "bootstrap-samples": 20}
+              "round-timeout-s": 120, "bootstrap-samples": 20,
+              "site-reports": False}  # this test is about the ledger; reports are tested in tests/test_federation.py
 
     _, first = run(RunConfig.from_mapping(values | {"run-name": "first"}), Console(quiet=True))
     ledger = json.loads((cohort / "site_0" / "state" / "privacy_ledger.json").read_text())

@@ -48,7 +48,7 @@ def test_the_secure_aggregate_is_the_weighted_mean_within_quantisation_error(tmp
         "data-dir": str(cohort), "output-dir": str(tmp_path), "run-name": "secure", "num-rounds": 1,
         "local-epochs": 1, "hidden-size": 16, "survival-interval-days": 180, "dp": False,
         "round-timeout-s": 600, "bootstrap-samples": 20, "secure-aggregation": True, "update-norm-ratio": 0,
-        "secure-aggregation-max-weight": 1000})
+        "secure-aggregation-max-weight": 1000, "site-reports": False})  # about the aggregate, not the reports
     run_dir, results = run(config, Console(quiet=True), client_mods=[TrainedModels(models)])
 
     assert set(results["rounds"][0]["train"]) == {"site_0", "site_1", "site_2"}  # figures still come in plain
