@@ -6,6 +6,8 @@ features the network sees (shared/encoding.py), with the regimen and regimen × 
 - overall survival: lifelines' penalised Cox model, whose predicted median OS ranks the regimens.
 Penalties are chosen on the sites' validation splits only. Like the network it learns associations from
 observational practice: where regimens were given for reasons the data do not record, it is confounded too.
+With `weight_bound`, both are fitted with the same stabilised, truncated inverse-probability weights as the
+federated option (shared/propensity.py), from a non-private multinomial logistic propensity model.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats
 from shared.vocabulary import RESPONDER, BestResponse, CancerType, regimens_for
 
-LOGISTIC_C = (0.03, 0.3, 3.0)  # inverse L2 strength, chosen on validation log-loss
+LOGISTIC_C = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # inverse L2 strength, chosen on validation log-loss
 COX_PENALIZER = (0.05, 0.5)  # lifelines L2 penalizer, chosen on validation concordance
+PROPENSITY_C = 0.1  # the anchor's propensity model: L2-penalised multinomial logistic regression
 
 
 def design_matrix(frame: pd.DataFrame, stats: NormalisationStats, grid: SurvivalGrid, cancer: CancerType,
@@ -58,17 +61,33 @@ def _responders(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return known, responded.to_numpy(dtype=float)
 
 
-def _os_frame(design: np.ndarray, frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+def _os_frame(design: np.ndarray, frame: pd.DataFrame, columns: list[str], weights: np.ndarray | None = None
+              ) -> pd.DataFrame:
     days = pd.to_numeric(frame["os_days"], errors="coerce").to_numpy(float)
     event = frame["os_event"].map(lambda v: bool(v) if v is not None and not pd.isna(v) else False).to_numpy()
     table = pd.DataFrame(design, columns=columns)
     table["os_days"], table["os_event"] = np.maximum(days, 1.0), event
+    table["weight"] = 1.0 if weights is None else weights
     return table[np.isfinite(days)].reset_index(drop=True)
 
 
-def fit_anchor(train: pd.DataFrame, validation: pd.DataFrame, stats: NormalisationStats, grid: SurvivalGrid
-               ) -> dict[str, CancerAnchor]:
-    """One logistic and one Cox model per cancer type; penalties chosen on `validation`."""
+def inverse_probability_weights(frame: pd.DataFrame, stats: NormalisationStats, grid: SurvivalGrid,
+                                cancer: CancerType, bound: float) -> np.ndarray:
+    """(1 / candidates) / ê(regimen given | features), truncated at `bound`: the federated option's formula."""
+    encoded = encode_cohort(frame, stats, grid)
+    features = np.column_stack([getattr(encoded, m).numpy() for m in MODALITIES] + [encoded.modality_mask.numpy()])
+    given = frame["regimen"].to_numpy()
+    if len(set(given)) < 2:
+        return np.ones(len(frame))
+    propensity = LogisticRegression(C=PROPENSITY_C, max_iter=3000).fit(features, given)
+    column = {code: i for i, code in enumerate(propensity.classes_)}
+    probability = propensity.predict_proba(features)[np.arange(len(frame)), [column[g] for g in given]]
+    return np.minimum((1.0 / len(regimens_for(cancer))) / probability, bound)
+
+
+def fit_anchor(train: pd.DataFrame, validation: pd.DataFrame, stats: NormalisationStats, grid: SurvivalGrid,
+               weight_bound: float | None = None) -> dict[str, CancerAnchor]:
+    """One logistic and one Cox model per cancer type; penalties chosen on `validation` (unweighted)."""
     anchors = {}
     for cancer in CancerType:
         fit_rows = train[train["cancer_type"] == cancer.value].reset_index(drop=True)
@@ -79,17 +98,21 @@ def fit_anchor(train: pd.DataFrame, validation: pd.DataFrame, stats: Normalisati
         check, _ = design_matrix(check_rows, stats, grid, cancer, keep)
         known, responded = _responders(fit_rows)
         check_known, check_responded = _responders(check_rows)
-        response = min((LogisticRegression(C=c, max_iter=3000).fit(design[known], responded[known])
+        weights = (np.ones(len(fit_rows)) if weight_bound is None
+                   else inverse_probability_weights(fit_rows, stats, grid, cancer, weight_bound))
+        response = min((LogisticRegression(C=c, max_iter=3000).fit(design[known], responded[known],
+                                                                   sample_weight=weights[known])
                         for c in LOGISTIC_C),
                        key=lambda m: log_loss(check_responded[check_known], m.predict_proba(check[check_known])[:, 1],
                                               labels=[0.0, 1.0]))
         columns = [f"x{i}" for i in range(design.shape[1])]
-        fit_os, check_os = _os_frame(design, fit_rows, columns), _os_frame(check, check_rows, columns)
+        fit_os, check_os = _os_frame(design, fit_rows, columns, weights), _os_frame(check, check_rows, columns)
         candidates = []
         for penalizer in COX_PENALIZER:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # lifelines' convergence chatter on near-collinear columns
-                cox = CoxPHFitter(penalizer=penalizer).fit(fit_os, duration_col="os_days", event_col="os_event")
+                cox = CoxPHFitter(penalizer=penalizer).fit(fit_os, duration_col="os_days", event_col="os_event",
+                                                           weights_col="weight")
             score = concordance_index(check_os["os_days"], -cox.predict_partial_hazard(check_os[columns]),
                                       check_os["os_event"])
             candidates.append((score, cox))

@@ -56,6 +56,7 @@ ROWS = {
     "pooled-dp": "Pooled centralised, DP",
     "local-dp": "Local-only (each site its own), DP",
     "anchor": "Pooled classical anchor (logistic + Cox, interactions), no DP",
+    "anchor-ipw": "Pooled classical anchor, propensity-weighted, no DP",
 }
 QUICK = {"num-rounds": 1, "local-epochs": 1}
 Progress = Callable[[str], None]
@@ -140,12 +141,13 @@ def row_predictions(row: str, config: RunConfig, sites: list[Site], candidates: 
             model = train_pooled([site], config, stats)
             parts.append(network_predictions(model, stats, grid, candidates[rows]).set_index(np.flatnonzero(rows)))
         return pd.concat(parts).sort_index()
-    if row == "anchor":
+    if row in ("anchor", "anchor-ipw"):
         from simulations.benchmarks.ranking_anchor import fit_anchor, predict_anchor
 
         train = pd.concat([s.part("train") for s in sites], ignore_index=True)
         validation = pd.concat([s.part("validation") for s in sites], ignore_index=True)
-        return predict_anchor(fit_anchor(train, validation, stats, grid), candidates, stats, grid)
+        bound = config.propensity_weight_bound if row == "anchor-ipw" else None
+        return predict_anchor(fit_anchor(train, validation, stats, grid, bound), candidates, stats, grid)
     raise ValueError(f"unknown row {row!r}; choose from {', '.join(ROWS)}")
 
 
