@@ -126,6 +126,10 @@ def predict_anchor(anchors: dict[str, CancerAnchor], candidates: pd.DataFrame, s
     """Predicted response probability and median OS (inf = not reached) of each candidate row, same order."""
     response = np.full(len(candidates), np.nan)
     median_os = np.full(len(candidates), np.nan)
+    unfitted = sorted(set(candidates["cancer_type"]) - set(anchors))
+    if unfitted:
+        raise ValueError(f"the anchor has no model for cancer type(s) {unfitted}: fewer than 20 training or 10 "
+                         f"validation patients; use a larger cohort (oncofed-cohort --patients N)")
     for cancer_code, anchor in anchors.items():
         rows = np.flatnonzero(candidates["cancer_type"].to_numpy() == cancer_code)
         if len(rows) == 0:

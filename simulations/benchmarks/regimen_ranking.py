@@ -62,7 +62,7 @@ QUICK = {"num-rounds": 1, "local-epochs": 1}
 Progress = Callable[[str], None]
 
 
-def test_candidates(sites: list[Site], cohort: Path) -> pd.DataFrame:
+def candidate_table(sites: list[Site], cohort: Path) -> pd.DataFrame:
     """Every test patient once per candidate regimen of its cancer type, with the truth of that pair."""
     frames = []
     for site in sites:
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             config = RunConfig.from_mapping(overrides | {"seed": seed, "output-dir": str(runs_dir)})
             sites = simulated_sites(config)
-            candidates = test_candidates(sites, cohort_directory(config))
+            candidates = candidate_table(sites, cohort_directory(config))
             progress(f"seed {seed}: {candidates['patient_id'].nunique()} test patients × candidate regimens = "
                      f"{len(candidates)} rows at {len(sites)} sites")
             for row in args.rows:
@@ -261,7 +261,7 @@ def _evaluate_run(run_dir: Path, out: Path, progress: Progress) -> int:
     """Score one finished run (its final global model, its own splits) and print the figures."""
     bundle = load_run(run_dir, last_rounds=1)
     sites = simulated_sites(bundle.config)
-    candidates = test_candidates(sites, cohort_directory(bundle.config))
+    candidates = candidate_table(sites, cohort_directory(bundle.config))
     predicted = network_predictions(bundle.final_model, bundle.stats, bundle.grid, candidates)
     figures = ranking_figures(pd.concat([candidates, predicted.set_index(candidates.index)], axis=1),
                               bundle.config.survival_horizon_days)
