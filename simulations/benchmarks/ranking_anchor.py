@@ -33,15 +33,17 @@ PROPENSITY_C = 0.1  # the anchor's propensity model: L2-penalised multinomial lo
 
 
 def design_matrix(frame: pd.DataFrame, stats: NormalisationStats, grid: SurvivalGrid, cancer: CancerType,
-                  keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  keep: np.ndarray | None = None, regimen_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(patient features, regimen indicators, regimen × feature interactions) of one cancer type's rows, and
-    the columns kept (those that vary in the training rows: constant columns carry nothing and stall Cox)."""
+    the columns kept (those that vary in the training rows: constant columns carry nothing and stall Cox).
+
+    `regimen_only`: the regimen indicators alone (each regimen's crude response rate and survival in practice)."""
     encoded = encode_cohort(frame, stats, grid)
     features = np.column_stack([getattr(encoded, m).numpy() for m in MODALITIES] + [encoded.modality_mask.numpy()])
     codes = [r.code for r in regimens_for(cancer)][1:]  # the first regimen is the reference level
     indicators = np.column_stack([(frame["regimen"].to_numpy() == code).astype(float) for code in codes])
     interactions = np.column_stack([indicators[:, [j]] * features for j in range(len(codes))])
-    design = np.column_stack([features, indicators, interactions])
+    design = indicators if regimen_only else np.column_stack([features, indicators, interactions])
     if keep is None:
         keep = design.std(axis=0) > 1e-9
     return design[:, keep], keep
@@ -53,6 +55,7 @@ class CancerAnchor:
     response: LogisticRegression
     survival: CoxPHFitter
     columns: list[str]
+    regimen_only: bool = False
 
 
 def _responders(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +89,7 @@ def inverse_probability_weights(frame: pd.DataFrame, stats: NormalisationStats, 
 
 
 def fit_anchor(train: pd.DataFrame, validation: pd.DataFrame, stats: NormalisationStats, grid: SurvivalGrid,
-               weight_bound: float | None = None) -> dict[str, CancerAnchor]:
+               weight_bound: float | None = None, regimen_only: bool = False) -> dict[str, CancerAnchor]:
     """One logistic and one Cox model per cancer type; penalties chosen on `validation` (unweighted)."""
     anchors = {}
     for cancer in CancerType:
@@ -94,8 +97,8 @@ def fit_anchor(train: pd.DataFrame, validation: pd.DataFrame, stats: Normalisati
         check_rows = validation[validation["cancer_type"] == cancer.value].reset_index(drop=True)
         if len(fit_rows) < 20 or len(check_rows) < 10:
             continue
-        design, keep = design_matrix(fit_rows, stats, grid, cancer)
-        check, _ = design_matrix(check_rows, stats, grid, cancer, keep)
+        design, keep = design_matrix(fit_rows, stats, grid, cancer, regimen_only=regimen_only)
+        check, _ = design_matrix(check_rows, stats, grid, cancer, keep, regimen_only)
         known, responded = _responders(fit_rows)
         check_known, check_responded = _responders(check_rows)
         weights = (np.ones(len(fit_rows)) if weight_bound is None
@@ -117,7 +120,8 @@ def fit_anchor(train: pd.DataFrame, validation: pd.DataFrame, stats: Normalisati
                                       check_os["os_event"])
             candidates.append((score, cox))
         anchors[cancer.value] = CancerAnchor(keep=keep, response=response,
-                                             survival=max(candidates, key=lambda c: c[0])[1], columns=columns)
+                                             survival=max(candidates, key=lambda c: c[0])[1], columns=columns,
+                                             regimen_only=regimen_only)
     return anchors
 
 
@@ -135,7 +139,7 @@ def predict_anchor(anchors: dict[str, CancerAnchor], candidates: pd.DataFrame, s
         if len(rows) == 0:
             continue
         design, _ = design_matrix(candidates.iloc[rows].reset_index(drop=True), stats, grid, CancerType(cancer_code),
-                                  anchor.keep)
+                                  anchor.keep, anchor.regimen_only)
         response[rows] = anchor.response.predict_proba(design)[:, 1]
         median_os[rows] = anchor.survival.predict_median(pd.DataFrame(design, columns=anchor.columns)).to_numpy()
     return pd.DataFrame({"predicted_response": response, "predicted_median_os_days": median_os})

@@ -57,6 +57,7 @@ ROWS = {
     "local-dp": "Local-only (each site its own), DP",
     "anchor": "Pooled classical anchor (logistic + Cox, interactions), no DP",
     "anchor-ipw": "Pooled classical anchor, propensity-weighted, no DP",
+    "regimen-only": "Pooled regimen-only model (each regimen's crude rates), no DP",
 }
 QUICK = {"num-rounds": 1, "local-epochs": 1}
 Progress = Callable[[str], None]
@@ -141,13 +142,14 @@ def row_predictions(row: str, config: RunConfig, sites: list[Site], candidates: 
             model = train_pooled([site], config, stats)
             parts.append(network_predictions(model, stats, grid, candidates[rows]).set_index(np.flatnonzero(rows)))
         return pd.concat(parts).sort_index()
-    if row in ("anchor", "anchor-ipw"):
+    if row in ("anchor", "anchor-ipw", "regimen-only"):
         from simulations.benchmarks.ranking_anchor import fit_anchor, predict_anchor
 
         train = pd.concat([s.part("train") for s in sites], ignore_index=True)
         validation = pd.concat([s.part("validation") for s in sites], ignore_index=True)
         bound = config.propensity_weight_bound if row == "anchor-ipw" else None
-        return predict_anchor(fit_anchor(train, validation, stats, grid, bound), candidates, stats, grid)
+        anchors = fit_anchor(train, validation, stats, grid, bound, regimen_only=row == "regimen-only")
+        return predict_anchor(anchors, candidates, stats, grid)
     raise ValueError(f"unknown row {row!r}; choose from {', '.join(ROWS)}")
 
 
