@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
@@ -29,7 +29,7 @@ def propensity_phase(grid: Grid, config: RunConfig, stats: NormalisationStats, n
     if not config.propensity_weighting:
         return None
     path = run_dir / "checkpoints" / PROPENSITY_FILE
-    if path.is_file():  # a resumed run keeps the model its earlier rounds were weighted with
+    if config.resume_from and path.is_file():  # a resumed run keeps the model its earlier rounds were weighted with
         return ArrayRecord(torch.load(path, weights_only=True))
     arrays = ArrayRecord(build_propensity_model(config.seed).state_dict())
     strategy = FedAvg(fraction_train=1.0, min_train_nodes=config.min_sites, min_available_nodes=config.min_sites)
