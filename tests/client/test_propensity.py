@@ -69,3 +69,36 @@ def test_a_propensity_round_past_the_sites_budget_is_refused(tmp_path: Path):
 def test_without_propensity_weighting_the_outcome_model_gets_the_whole_budget():
     assert outcome_epsilon(3.0, RunConfig()) == 3.0
     assert outcome_epsilon(3.0, RunConfig.from_mapping({"propensity-weighting": True, "dp": False})) == 3.0
+
+
+def test_the_outcome_round_weights_each_patient_by_the_released_propensity_model(tmp_path: Path, monkeypatch):
+    import torch
+
+    import client.app
+    from client.training import LocalTrainingResult
+    from shared.encoding import SurvivalGrid, encode_cohort
+    from shared.messages import PhaseInstruction
+    from shared.model import build_model
+    from shared.propensity import inverse_probability_weights
+
+    site = make_site(tmp_path, epsilon=3.0)
+    plan = RunConfig.from_mapping({"dp": False, "propensity-weighting": True, "propensity-weight-bound": 3.0,
+                                   "hidden-size": 16, "survival-interval-days": 180})
+    stats = pool_summaries([summarise_site(site.part("train"), min_cell_size=1)])
+    grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
+    received = []
+
+    def recording_training(model, cohort, local_plan, privacy, patient_weights=None):
+        received.append(patient_weights)
+        return LocalTrainingResult(mean_loss=0.0, steps=1, sample_rate=1.0)
+
+    monkeypatch.setattr(client.app, "train_locally", recording_training)
+    propensity = build_propensity_model(0)
+    with torch.no_grad():
+        propensity.heads[0].weight.mul_(30.0)  # far from uniform: some weights reach the bound
+    for released in (None, propensity):
+        client.app.train_round(site, plan, stats, build_model(grid.num_intervals, 16, 0), 1, "run",
+                               PhaseInstruction(), released)
+    expected = inverse_probability_weights(propensity, encode_cohort(site.part("train"), stats, grid).inputs(), 3.0)
+    assert received[0] is None
+    assert torch.equal(received[1], expected) and received[1].max() == 3.0
