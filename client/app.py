@@ -29,6 +29,7 @@ from client.privacy import (
     save_ledger,
     steps_per_round,
 )
+from client.propensity import outcome_epsilon, train_propensity_round
 from client.secure_aggregation import secure_aggregation_mod
 from client.site import Site, locate_site, open_site, partition_count_problem
 from shared.config import RunConfig
@@ -36,6 +37,7 @@ from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, summarise_site, to_metric_record_dict
 from shared.messages import REPORT_FIGURE_KEYS, PhaseInstruction, read_instructions, read_phase
 from shared.model import OncoFedNet, build_model, predict
+from shared.propensity import PROPENSITY_ARRAYS_KEY, PropensityModel, build_propensity_model, inverse_probability_weights
 from shared.provenance import running_app_hash
 
 if TYPE_CHECKING:
@@ -107,12 +109,13 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
 
 
 def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: OncoFedNet, server_round: int,
-                run_id: str, phase: PhaseInstruction) -> dict[str, float]:
+                run_id: str, phase: PhaseInstruction, propensity: PropensityModel | None = None) -> dict[str, float]:
     """One round of (DP) local training of `model` in place; its figures, with the privacy spent so far.
 
     The noise is calibrated so that every training round the site does in this run (federated, local-only and
     leave-one-site-out: `planned-training-rounds`) together spend exactly the site's ε; the ledger records
     each round, whatever the phase. Raises PrivacyBudgetExceeded before training when the round would overspend.
+    With `propensity` (the released global propensity model) each patient's loss is inverse-probability weighted.
     """
     from client.training import LocalTrainingPlan, PrivacyPlan, train_locally  # Opacus: on the first train message
 
@@ -123,7 +126,7 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
         delta = site.delta()
         sample_rate, steps = steps_per_round(len(cohort), plan.batch_size, plan.local_epochs)
         total_steps = steps * (phase.planned_rounds or plan.num_rounds)
-        sigma = calibrate_noise(site.target_epsilon, delta, sample_rate, total_steps)
+        sigma = calibrate_noise(outcome_epsilon(site.target_epsilon, plan), delta, sample_rate, total_steps)
         ledger = load_ledger(site.ledger_path, delta)
         planned = (sigma, sample_rate, steps)
         check_budget(ledger, site.target_epsilon, planned)
@@ -135,7 +138,9 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
                               modality_dropout=plan.modality_dropout,
                               seed=plan.seed * 100_003 + server_round * 101 + zlib.crc32(site.site_id.encode()) % 97
                               + salt * 7919)
-    result = train_locally(model, cohort, local, privacy)
+    weights = None if propensity is None else inverse_probability_weights(propensity, cohort.inputs(),
+                                                                          plan.propensity_weight_bound)
+    result = train_locally(model, cohort, local, privacy, weights)
     metrics: dict[str, float] = {"num-examples": len(cohort), "train-loss": result.mean_loss}
     if ledger is not None and planned is not None:
         label = run_id if phase.phase == "federated" else f"{run_id}:{phase.label()}"
@@ -216,8 +221,28 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         model = build_model(SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days).num_intervals,
                             plan.hidden_size, plan.seed)
         model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+        propensity = None
+        if plan.propensity_weighting and PROPENSITY_ARRAYS_KEY in message.content:
+            propensity = build_propensity_model(plan.seed)
+            propensity.load_state_dict(message.content[PROPENSITY_ARRAYS_KEY].to_torch_state_dict())
         try:
-            metrics = train_round(site, plan, stats, model, server_round, str(context.run_id), phase)
+            metrics = train_round(site, plan, stats, model, server_round, str(context.run_id), phase, propensity)
+        except PrivacyBudgetExceeded as refused:
+            return outbox.refusal(message, outbox.ERROR_BUDGET_EXHAUSTED, f"site {site.site_id}: {refused}")
+        return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size,
+                            arrays=ArrayRecord(model.state_dict()), expected_arrays=_model_shapes(model))
+
+    @app.train("propensity")
+    def train_propensity(message: Message, context: Context) -> Message:
+        """One round of the propensity model's federation (shared/propensity.py), spent through the ledger."""
+        site = site_of(context)
+        plan, stats, server_round = read_instructions(message.content)
+        if (refused := _secure_mode_refusal(site, plan, message)) is not None:
+            return refused
+        model = build_propensity_model(plan.seed)
+        model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+        try:
+            metrics = train_propensity_round(site, plan, stats, model, server_round, str(context.run_id))
         except PrivacyBudgetExceeded as refused:
             return outbox.refusal(message, outbox.ERROR_BUDGET_EXHAUSTED, f"site {site.site_id}: {refused}")
         return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size,

@@ -54,10 +54,14 @@ def _drop_modalities(mask: torch.Tensor, rate: float, generator: torch.Generator
 
 
 def train_locally(model: OncoFedNet, cohort: EncodedCohort, plan: LocalTrainingPlan,
-                  privacy: PrivacyPlan | None) -> LocalTrainingResult:
-    """Train `model` in place for the plan's epochs; with `privacy`, every step is DP-SGD through Opacus."""
+                  privacy: PrivacyPlan | None, patient_weights: torch.Tensor | None = None) -> LocalTrainingResult:
+    """Train `model` in place for the plan's epochs; with `privacy`, every step is DP-SGD through Opacus.
+
+    `patient_weights` (one per patient of `cohort`): inverse-probability weights of the outcome loss.
+    """
     generator = torch.Generator().manual_seed(plan.seed)
-    loader = DataLoader(TensorDataset(*cohort.tensors()), batch_size=plan.batch_size, shuffle=True,
+    tensors = cohort.tensors() if patient_weights is None else (*cohort.tensors(), patient_weights)
+    loader = DataLoader(TensorDataset(*tensors), batch_size=plan.batch_size, shuffle=True,
                         generator=generator)
     global_weights = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.Adam(model.parameters(), lr=plan.learning_rate)
@@ -73,7 +77,8 @@ def train_locally(model: OncoFedNet, cohort: EncodedCohort, plan: LocalTrainingP
     trained.train()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Full backward hook is firing")  # inputs need no gradient
-        total, steps = _run_epochs(model, trained, optimizer, loader, plan, global_weights, generator)
+        total, steps = _run_epochs(model, trained, optimizer, loader, plan, global_weights, generator,
+                                   weighted=patient_weights is not None)
     # the rate the accountant must be told: the Poisson loader's own (1 / batches per epoch)
     sample_rate = float(getattr(loader, "sample_rate", min(1.0, plan.batch_size / len(cohort))))
     return LocalTrainingResult(mean_loss=total / max(1, steps * plan.batch_size), steps=steps,
@@ -81,15 +86,16 @@ def train_locally(model: OncoFedNet, cohort: EncodedCohort, plan: LocalTrainingP
 
 
 def _run_epochs(model: OncoFedNet, trained: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
-                plan: LocalTrainingPlan, global_weights: list[torch.Tensor], generator: torch.Generator
-                ) -> tuple[float, int]:
+                plan: LocalTrainingPlan, global_weights: list[torch.Tensor], generator: torch.Generator,
+                weighted: bool = False) -> tuple[float, int]:
     total, steps = 0.0, 0
     for _ in range(plan.local_epochs):
         for batch in loader:
-            inputs, targets = list(batch[:NUM_INPUTS]), batch[NUM_INPUTS:]
+            weights = batch[-1] if weighted else None
+            inputs, targets = list(batch[:NUM_INPUTS]), batch[NUM_INPUTS:len(batch) - int(weighted)]
             inputs[4] = _drop_modalities(inputs[4], plan.modality_dropout, generator)
             optimizer.zero_grad(set_to_none=True)
-            loss = batch_loss(trained(*inputs), targets)
+            loss = batch_loss(trained(*inputs), targets, weights)
             loss.backward()
             optimizer.step()
             if plan.proximal_mu > 0:  # FedProx as a decoupled proximal step: data-independent, no privacy cost

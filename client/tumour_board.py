@@ -53,6 +53,11 @@ ASSOCIATIONAL_NOTICE = (
     "from randomised comparisons. A difference between regimens may reflect who was given each regimen (for "
     "example fitter patients getting more intensive treatment) rather than what the regimen does. Use it "
     "beside, never instead of, trial evidence and clinical judgement.")
+ADJUSTMENT_NOTE = (
+    " This run weighted each patient's training loss by the inverse probability of the regimen given "
+    "(propensity-weighting): that adjusts for the recorded features only; what drove the choice but is not in the "
+    "record (e.g. biomarkers at a site without a genomic panel) stays unadjusted, so the comparison remains "
+    "associational.")
 MODEL_SPREAD_NOTE = (
     "Ranges are the spread of the ensemble's global models (last rounds of the federation): they show how "
     "stable the prediction is, NOT a confidence interval. On the simulated default cohort the true response "
@@ -427,6 +432,7 @@ def compare_patient(bundle: RunBundle, patient: pd.Series, background: pd.DataFr
             drivers=drivers))
     return PatientComparison(
         patient_id=str(patient["patient_id"]), cancer_type=str(patient["cancer_type"]), run=bundle.run_dir.name,
+        notice=ASSOCIATIONAL_NOTICE + (ADJUSTMENT_NOTE if bundle.config.propensity_weighting else ""),
         ensemble=[m.source for m in bundle.members], time_grid_days=grid_days.tolist(),
         horizon_days=bundle.config.survival_horizon_days, regimens=regimens,
         out_of_distribution=out_of_distribution(patient, bundle, background),

@@ -19,6 +19,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from server.checkpoint import ServerState, load_checkpoint, save_checkpoint
+from server.propensity import propensity_phase
 from server.consortium_report import write_consortium_report
 from server.consortium_summary import last_training_figures, summary_from_results
 from server.provenance import final_provenance, resumed, run_provenance
@@ -31,6 +32,7 @@ from shared.encoding import SurvivalGrid
 from shared.harmonisation import NormalisationStats, from_metric_record_dict, pool_summaries
 from shared.messages import DATA_FINGERPRINT_KEY, NORMALISATION_KEY, PhaseInstruction, instruction_records
 from shared.model import build_model
+from shared.propensity import PROPENSITY_ARRAYS_KEY
 
 Progress = Callable[[str], None]
 
@@ -168,6 +170,8 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
                             provenance=run_provenance(config, fingerprints))
     arrays = ArrayRecord(model_state)
     planned = planned_training_rounds(config, len(list(grid.get_node_ids())))
+    propensity = propensity_phase(grid, config, state.normalisation, names, collect, run_dir, progress)
+    released = {} if propensity is None else {PROPENSITY_ARRAYS_KEY: propensity}
     seconds["sites' first message and harmonisation"], phase_started = time.perf_counter() - phase_started, time.perf_counter()
     for server_round in range(state.completed_round + 1, config.num_rounds + 1):
         started = time.perf_counter()
@@ -178,7 +182,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
             trained, distances = SiteReplies(figures=secure.figures, missing=secure.missing), {}
         else:
             train_messages = _with_records(strategy.configure_train(server_round, arrays, records["config"], grid),
-                                           {NORMALISATION_KEY: records[NORMALISATION_KEY]})
+                                           {NORMALISATION_KEY: records[NORMALISATION_KEY], **released})
             trained = collect(grid, train_messages, config.round_timeout_s, names, reference)
             distances = _reject_oversized(trained, reference, config.update_norm_ratio, progress)
         if len(trained.figures) < config.min_sites:

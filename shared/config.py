@@ -64,6 +64,15 @@ class RunConfig(BaseModel):
     target_delta: float = Field(default=0.0, ge=0, lt=1, description="0: 0.1 / n_train, well below 1/n")
     max_grad_norm: float = Field(default=1.0, gt=0, description="per-sample clipping bound")
     secure_mode: bool = Field(default=False, description="Opacus cryptographically secure noise")
+    # confounding by indication (client/propensity.py): a federated propensity model, then inverse-probability
+    # weights in the outcome loss; each weight depends on one patient and the released propensity model only
+    propensity_weighting: bool = Field(default=False, description="train a federated DP propensity model first "
+                                       "and weight each patient's outcome loss by its bounded inverse probability")
+    propensity_rounds: int = Field(default=3, ge=1, le=100, description="federated rounds of the propensity model")
+    propensity_epsilon_share: float = Field(default=0.1, gt=0, lt=1, description="share of each site's ε the "
+                                            "propensity model spends; the outcome model gets the rest")
+    propensity_learning_rate: float = Field(default=0.05, gt=0)
+    propensity_weight_bound: float = Field(default=10.0, ge=1, description="largest inverse-probability weight")
     # model and time grid
     hidden_size: int = Field(default=64, ge=8, le=1024)
     survival_interval_days: int = Field(default=90, ge=7)
@@ -106,6 +115,9 @@ class RunConfig(BaseModel):
                              "to the clipping bound")
         if self.secure_aggregation:
             self._check_secure_aggregation()
+            if self.propensity_weighting:
+                raise ValueError("propensity-weighting needs secure-aggregation=false: the propensity model's "
+                                 "federation averages the sites' models in the clear")
         return self
 
     def _check_secure_aggregation(self) -> None:

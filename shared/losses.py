@@ -38,9 +38,15 @@ def patient_losses(response_logit: torch.Tensor, pfs_logits: torch.Tensor, os_lo
 
 
 def batch_loss(model_outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-               targets: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Mean of per-patient losses (Opacus loss_reduction='mean'); 0 for an empty Poisson batch."""
+               targets: tuple[torch.Tensor, ...], weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of per-patient losses (Opacus loss_reduction='mean'); 0 for an empty Poisson batch.
+
+    `weights` (batch,): each patient's own weight (shared/propensity.py), a function of that patient alone, so
+    each term still depends on one patient and per-sample clipping holds.
+    """
     losses = patient_losses(*model_outputs, *targets)
+    if weights is not None:
+        losses = losses * weights
     if losses.numel() == 0:
         return losses.sum()
     return losses.mean()
