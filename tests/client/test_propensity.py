@@ -75,6 +75,7 @@ def test_the_outcome_round_weights_each_patient_by_the_released_propensity_model
     import torch
 
     import client.app
+    import client.training
     from client.training import LocalTrainingResult
     from shared.encoding import SurvivalGrid, encode_cohort
     from shared.messages import PhaseInstruction
@@ -92,7 +93,7 @@ def test_the_outcome_round_weights_each_patient_by_the_released_propensity_model
         received.append(patient_weights)
         return LocalTrainingResult(mean_loss=0.0, steps=1, sample_rate=1.0)
 
-    monkeypatch.setattr(client.app, "train_locally", recording_training)
+    monkeypatch.setattr(client.training, "train_locally", recording_training)  # app imports it per message
     propensity = build_propensity_model(0)
     with torch.no_grad():
         propensity.heads[0].weight.mul_(30.0)  # far from uniform: some weights reach the bound
