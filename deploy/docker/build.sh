@@ -3,7 +3,7 @@
 #   1. the base image: a Debian bookworm root filesystem (python3 3.11, python3-venv) from Debian packages,
 #      made with mmdebstrap and `docker import`ed (skipped when the image exists);
 #   2. the wheelhouse: a wheel of every package of requirements.lock for Python 3.11 (cp311), cached outside
-#      the checkout under the lock's hash (the slow part), plus the project's own wheel;
+#      the checkout under the lock's hash (the slow part); the project's own wheel in deploy/docker/project;
 #   3. both targets of deploy/docker/Dockerfile with `docker build --network none`.
 # Usage: deploy/docker/build.sh            offline (needs mmdebstrap, a Debian mirror and PyPI on the host)
 #        deploy/docker/build.sh --internet  base python:3.11-slim and packages from the index (network in the build)
@@ -69,8 +69,11 @@ else
     BUILD_ARGS=(--network host --build-arg BASE_IMAGE=python:3.11-slim
                 --build-arg "PIP_SOURCE=--extra-index-url https://download.pytorch.org/whl/cpu")
 fi
-"$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps . -w "$WHEELHOUSE"
-rm -rf build
+# the project's wheel, reproducible (file times from the last commit): an unchanged checkout gives the same bytes,
+# so docker reuses the project's layer
+rm -rf build deploy/docker/project && mkdir -p deploy/docker/project   # (a stale build/ would leak old files)
+SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || echo 315532800)" \
+    "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps . -w deploy/docker/project
 step "project wheel built"
 
 for target in coordinator site; do
