@@ -18,6 +18,7 @@ import tarfile
 import time
 
 import pytest
+import yaml
 
 from tests.deploy.containers import BUILD, REPO, SITE_UID, SITES, ComposeConsortium, docker_cli, docker_unusable
 
@@ -121,6 +122,26 @@ def test_the_image_runs_as_a_user_with_the_locked_versions(built, image):
     differing = {name: (installed.get(name), version) for name, version in locked.items()
                  if installed.get(name) != version}
     assert not differing, f"{image}: (installed, locked) differ: {differing}"
+
+
+def test_the_kubernetes_manifest_runs_the_built_coordinator_image(built):
+    """What can be checked without an API server (`kubectl apply --dry-run=client` needs one for discovery):
+    the manifest's image is the one built here, its commands exist in it, and it runs as the image's user."""
+    documents = [d for d in yaml.safe_load_all((REPO / "deploy" / "kubernetes" / "coordinator.yaml").read_text()) if d]
+    pods = [d["spec"]["template"]["spec"] for d in documents if d["kind"] in {"StatefulSet", "Deployment"}]
+    assert len(pods) == 2
+    docker = docker_cli()
+    for pod in pods:
+        assert pod["securityContext"]["runAsUser"] == SITE_UID and pod["securityContext"]["runAsNonRoot"]
+        for container in pod["containers"]:
+            assert container["image"] in IMAGES, container["image"]
+            found = subprocess.run([docker, "run", "--rm", "--network", "none", "--read-only", "--entrypoint",
+                                    container["command"][0], container["image"], "--help"],
+                                   capture_output=True, text=True, timeout=300)
+            assert found.returncode == 0, f"{container['command'][0]} in {container['image']}: {found.stderr}"
+            accepted = found.stdout
+            for arg in container["args"]:
+                assert arg.split("=")[0] in accepted, f"{container['name']}: {arg} is not an option of this flwr"
 
 
 def test_the_containers_run_hardened_on_host_networking(consortium):
