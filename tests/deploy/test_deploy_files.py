@@ -1,4 +1,5 @@
-"""Offline checks of the compose and Kubernetes files (no Docker engine or cluster here).
+"""Offline checks of the compose and Kubernetes files, fast and without Docker (tests/deploy/test_containers.py
+builds the images and runs the compose consortium for real; no cluster here for the Kubernetes manifest).
 
 What `docker compose config` and `kubectl --dry-run` would catch first: YAML that parses, services and
 objects with the keys they need, every file they mount existing (certificates as generate.py writes them),
