@@ -15,8 +15,6 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 
-from opacus.accountants import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
 from pydantic import BaseModel, Field
 
 from shared.html_report import PrivacyRound
@@ -65,6 +63,8 @@ def rdp_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
     """ε at δ of the composed (noise multiplier, sample rate, steps) history, by Opacus's RDP accountant."""
     if not history:
         return 0.0
+    from opacus.accountants import RDPAccountant  # on first use: opacus loads scipy and torch.distributed (~1 s)
+
     accountant = RDPAccountant()
     accountant.history = list(history)
     with warnings.catch_warnings():
@@ -113,6 +113,8 @@ def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, tot
     A pure function of its four numbers, memoised: the search costs about a second of RDP evaluations and a
     site asks the same question every round (in simulation, in a worker process that serves every site).
     """
+    from opacus.accountants.utils import get_noise_multiplier  # on first use, as in rdp_epsilon
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
         return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
