@@ -1,4 +1,5 @@
-"""Offline checks of the compose and Kubernetes files (no Docker engine or cluster here).
+"""Offline checks of the compose and Kubernetes files, fast and without Docker (tests/deploy/test_containers.py
+builds the images and runs the compose consortium for real; no cluster here for the Kubernetes manifest).
 
 What `docker compose config` and `kubectl --dry-run` would catch first: YAML that parses, services and
 objects with the keys they need, every file they mount existing (certificates as generate.py writes them),
@@ -43,17 +44,24 @@ def demo_certificates(tmp_path_factory) -> Path:
     return out
 
 
+def _defaults(text: str) -> str:
+    """Compose's `${VARIABLE:-default}` with its default, as `docker-compose` reads it with nothing set."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
+
+
 def _bind_mounts(service: dict) -> list[tuple[str, str]]:
     mounts = []
     for volume in service.get("volumes", []):
-        source, target = volume.split(":")[:2]
+        source, target = _defaults(volume).split(":")[:2]
         mounts.append((source, target))
     return mounts
 
 
 def test_the_dockerfile_installs_from_the_lock_and_has_both_targets() -> None:
-    text = DOCKERFILE.read_text()
-    assert re.search(r"^RUN pip install .*-r requirements\.lock", text, re.M), "the images must install the lock"
+    text = DOCKERFILE.read_text().replace("\\\n", " ")  # continued lines joined
+    assert re.search(r"^RUN .*pip install .*-r requirements\.lock", text, re.M), "the images must install the lock"
+    assert re.search(r"^RUN --mount=type=bind,source=deploy/docker/wheelhouse,target=/wheelhouse ", text, re.M), \
+        "the wheelhouse is mounted for the install only, never copied into a layer"
     assert not re.findall(r"[A-Za-z0-9_.\[\]-]+==[0-9]", text), "versions come from requirements.lock, not the Dockerfile"
     assert re.search(r"^FROM base AS coordinator$", text, re.M) and re.search(r"^FROM base AS site$", text, re.M)
     kept = {line[1:] for line in (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
@@ -100,7 +108,7 @@ def test_each_site_has_its_own_data_key_config_and_state(compose) -> None:
     seen: dict[str, set[str]] = {"/data": set(), "/keys/node_key": set(), "/site/site.toml": set(), "/state": set()}
     for service_name, site_id in SITE_SERVICES.items():
         service = compose["services"][service_name]
-        assert service["environment"]["SUPERLINK"] == "superlink:8000"
+        assert _defaults(service["environment"]["SUPERLINK"]) == "127.0.0.1:8000"
         mounts = dict((target, source) for source, target in _bind_mounts(service))
         assert set(seen) <= set(mounts), f"{service_name} lacks one of {sorted(seen)}"
         for target in seen:
@@ -132,3 +140,19 @@ def test_kubernetes_objects_are_complete_and_consistent() -> None:
     secrets = {v["secret"]["secretName"] for d in (superlink["spec"]["template"]["spec"], executor)
                for v in d["volumes"] if "secret" in v}
     assert secrets == {"superlink-tls"} and "create secret generic superlink-tls" in KUBERNETES.read_text()
+
+
+def test_every_container_runs_hardened_on_host_networking_with_its_own_ports(compose) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        assert service["network_mode"] == "host", f"{name}: host networking only, no bridge network"
+        assert "ports" not in service and "networks" not in service, name
+        assert service["read_only"] is True and service["user"] == "10001", name
+        assert service["cap_drop"] == ["ALL"], name
+        for tmpfs in service.get("tmpfs", []):
+            assert tmpfs.split(":")[0] in {"/tmp", "/var/lib/oncofed/flwr"}, f"{name}: {tmpfs}"
+    assert "networks" not in compose
+    superlink_port = _defaults(services["superlink"]["environment"]["SUPERLINK_PORT"])
+    ports = [_defaults(services[name]["environment"]["CLIENTAPPIO_PORT"]) for name in SITE_SERVICES]
+    assert len({superlink_port, *ports}) == 1 + len(SITE_SERVICES), "ports clash on the shared host network"
+    assert '"${CLIENTAPPIO_PORT:-9094}"' in (DEPLOY / "site" / "entrypoint.sh").read_text()
