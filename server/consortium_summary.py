@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from server.consortium_report import (
+    BudgetSplit,
     ConsortiumSummary,
     CrossSiteMatrix,
     GlobalImportance,
@@ -158,5 +159,6 @@ def summary_from_results(results: dict, run_dir: Path, references: list[Referenc
         cross_site=cross_site_matrices(validation["cross_site"], matrix_sites) if matrix_sites else [],
         leave_one_site_out=loso, absences=_absences(results),
         importance=GlobalImportance(**shap) if shap["patients"] else None,
-        planned_training_rounds=validation.get("planned_training_rounds"))
+        planned_training_rounds=validation.get("planned_training_rounds"),
+        budget_split=BudgetSplit(**results["budget_split"]) if results.get("budget_split") else None)
 

@@ -63,6 +63,10 @@ class RunConfig(BaseModel):
     target_epsilon: float = Field(default=3.0, gt=0, description="each site's (ε, δ) for the whole run")
     target_delta: float = Field(default=0.0, ge=0, lt=1, description="0: 0.1 / n_train, well below 1/n")
     max_grad_norm: float = Field(default=1.0, gt=0, description="per-sample clipping bound")
+    validation_epsilon_share: float = Field(default=0.2, gt=0, lt=1, description="share of each site's ε the "
+                                            "validation phases (local-only, cross-site, leave-one-site-out) may "
+                                            "spend; the deployed federated model gets the rest (all of it when no "
+                                            "validation phase trains)")
     secure_mode: bool = Field(default=False, description="Opacus cryptographically secure noise")
     # model and time grid
     hidden_size: int = Field(default=64, ge=8, le=1024)

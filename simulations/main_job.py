@@ -98,6 +98,18 @@ def run(config: RunConfig, console: Console, client_mods: list | None = None,
     return run_dir, results
 
 
+def budget_split_line(split: dict) -> str:
+    """How each site's ε was split between the deployed model and the validation phases (metrics.json)."""
+    line = (f"each site's ε = {split['target_epsilon']:g}: federated model ε ≤ {split['federated_epsilon']:.2f} over "
+            f"{split['federated_rounds']} rounds")
+    if not split["validation_rounds"]:
+        return line + " (no validation phase trains, so it gets all of it)"
+    return (line + f"; validation phases (local-only, cross-site, leave-one-site-out) ε ≤ "
+            f"{split['validation_epsilon']:.2f} over {split['validation_rounds']} rounds "
+            f"(validation-epsilon-share {split['validation_epsilon_share']:g}; turn phases off with "
+            f"--no-cross-site/--no-loso)")
+
+
 def summary_table(results: dict) -> Table:
     table = Table(title="Each site's held-out test patients (final global model)")
     for column in ("site", "n test", "response AUC", "PFS C-index", "OS C-index", "ε spent"):
@@ -165,9 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"wrote {run_dir} in {time.perf_counter() - started:.0f} s "
                   f"(config.json, metrics.json, checkpoints/, consortium_report.html, "
                   f"sites/<site>/privacy_ledger.json and report.html)")
-    if "validation" in results:
-        console.print(f"each site's ε covers {results['validation']['planned_training_rounds']} training rounds "
-                      f"(federated, local-only and leave-one-site-out); turn off with --no-cross-site/--no-loso")
+    if (split := results.get("budget_split")) and split["dp"]:
+        console.print(budget_split_line(split))
     return 0
 
 
