@@ -119,8 +119,9 @@ class BudgetSplit(BaseModel):
     dp: bool = True
     target_epsilon: float
     validation_epsilon_share: float = Field(ge=0, lt=1)
-    federated_epsilon: float
     validation_epsilon: float
+    federated_epsilon: dict[str, float] = Field(default_factory=dict, description="each site's federated-model "
+                                                "budget: the rest of its ε under RDP composition")
     federated_rounds: int
     validation_rounds: int
 

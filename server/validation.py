@@ -63,9 +63,6 @@ class TrainingRounds:
     def total(self) -> int:
         return self.federated + self.validation
 
-    def federated_share(self, config: RunConfig) -> float:
-        """The federated model's share of each site's ε: all of it when no validation phase trains."""
-        return 1.0 - config.validation_epsilon_share if self.validation else 1.0
 
 
 def planned_training_rounds(config: RunConfig, num_sites: int) -> TrainingRounds:
@@ -86,11 +83,15 @@ def validation_phase(phase: str, planned: TrainingRounds, held_out_site: str = "
 
 
 def budget_split(config: RunConfig, planned: TrainingRounds) -> dict:
-    """What metrics.json and the consortium report say about how each site's ε was split."""
-    share = planned.federated_share(config)
-    return {"dp": config.dp, "target_epsilon": config.target_epsilon, "validation_epsilon_share": 1.0 - share,
-            "federated_epsilon": config.target_epsilon * share,
-            "validation_epsilon": config.target_epsilon * (1.0 - share),
+    """What metrics.json and the consortium report say about how each site's ε was split.
+
+    The validation phases may spend validation-epsilon-share × ε; the federated model gets the rest of the
+    composed budget, which each site computes from its own sampling (client/privacy.py plan_round) and reports
+    as `epsilon-phase-budget` in its training replies.
+    """
+    share = config.validation_epsilon_share if planned.validation else 0.0
+    return {"dp": config.dp, "target_epsilon": config.target_epsilon, "validation_epsilon_share": share,
+            "validation_epsilon": config.target_epsilon * share,
             "federated_rounds": planned.federated, "validation_rounds": planned.validation}
 
 

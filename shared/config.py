@@ -31,7 +31,7 @@ class RunConfig(BaseModel):
                               frozen=True)
 
     # federation
-    num_rounds: int = Field(default=5, ge=1, le=1000)
+    num_rounds: int = Field(default=20, ge=1, le=1000)
     strategy: Strategy = "fedavg"
     proximal_mu: float = Field(default=0.01, ge=0, description="FedProx proximal weight")
     server_learning_rate: float = Field(default=0.01, gt=0, description="FedAdam/FedYogi eta")
@@ -53,9 +53,9 @@ class RunConfig(BaseModel):
                                                "patients a site may weigh in with (larger = coarser quantisation)")
     round_timeout_s: float = Field(default=600.0, gt=0)
     # local training
-    local_epochs: int = Field(default=2, ge=1, le=100)
-    batch_size: int = Field(default=64, ge=2, description="expected Poisson batch size")
-    learning_rate: float = Field(default=3e-3, gt=0)
+    local_epochs: int = Field(default=1, ge=1, le=100)
+    batch_size: int = Field(default=256, ge=2, description="expected Poisson batch size")
+    learning_rate: float = Field(default=0.03, gt=0)
     modality_dropout: float = Field(default=0.15, ge=0, lt=1,
                                     description="chance of hiding a present non-clinical modality in training")
     # differential privacy (per site; the unit of privacy is one patient record at one site)
@@ -69,7 +69,7 @@ class RunConfig(BaseModel):
                                             "validation phase trains)")
     secure_mode: bool = Field(default=False, description="Opacus cryptographically secure noise")
     # model and time grid
-    hidden_size: int = Field(default=64, ge=8, le=1024)
+    hidden_size: int = Field(default=16, ge=8, le=1024)
     survival_interval_days: int = Field(default=90, ge=7)
     survival_horizon_days: int = Field(default=1825, ge=30)
     # data, privacy of outputs, reproducibility

@@ -82,6 +82,10 @@ def run(config: RunConfig, console: Console, client_mods: list | None = None,
     console.print(f"federating {len(sites)} sites ({', '.join(s.name for s in sites)}) for "
                   f"{config.num_rounds} rounds, strategy {config.strategy}, "
                   f"{'DP ε=' + str(config.target_epsilon) + ' per site' if config.dp else 'no DP'} → {run_dir}")
+    if config.dp:
+        from server.validation import budget_split, planned_training_rounds
+
+        console.print(budget_split_line(budget_split(config, planned_training_rounds(config, len(sites)))))
     logging.getLogger("flwr").setLevel(logging.INFO)
     run_simulation(server_app=build_server_app(overrides), client_app=build_client_app(overrides, client_mods),
                    num_supernodes=len(sites), backend_config=backend_config(len(sites)))
@@ -99,13 +103,12 @@ def run(config: RunConfig, console: Console, client_mods: list | None = None,
 
 
 def budget_split_line(split: dict) -> str:
-    """How each site's ε was split between the deployed model and the validation phases (metrics.json)."""
-    line = (f"each site's ε = {split['target_epsilon']:g}: federated model ε ≤ {split['federated_epsilon']:.2f} over "
-            f"{split['federated_rounds']} rounds")
+    """How each site's ε is split between the deployed model and the validation phases (metrics.json)."""
+    line = f"each site's ε = {split['target_epsilon']:g}: the federated model over {split['federated_rounds']} rounds"
     if not split["validation_rounds"]:
-        return line + " (no validation phase trains, so it gets all of it)"
-    return (line + f"; validation phases (local-only, cross-site, leave-one-site-out) ε ≤ "
-            f"{split['validation_epsilon']:.2f} over {split['validation_rounds']} rounds "
+        return line + " gets all of it (no validation phase trains)"
+    return (f"{line} gets the rest after the validation phases (local-only, cross-site, leave-one-site-out), which "
+            f"may spend ε ≤ {split['validation_epsilon']:.2f} over {split['validation_rounds']} rounds "
             f"(validation-epsilon-share {split['validation_epsilon_share']:g}; turn phases off with "
             f"--no-cross-site/--no-loso)")
 
@@ -177,8 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"wrote {run_dir} in {time.perf_counter() - started:.0f} s "
                   f"(config.json, metrics.json, checkpoints/, consortium_report.html, "
                   f"sites/<site>/privacy_ledger.json and report.html)")
-    if (split := results.get("budget_split")) and split["dp"]:
-        console.print(budget_split_line(split))
     return 0
 
 

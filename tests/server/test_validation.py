@@ -14,6 +14,7 @@ from server.validation import (
     GLOBAL_MODEL,
     SubsetGrid,
     TrainingRounds,
+    budget_split,
     local_model_label,
     planned_training_rounds,
     pool_shap,
@@ -27,7 +28,7 @@ SITES = ("north", "south", "east")
 def test_every_training_round_of_every_phase_is_planned_for_the_privacy_budget():
     plain = RunConfig.from_mapping({"num-rounds": 5})
     assert planned_training_rounds(plain, 6) == TrainingRounds(federated=5, validation=0)
-    assert planned_training_rounds(plain, 6).federated_share(plain) == 1.0  # no validation: the model gets all of ε
+    assert budget_split(plain, planned_training_rounds(plain, 6))["validation_epsilon_share"] == 0.0  # all of ε
     local = RunConfig.from_mapping({"num-rounds": 5, "share-local-models": True})
     assert planned_training_rounds(local, 6) == TrainingRounds(federated=5, validation=5)
     both = RunConfig.from_mapping({"num-rounds": 5, "share-local-models": True, "leave-one-site-out": True,
@@ -35,7 +36,7 @@ def test_every_training_round_of_every_phase_is_planned_for_the_privacy_budget()
     # a site trains in every LOSO federation but its own
     assert planned_training_rounds(both, 6) == TrainingRounds(federated=5, validation=5 + 2 * 5)
     assert planned_training_rounds(both, 6).total == 20
-    assert planned_training_rounds(both, 6).federated_share(both) == 0.75
+    assert budget_split(both, planned_training_rounds(both, 6))["validation_epsilon"] == 0.75
     default_loso = RunConfig.from_mapping({"num-rounds": 3, "leave-one-site-out": True})
     assert planned_training_rounds(default_loso, 4).validation == 3 * 3
     # two sites and min-sites 2: no federation is possible without one of them, so nothing is planned for it
