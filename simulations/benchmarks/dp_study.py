@@ -116,7 +116,8 @@ def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| setting | seeds | σ | val response AUC | val PFS C | val OS C | s/run |", "|---|---|---|---|---|---|---|"]
+    lines = ["| setting | seeds | σ | val response AUC | val PFS C | val OS C | s/run |",
+             "|---|---|---|---|---|---|---|"]
     show = lambda row, key: "—" if row[key] is None else (  # noqa: E731
         f"{row[key]:.3f}" + (f" ± {row[key + '-sd']:.3f}" if row[key + "-sd"] is not None else ""))
     for row in rows:
@@ -127,7 +128,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulations.benchmarks.dp_study", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m simulations.benchmarks.dp_study",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43])
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/oncofed-dp-study"))
