@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,7 +17,9 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
 from client import outbox
-from client.evaluation import evaluate_cohort
+from client.approval import ApprovalPolicy, approval_mod
+from client.audit import AUDIT_FILE, AuditTarget, audit_mod, summarise
+from client.fingerprint import data_fingerprint
 from client.privacy import (
     LedgerEntry,
     PrivacyBudgetExceeded,
@@ -27,23 +29,20 @@ from client.privacy import (
     save_ledger,
 )
 from client.secure_aggregation import secure_aggregation_mod
-from client.site import Site, open_site
-from client.site_report import evaluate_site, write_site_report
-from client.site_validation import (
-    explain_test_patients,
-    headline_intervals,
-    shap_importances,
-    shap_metrics,
-    subgroup_metrics,
-)
-from client.training import LocalTrainingPlan, PrivacyPlan, secure_rng_available, train_locally
+from client.site import Site, locate_site, open_site, partition_count_problem
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, summarise_site, to_metric_record_dict
-from shared.html_report import PrivacySpent, RunInfo, write_atomically
 from shared.messages import REPORT_FIGURE_KEYS, PhaseInstruction, read_instructions, read_phase
-from shared.metrics import Estimate, EvaluationSettings, OutcomePredictions, site_figures
 from shared.model import OncoFedNet, build_model, predict
+from shared.provenance import running_app_hash
+
+if TYPE_CHECKING:
+    from shared.html_report import PrivacySpent
+
+# A deployed SuperNode starts this module afresh for every message, so it imports only what every message
+# needs (torch, flwr, numpy, pandas). Each handler imports the rest on first use: Opacus for training,
+# scikit-learn / scikit-survival for evaluation, SHAP, matplotlib and the report templates for the site report.
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +53,8 @@ def _model_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 def _privacy_spent(site: Site, plan: RunConfig) -> PrivacySpent:
     """What the site's ledger says it has spent; ε is None when the site kept no ledger (no DP)."""
+    from shared.html_report import PrivacySpent
+
     if not site.ledger_path.exists():
         return PrivacySpent(epsilon=None)
     ledger = load_ledger(site.ledger_path, site.delta())
@@ -70,6 +71,11 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
     Only figures that are not suppressed are returned: the headline figures and each subgroup's (value/lower/
     upper, and the subgroup's size), and the mean |SHAP| per field when enough test patients were explained.
     """
+    from client.site_report import evaluate_site, write_site_report
+    from client.site_validation import explain_test_patients, shap_importances, shap_metrics, subgroup_metrics
+    from shared.html_report import RunInfo, write_atomically
+    from shared.metrics import EvaluationSettings, OutcomePredictions, site_figures
+
     train, test = site.part("train"), site.part("test")
     raw = predict(model, encode_cohort(test, stats, grid).inputs())
     predictions = OutcomePredictions(response_prob=raw.response_prob, pfs_survival=raw.pfs_survival,
@@ -82,11 +88,13 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
     evaluation = evaluate_site(site.site_id, train, test, predictions, shap_importances=shap_importances(explanation),
                                privacy=_privacy_spent(site, plan), run=run,
                                rng=np.random.default_rng(plan.seed), settings=settings,
-                               shap_patients=0 if explanation is None else len(explanation.values))
+                               shap_patients=0 if explanation is None else len(explanation.values),
+                               audit=summarise(site.state_dir / AUDIT_FILE)
+                               if (site.state_dir / AUDIT_FILE).is_file() else None)
     write_site_report(site.state_dir / "report.html", evaluation)
     # the same figures as data, for the tumour board's subgroup column (client/tumour_board.py)
     write_atomically(site.state_dir / "report.json", evaluation.model_dump_json(indent=1))
-    headline: dict[str, Estimate] = site_figures(evaluation.model)
+    headline = site_figures(evaluation.model)
     shared: dict[str, float] = {}
     for key, name in REPORT_FIGURE_KEYS.items():
         estimate = headline.get(name)
@@ -106,6 +114,8 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
     (`validation-epsilon-share`); the ledger records each round with its group. Raises PrivacyBudgetExceeded
     before training when the round would take its group past its share or the site past its ε.
     """
+    from client.training import LocalTrainingPlan, PrivacyPlan, train_locally  # Opacus: on the first train message
+
     grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
     cohort = encode_cohort(site.part("train"), stats, grid)
     privacy, ledger, planned = None, None, None
@@ -144,6 +154,8 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
 
 def _secure_mode_refusal(site: Site, plan: RunConfig, message: Message) -> Message | None:
     """A refusal when the site asks for Opacus's secure noise but its generator (torchcsprng) is missing."""
+    from client.training import secure_rng_available
+
     if plan.dp and site.secure_mode and not secure_rng_available():
         return outbox.refusal(message, outbox.ERROR_CONFIG, f"site {site.site_id}: secure-mode needs the torchcsprng "
                               f"package (Opacus's secure noise generator), which is not installed here; install it "
@@ -154,12 +166,26 @@ def _secure_mode_refusal(site: Site, plan: RunConfig, message: Message) -> Messa
 def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod] | None = None) -> ClientApp:
     """A ClientApp; `overrides` stand in for the run configuration when the project's own command runs it.
 
-    `mods` wrap it from outside; the SecAgg+ mod is outermost (it passes every other message through) and
-    client/outbox.py's contain_failures is always innermost, so no exception's text is sent."""
-    app = ClientApp(mods=[secure_aggregation_mod, *(mods or []), outbox.contain_failures])
+    The site's audit log (client/audit.py) is outermost: it records every instruction and the reply exactly as
+    it leaves. Code approval (client/approval.py) comes next, before anything opens the site's data. `mods` wrap
+    the handlers inside the SecAgg+ mod (which passes every other message through), and client/outbox.py's
+    contain_failures is always innermost, so no exception's text is sent."""
 
     def local_config(context: Context) -> RunConfig:
         return RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
+
+    def audit_target(context: Context) -> AuditTarget:
+        location = locate_site(context, local_config(context))
+        return AuditTarget(site_id=location.site_id, path=location.state_dir / AUDIT_FILE,
+                           app_sha256=running_app_hash())
+
+    def approval_policy(context: Context) -> ApprovalPolicy:
+        location = locate_site(context, local_config(context))
+        return ApprovalPolicy(site_id=location.site_id, approved_apps=location.approved_apps,
+                              config_file=location.config_file)
+
+    app = ClientApp(mods=[audit_mod(audit_target), approval_mod(approval_policy), secure_aggregation_mod,
+                          *(mods or []), outbox.contain_failures])
 
     def site_of(context: Context) -> Site:
         site = open_site(context, local_config(context))
@@ -170,6 +196,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
     @app.query("feature_summary")
     def feature_summary(message: Message, context: Context) -> Message:
         """Sums, counts and coarse histograms of the training split: enough to standardise, no rows."""
+        if (problem := partition_count_problem(context, local_config(context))) is not None:
+            return outbox.refusal(message, outbox.ERROR_CONFIG, problem)  # the run stops here and says why
         site = site_of(context)
         train = site.part("train")
         if len(train) < site.min_cell_size:
@@ -177,7 +205,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
                                   f"site {site.site_id}: fewer training patients than the minimum cell size")
         summary = summarise_site(train, min_cell_size=site.min_cell_size)
         metrics = to_metric_record_dict(summary)
-        return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size)
+        return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size,
+                            data_fingerprint=data_fingerprint(site.patients, site.state_dir))
 
     @app.train()
     def train(message: Message, context: Context) -> Message:
@@ -220,6 +249,9 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
                 metrics = train_round(site, plan, stats, model, local_round, str(context.run_id), phase)
         except PrivacyBudgetExceeded as refused:
             return outbox.refusal(message, outbox.ERROR_BUDGET_EXHAUSTED, f"site {site.site_id}: {refused}")
+        from client.site_validation import headline_intervals
+        from shared.metrics import EvaluationSettings
+
         test = site.part("test")
         settings = EvaluationSettings(min_cell_size=site.min_cell_size, n_bootstrap=plan.bootstrap_samples)
         metrics = {k: v for k, v in metrics.items() if k != "train-loss"} | {"num-examples": len(test)}
@@ -238,6 +270,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         if len(patients) < site.min_cell_size:
             return outbox.refusal(message, outbox.ERROR_DATA, f"site {site.site_id}: the {split} split is "
                                   f"smaller than the minimum cell size; nothing can be reported")
+        from client.evaluation import evaluate_cohort  # scikit-learn and scikit-survival: on first evaluation
+
         grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
         model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
         model.load_state_dict(message.content["arrays"].to_torch_state_dict())
@@ -245,6 +279,9 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
                                   site.min_cell_size, prefix="test" if split == "test" else "val")
         phase = read_phase(message.content)
         if split == "test" and phase.intervals:
+            from client.site_validation import headline_intervals
+            from shared.metrics import EvaluationSettings
+
             settings = EvaluationSettings(min_cell_size=site.min_cell_size, n_bootstrap=plan.bootstrap_samples)
             figures |= headline_intervals(model, patients, stats, grid, settings, np.random.default_rng(plan.seed))
         if split == "test" and phase.site_report and plan.site_reports:

@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--site-config", required=True, type=Path, help="the site's TOML or JSON config")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT",
                         help="also write the summary as JSON (only when the data is usable)")
+    parser.add_argument("--fingerprint", action="store_true",
+                        help="also print the data fingerprint this site sends with its feature statistics (a keyed "
+                             "hash; compare it with a model card's to see which version of the data trained it)")
     args = parser.parse_args(argv)
 
     try:
@@ -142,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = summarise(frame, config)
     print(format_summary(summary))
+    if args.fingerprint:
+        from client.fingerprint import data_fingerprint  # its key lives in the site's state dir
+
+        print(f"Data fingerprint (keyed with {config.state_dir}/fingerprint.key): "
+              f"{data_fingerprint(frame, config.state_dir)}")
     if args.json is not None:
         write_json_atomically(summary.model_dump(mode="json"), args.json)
         print(f"Summary written to {args.json}")

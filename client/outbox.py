@@ -19,7 +19,7 @@ from shared.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
-from shared.messages import SHAP_COUNT_KEY, SHAP_KEY, SUBGROUP_KEY
+from shared.messages import DATA_FINGERPRINT_KEY, SHAP_COUNT_KEY, SHAP_KEY, SUBGROUP_KEY
 
 # keys whose value is a count of patients (or events): 0 (suppressed) or at least the minimum cell size
 COUNT_KEYS = re.compile(r"^(num-examples|n-[a-z0-9-]+|events-[a-z0-9-]+"  # evaluation counts
@@ -35,10 +35,13 @@ FIGURE_KEYS = re.compile(
     r"|shap:(response|pfs|os):\w+)$")  # mean |SHAP| per contract field over the explained test patients
 MODEL_ARRAYS_KEY = "arrays"
 SITE_KEY = "site"
+FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 ERROR_BUDGET_EXHAUSTED = 4001
 ERROR_DATA = 4002
 ERROR_SITE_FAILED = 4003
 ERROR_CONFIG = 4004
+ERROR_AUDIT = 4005  # the site's audit log cannot be written: it runs and sends nothing (client/audit.py)
+ERROR_APP_NOT_APPROVED = 4006  # the submitted app is not on the site's approved list (client/approval.py)
 
 
 class DisclosureError(RuntimeError):
@@ -74,10 +77,17 @@ def check_metrics(metrics: dict[str, float], min_cell_size: int) -> MetricRecord
 
 
 def reply(to: Message, *, site_id: str, metrics: dict[str, float], min_cell_size: int,
-          arrays: ArrayRecord | None = None, expected_arrays: dict[str, tuple[int, ...]] | None = None) -> Message:
-    """A site's reply: model parameters (if any), aggregate metrics, and its site id — nothing else."""
-    content = RecordDict({"metrics": check_metrics(metrics, min_cell_size),
-                          SITE_KEY: ConfigRecord({"site-id": site_id})})
+          arrays: ArrayRecord | None = None, expected_arrays: dict[str, tuple[int, ...]] | None = None,
+          data_fingerprint: str | None = None) -> Message:
+    """A site's reply: model parameters (if any), aggregate metrics, its site id and (feature summary) the keyed
+    hash of its data (client/fingerprint.py) — nothing else."""
+    site = {"site-id": site_id}
+    if data_fingerprint is not None:
+        if not FINGERPRINT.match(data_fingerprint):
+            raise DisclosureError("a data fingerprint must be 64 hex digits (an HMAC-SHA256); nothing else may be "
+                                  "sent in its place")
+        site[DATA_FINGERPRINT_KEY] = data_fingerprint
+    content = RecordDict({"metrics": check_metrics(metrics, min_cell_size), SITE_KEY: ConfigRecord(site)})
     if arrays is not None:
         if expected_arrays is None:
             raise DisclosureError("model arrays can only be sent with the model's expected names and shapes")

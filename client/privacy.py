@@ -19,15 +19,12 @@ import math
 import os
 import tempfile
 import warnings
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from opacus.accountants import RDPAccountant
-from opacus.accountants.analysis import rdp as rdp_analysis
-from opacus.accountants.utils import get_noise_multiplier
 from pydantic import BaseModel, Field, model_validator
 
 from shared.html_report import PrivacyRound
@@ -99,6 +96,9 @@ def rdp_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
     """
     if not history:
         return 0.0
+    from opacus.accountants import RDPAccountant  # on first use: opacus loads scipy and torch.distributed (~1 s)
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
     rdp = sum(np.asarray(_one_step_rdp(sample_rate, noise_multiplier)) * steps
               for noise_multiplier, sample_rate, steps in history)
     with warnings.catch_warnings():
@@ -109,6 +109,9 @@ def rdp_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
 
 @lru_cache(maxsize=4096)
 def _one_step_rdp(sample_rate: float, noise_multiplier: float) -> tuple[float, ...]:
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
     return tuple(rdp_analysis.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1,
                                           orders=RDPAccountant.DEFAULT_ALPHAS))
 
@@ -154,6 +157,8 @@ def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, tot
     A pure function of its four numbers, memoised: the search costs about a second of RDP evaluations and a
     site asks the same question every round (in simulation, in a worker process that serves every site).
     """
+    from opacus.accountants.utils import get_noise_multiplier  # on first use, as in rdp_epsilon
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
         return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,

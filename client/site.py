@@ -17,7 +17,7 @@ import pandas as pd
 from flwr.app import Context
 
 from client.privacy import default_delta
-from client.site_data import load_contract_csv, load_site_frame
+from client.site_cache import cached_site_table
 from shared.config import RunConfig, cohort_directory, run_directory
 from shared.site_config import SiteConfig
 
@@ -77,6 +77,8 @@ def simulated_site_table(csv_path: Path, seed: int, validation_fraction: float, 
 @lru_cache(maxsize=128)
 def _read_simulated_site(csv_path: str, size: int, modified_ns: int, seed: int, validation_fraction: float,
                          test_fraction: float) -> tuple[pd.DataFrame, np.ndarray]:
+    from client.site_data import load_contract_csv  # on first use: the readers load pyarrow, DuckDB, SQLAlchemy
+
     patients = load_contract_csv(csv_path)
     return patients, assign_splits(patients["patient_id"], seed, validation_fraction, test_fraction)
 
@@ -91,15 +93,72 @@ def simulated_site_dirs(config: RunConfig) -> list[Path]:
 
 
 def site_from_config(path: Path, config: RunConfig) -> Site:
-    """A site described by its own configuration file: data, mapping, budget and a state dir that persists."""
+    """A site described by its own configuration file: data, mapping, budget and a state dir that persists.
+
+    The validated table comes from the site's disk cache (client/site_cache.py) when the export, the site
+    configuration and the split settings are those it was built from: a deployed SuperNode runs every
+    message in a fresh process, which would otherwise read and validate the export again each time.
+    """
     site_config = SiteConfig.from_file(path)
-    patients = load_site_frame(site_config)
-    return Site(site_id=site_config.site_id, patients=patients,
-                split=assign_splits(patients["patient_id"], config.seed, config.validation_fraction,
-                                    config.test_fraction),
+
+    def load() -> tuple[pd.DataFrame, np.ndarray]:
+        from client.site_data import load_site_frame  # on a cache miss only: readers load DuckDB, SQLAlchemy
+
+        patients = load_site_frame(site_config)
+        return patients, assign_splits(patients["patient_id"], config.seed, config.validation_fraction,
+                                       config.test_fraction)
+
+    patients, split = cached_site_table(site_config, config.seed, config.validation_fraction, config.test_fraction,
+                                        load)
+    return Site(site_id=site_config.site_id, patients=patients, split=split,
                 target_epsilon=site_config.target_epsilon, target_delta=site_config.target_delta or 0.0,
                 min_cell_size=site_config.min_cell_size, secure_mode=config.secure_mode,
                 state_dir=site_config.state_dir, torch_threads=site_config.resources.torch_threads)
+
+
+def partition_count_problem(context: Context, config: RunConfig) -> str | None:
+    """Why this simulation federates fewer (or more) sites than the cohort holds, or None when it matches.
+
+    Flower's simulation gives each SuperNode a partition; `flwr run` without a federation size starts 2, and
+    the other site folders would silently sit out. Each site says so in its first reply.
+    """
+    if "site-config" in context.node_config or "num-partitions" not in context.node_config:
+        return None
+    sites = simulated_site_dirs(config)
+    supernodes = int(context.node_config["num-partitions"])
+    if supernodes == len(sites):
+        return None
+    left_out = [folder.name for folder in sites[supernodes:]]
+    return (f"the simulation has {supernodes} SuperNode(s) but {cohort_directory(config)} holds {len(sites)} "
+            f"sites" + (f" ({', '.join(left_out)} would not take part)" if left_out else "")
+            + f"; run it with --federation-config \"num-supernodes={len(sites)}\" (flwr run) or "
+            f"num_supernodes={len(sites)}")
+
+
+@dataclass(frozen=True)
+class SiteLocation:
+    """What a site's configuration says before any data is read: its id, its own folder, the apps it runs."""
+
+    site_id: str
+    state_dir: Path
+    approved_apps: tuple[str, ...] | None = None  # None: approval not required
+    config_file: Path | None = None
+
+
+def locate_site(context: Context, config: RunConfig) -> SiteLocation:
+    """This node's site as `open_site` finds it, from its configuration file only (its data is not opened)."""
+    if "site-config" in context.node_config:
+        path = Path(str(context.node_config["site-config"]))
+    else:
+        folder = simulated_site_dirs(config)[int(context.node_config["partition-id"])]
+        if not (folder / "site.toml").is_file():
+            return SiteLocation(site_id=folder.name,
+                                state_dir=run_directory(config, context.run_id) / "sites" / folder.name)
+        path = folder / "site.toml"
+    site_config = SiteConfig.from_file(path)
+    approved = tuple(site_config.approved_apps) if site_config.approved_apps is not None else None
+    return SiteLocation(site_id=site_config.site_id, state_dir=site_config.state_dir, approved_apps=approved,
+                        config_file=path)
 
 
 def open_site(context: Context, config: RunConfig) -> Site:

@@ -24,7 +24,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from client.mapping import map_site_table
-from client.omop import read_omop
 from shared.contract import DataContractError, Violation, validate_frame
 from shared.site_config import ColumnMapping, CsvSource, OmopSource, ParquetSource, SiteConfig
 
@@ -44,6 +43,8 @@ def load_site_frame(config: SiteConfig) -> pd.DataFrame:
         raw = read_parquet_cells(source.path)
     elif isinstance(source, OmopSource):
         label = source.describe()
+        from client.omop import read_omop  # on use: SQLAlchemy and DuckDB load only for an OMOP site
+
         raw = read_omop(source.url, source.cdm_schema, mapping=mapping, label=label)
     else:  # pragma: no cover - the config's discriminated union admits nothing else
         raise TypeError(f"unsupported data source {source!r}")

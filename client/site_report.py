@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from client.audit import AuditSummary
 from client.baselines import fit_baselines
 from client.explanations import OUTPUT_UNITS
 from shared import plots
@@ -55,12 +56,14 @@ class SiteEvaluation(BaseModel):
     shap_importances: dict[str, dict[str, float]] = Field(
         description="output (response, pfs, os) → contract field → mean |SHAP| over the explained test patients")
     shap_patients: int = Field(default=0, description="test patients explained (SHAP); 0 when none")
+    audit: AuditSummary | None = Field(default=None, description="the site's audit log, summarised when written")
 
 
 def evaluate_site(site_id: str, train_frame: pd.DataFrame, test_frame: pd.DataFrame,
                   predictions: OutcomePredictions, shap_importances: dict[str, dict[str, float]],
                   privacy: PrivacySpent, run: RunInfo, rng: np.random.Generator,
-                  settings: EvaluationSettings | None = None, shap_patients: int = 0) -> SiteEvaluation:
+                  settings: EvaluationSettings | None = None, shap_patients: int = 0,
+                  audit: AuditSummary | None = None) -> SiteEvaluation:
     """Evaluate the model's test-split predictions against outcomes, baselines and subgroups.
 
     `train_frame`/`test_frame` are the site's contract tables (training split: baselines and the censoring
@@ -79,7 +82,7 @@ def evaluate_site(site_id: str, train_frame: pd.DataFrame, test_frame: pd.DataFr
                           n_test=len(test_frame), model=model, baselines=baselines,
                           subgroups=evaluate_subgroups(test_frame, predictions, settings, rng),
                           shap_importances={k: dict(v) for k, v in shap_importances.items()},
-                          shap_patients=shap_patients)
+                          shap_patients=shap_patients, audit=audit)
 
 
 def _figures(evaluation: SiteEvaluation) -> dict[str, str]:

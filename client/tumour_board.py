@@ -42,6 +42,7 @@ from shared.harmonisation import (
     NUMERIC_TRANSFORMS,
     SUPPRESSED,
 )
+from shared.messages import subgroup_key
 from shared.metrics import subgroup_masks
 from shared.model import predict
 from shared.site_config import ColumnMapping
@@ -286,12 +287,6 @@ def out_of_distribution(patient: pd.Series, bundle: RunBundle, site_training: pd
 # Subgroup performance
 # ----------------------------------------------------------------------------------------------------------
 
-def slug(text: str) -> str:
-    """Key form of a subgroup name: '≥ 70' → 'ge-70', 'Race/ethnicity' → 'race-ethnicity'."""
-    text = text.replace("≥", "ge ").replace("≤", "le ").replace("<", "lt ").replace(">", "gt ").replace("–", "-")
-    return "-".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())
-
-
 def _format_estimate(value: float | None, lower: float | None, upper: float | None) -> str:
     if value is None:
         return "not reported"
@@ -316,13 +311,14 @@ def _from_report(report: dict, wanted: set[tuple[str, str]]) -> list[SubgroupFig
 
 
 def _from_metrics(figures: dict[str, float], site: str, group: str, level: str) -> SubgroupFigure:
-    prefix = f"sub:{slug(group)}:{slug(level)}:"
+    """The subgroup's figures as the site sent them (keys from shared.messages, the one message schema)."""
 
     def figure(name: str) -> str:
-        value = figures.get(prefix + name)
-        return _format_estimate(value, figures.get(f"{prefix}{name}-lower"), figures.get(f"{prefix}{name}-upper"))
+        return _format_estimate(figures.get(subgroup_key(group, level, name)),
+                                figures.get(subgroup_key(group, level, f"{name}-lower")),
+                                figures.get(subgroup_key(group, level, f"{name}-upper")))
 
-    n = figures.get(prefix + "n")
+    n = figures.get(subgroup_key(group, level, "n"))
     return SubgroupFigure(source=f"federated validation ({site})", group=group, level=level,
                           n=int(n) if n is not None else None, response_auc=figure("response-auc"),
                           pfs_cindex=figure("pfs-cindex"), os_cindex=figure("os-cindex"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flwr.app import Context
@@ -12,16 +12,22 @@ from server.federation import run_federation
 from shared.config import RunConfig, run_directory
 
 
-def build_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
-    """A ServerApp; `overrides` replace `[tool.flwr.app.config]` values when the project's own command runs it."""
+def build_server_app(overrides: Mapping[str, Any] | None = None,
+                     progress: Callable[[str], None] | None = None) -> ServerApp:
+    """A ServerApp; `overrides` replace `[tool.flwr.app.config]` values when the project's own command runs it.
+
+    `progress` takes the round and phase lines; the project's own command passes its console and prints the
+    run directory itself, so it appears once. Under `flwr run` the lines go to the ServerApp's log.
+    """
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         config = RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
         run_dir = run_directory(config, context.run_id)
-        run_federation(grid, config, run_dir)
-        print(f"run directory: {run_dir}")
+        run_federation(grid, config, run_dir, progress or print)
+        if progress is None:
+            print(f"run directory: {run_dir}")
 
     return app
 

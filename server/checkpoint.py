@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
+from server.provenance import ModelProvenance, RunProvenance, checkpoint_provenance
 from shared.harmonisation import NormalisationStats
 
 
@@ -24,6 +25,7 @@ class ServerState(BaseModel):
     completed_round: int
     normalisation: NormalisationStats
     history: list[dict]
+    provenance: RunProvenance | None = None  # None: a checkpoint written before provenance was recorded
 
 
 def _atomic_torch_save(payload: dict, path: Path) -> None:
@@ -43,6 +45,9 @@ def save_checkpoint(run_dir: Path, state: ServerState, model_state: dict[str, to
         "strategy": {name: {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
                      for name, arrays in strategy_state.items()},
     }
+    if state.provenance is not None:  # the model's provenance, readable without the run's other files
+        payload["provenance"] = checkpoint_provenance(state.provenance, state.completed_round,
+                                                      state.history).model_dump_json()
     _atomic_torch_save(payload, path)
     _atomic_torch_save(payload, run_dir / "checkpoints" / "latest.pt")
     return path
@@ -57,3 +62,9 @@ def load_checkpoint(run_dir: Path) -> tuple[ServerState, dict[str, torch.Tensor]
     state = ServerState.model_validate(json.loads(payload["server_state"]))
     strategy = {name: {k: v.numpy() for k, v in arrays.items()} for name, arrays in payload["strategy"].items()}
     return state, payload["model"], strategy
+
+
+def load_provenance(path: Path) -> ModelProvenance | None:
+    """The provenance a checkpoint file records; None for a checkpoint written without it."""
+    payload = torch.load(path, weights_only=True)
+    return ModelProvenance.model_validate_json(payload["provenance"]) if "provenance" in payload else None

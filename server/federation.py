@@ -21,6 +21,7 @@ from flwr.serverapp import Grid
 from server.checkpoint import ServerState, load_checkpoint, save_checkpoint
 from server.consortium_report import write_consortium_report
 from server.consortium_summary import last_training_figures, summary_from_results
+from server.provenance import final_provenance, resumed, run_provenance
 from server.screening import oversized_updates, update_distance, update_problem
 from server.secure_aggregation import secure_train_round
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
@@ -28,7 +29,7 @@ from server.validation import budget_split, headline_only, planned_training_roun
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
 from shared.harmonisation import NormalisationStats, from_metric_record_dict, pool_summaries
-from shared.messages import NORMALISATION_KEY, PhaseInstruction, instruction_records
+from shared.messages import DATA_FINGERPRINT_KEY, NORMALISATION_KEY, PhaseInstruction, instruction_records
 from shared.model import build_model
 
 Progress = Callable[[str], None]
@@ -117,8 +118,11 @@ def _with_records(messages: Iterable[Message], records: dict[str, ConfigRecord])
     return messages
 
 
-def harmonise(grid: Grid, config: RunConfig, names: dict[int, str]) -> NormalisationStats:
-    """Pool every site's feature sums and counts into one scaling; no row leaves a site."""
+def harmonise(grid: Grid, config: RunConfig, names: dict[int, str],
+              fingerprints: dict[str, str] | None = None) -> NormalisationStats:
+    """Pool every site's feature sums and counts into one scaling; no row leaves a site.
+
+    `fingerprints` receives each site's data fingerprint (a keyed hash computed at the site) for provenance."""
     nodes = wait_for_sites(grid, config.min_sites, config.round_timeout_s)
     query = [Message(RecordDict({"config": ConfigRecord({"server-round": 0})}), dst_node_id=node,
                      message_type=f"{MessageType.QUERY}.feature_summary") for node in nodes]
@@ -126,6 +130,9 @@ def harmonise(grid: Grid, config: RunConfig, names: dict[int, str]) -> Normalisa
     if len(replies.accepted) < config.min_sites:
         raise RuntimeError(f"only {len(replies.accepted)} site(s) sent feature statistics, "
                            f"min-sites is {config.min_sites}: {replies.missing}")
+    if fingerprints is not None:
+        fingerprints |= {str(m.content["site"]["site-id"]): str(m.content["site"][DATA_FINGERPRINT_KEY])
+                         for m in replies.accepted if DATA_FINGERPRINT_KEY in m.content["site"]}
     return pool_summaries([from_metric_record_dict(dict(m.content["metrics"])) for m in replies.accepted])
 
 
@@ -140,6 +147,8 @@ def wait_for_sites(grid: Grid, min_sites: int, timeout: float) -> list[int]:
 
 def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progress = print) -> dict:
     """Run (or resume) every round, checkpoint each, then evaluate the final model on every site's test data."""
+    started_at, phase_started = time.time(), time.perf_counter()
+    seconds: dict[str, float] = {}  # where the run's time goes, phase by phase (metrics.json "seconds")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_flower(), indent=2))
     strategy = build_strategy(config)
@@ -149,12 +158,17 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         state, model_state, saved_strategy = load_checkpoint(run_dir)
         restore_strategy_state(strategy, saved_strategy)
         progress(f"resuming {run_dir} after round {state.completed_round}")
+        if state.provenance is not None:
+            state = state.model_copy(update={"provenance": resumed(state.provenance)})
     else:
-        stats = harmonise(grid, config, names)
+        fingerprints: dict[str, str] = {}
+        stats = harmonise(grid, config, names, fingerprints)
         model_state = build_model(grid_days.num_intervals, config.hidden_size, config.seed).state_dict()
-        state = ServerState(completed_round=0, normalisation=stats, history=[])
+        state = ServerState(completed_round=0, normalisation=stats, history=[],
+                            provenance=run_provenance(config, fingerprints))
     arrays = ArrayRecord(model_state)
     planned = planned_training_rounds(config, len(list(grid.get_node_ids())))
+    seconds["sites' first message and harmonisation"], phase_started = time.perf_counter() - phase_started, time.perf_counter()
     for server_round in range(state.completed_round + 1, config.num_rounds + 1):
         started = time.perf_counter()
         reference = {k: v.numpy() for k, v in arrays.items()}  # this round's global model
@@ -193,10 +207,15 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
                         "evaluate": time.perf_counter() - aggregated_at},
         }
         state = ServerState(completed_round=server_round, normalisation=state.normalisation,
-                            history=[*state.history, record])
+                            history=[*state.history, record], provenance=state.provenance)
         save_checkpoint(run_dir, state, arrays.to_torch_state_dict(), strategy_state(strategy))
         progress(_round_line(record, config.num_rounds))
+    seconds["rounds"], phase_started = time.perf_counter() - phase_started, time.perf_counter()
     final = _evaluate(grid, strategy, config, state.normalisation, arrays, config.num_rounds, "test", names)
+    seconds["final evaluation and site reports"] = time.perf_counter() - phase_started
+    progress(f"final evaluation: {len(final.figures)} site(s) tested and wrote their reports "
+             f"({seconds['final evaluation and site reports']:.1f} s)"
+             + (f" | out: {', '.join(final.missing)}" if final.missing else ""))
     results = {"config": config.to_flower(), "rounds": state.history, "test": final.figures,
                "test_mean": weighted_means(headline_only(final.figures)), "test_missing": final.missing,
                "epsilon": _epsilon_by_site(state.history), "budget_split": budget_split(config, planned)}
@@ -204,8 +223,13 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
     validation = run_validation(grid, collect, config, state.normalisation, initial, final.figures, planned, names,
                                 progress)
     if validation:
+        seconds |= validation.pop("seconds")
         results["validation"] = validation
         results["epsilon"] = results["epsilon"] | validation["epsilon"]
+    results |= {"started_at": started_at, "seconds": seconds}
+    if state.provenance is not None:
+        results["provenance"] = final_provenance(state.provenance, state.completed_round, results["epsilon"],
+                                                 results["test_mean"]).model_dump()
     _write_json(run_dir / "metrics.json", results)
     try:
         write_consortium_report(run_dir / "consortium_report.html", summary_from_results(results, run_dir))

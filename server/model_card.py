@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from server.checkpoint import load_checkpoint
+from server.provenance import ModelProvenance
 from shared.config import RunConfig
 from shared.contract import MODALITIES
 from shared.harmonisation import SUPPRESSED, NormalisationStats
@@ -89,6 +90,32 @@ def _range_calibration(path: Path | None) -> str:
                                     "Spearman(width, error)"], rows))
 
 
+def _provenance(metrics: dict, epsilon: dict[str, float]) -> str:
+    if "provenance" not in metrics:
+        return "Not recorded: this run was made before OncoFed recorded provenance."
+    record = ModelProvenance.model_validate(metrics["provenance"])
+    settings = lambda values: ", ".join(f"{k} = {v}" for k, v in values.items())  # noqa: E731
+    resumed = (f"\n- Resumed with other app versions: {', '.join(f'`{h}`' for h in record.resumed_with_app_sha256)}"
+               if record.resumed_with_app_sha256 else "")
+    sites = sorted(set(record.data_fingerprints) | set(epsilon))
+    rows = [[s, f"`{record.data_fingerprints[s]}`" if s in record.data_fingerprints else "not sent",
+             f"{epsilon[s]:.2f}" if s in epsilon else "—"] for s in sites]
+    app = record.app_sha256 or "unknown"
+    figures = {dict(FIGURES)[k]: f"{v:.3f}" for k, v in record.validation.items() if k in dict(FIGURES)}
+    return f"""- App (FAB hash; `oncofed-app-hash <app folder>` recomputes it): `{app}`{resumed}
+- Run configuration hash: `{record.config_sha256}`; data dictionary hash: `{record.dictionary_sha256}`
+- Strategy: {settings(record.strategy)}
+- Privacy settings of the run configuration: {settings(record.privacy)} (a deployed site trains under the
+  budget in its own site.toml; the ε each site spent is in the table below)
+- {record.validation_split.title()} figures of this model (weighted over sites, round {record.completed_round}):
+  {settings(figures) or "none reported"}
+
+Each site's data fingerprint is a keyed hash (HMAC-SHA256) the site computed of its own export; the key stays at
+the site, which can recompute the fingerprint to show which version of its data trained this model.
+
+{_table(["site", "data fingerprint", "ε spent"], rows)}"""
+
+
 SIMULATED_DATA = "synthetic patients of the simulated consortium (oncofed-simulate)"
 
 
@@ -155,6 +182,9 @@ cell size {config.min_cell_size} pooled):
 ## Performance per subgroup
 {_table(["site", "subgroup", "n", *(name for _, name in FIGURES)], subgroups) if subgroups else
  "Subgroup figures: not reported by the sites in this run (they appear here when sites share `sub:` figures)."}
+
+## Provenance
+{_provenance(metrics, epsilon)}
 
 ## Uncertainty shown to the tumour board
 The tumour board shows the range over an ensemble of this run's last global models (a snapshot ensemble).

@@ -257,19 +257,27 @@ def run_validation(grid: Grid, collect: Collect, config: RunConfig, stats: Norma
         return {}
     result: dict = {"planned_training_rounds": planned.total, "budget_split": budget_split(config, planned)}
     epsilon: dict[str, float] = {}
+    seconds: dict[str, float] = {}  # per phase, for the run's closing summary (metrics.json "seconds")
     if runs_local_models(config):
+        started = time.perf_counter()
         local = run_local_models(grid, collect, config, stats, initial, planned, names, progress)
         result["local"] = {"figures": local["figures"], "missing": local["missing"],
                            "shared_models": sorted(local["models"])}
         epsilon |= {s: f["epsilon"] for s, f in local["figures"].items() if "epsilon" in f}
+        seconds["local-only"] = time.perf_counter() - started
         if config.share_local_models:
+            started = time.perf_counter()
             result["cross_site"] = run_cross_site(grid, collect, config, stats, local["models"], global_test, names,
                                                   progress)
+            seconds["cross-site"] = time.perf_counter() - started
     if loso_possible(config, num_sites):
+        started = time.perf_counter()
         result["leave_one_site_out"] = run_leave_one_site_out(grid, collect, config, stats, initial, planned,
                                                               names, progress)
+        seconds["leave-one-site-out"] = time.perf_counter() - started
         for row in result["leave_one_site_out"]:
             for site, spent in row["epsilon"].items():
                 epsilon[site] = max(spent, epsilon.get(site, 0.0))
     result["epsilon"] = epsilon
+    result["seconds"] = seconds
     return result

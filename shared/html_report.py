@@ -12,12 +12,13 @@ import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from pydantic import BaseModel, Field
 
-from shared.metrics import Estimate
+if TYPE_CHECKING:  # an annotation only: shared.metrics loads scikit-learn and scikit-survival
+    from shared.metrics import Estimate
 
 TEMPLATES = Path(__file__).parent / "templates"
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"

@@ -15,6 +15,7 @@ from shared.config import RunConfig
 from shared.harmonisation import NormalisationStats
 
 PLAN_KEY = "config"
+DATA_FINGERPRINT_KEY = "data-fingerprint"  # in a reply's site record: the site's keyed hash of its data (provenance)
 NORMALISATION_KEY = "normalisation"
 # the site report's headline figures a site sends with its final test figures, each with "-lower"/"-upper"
 # (outgoing metric key → key of shared.metrics.SITE_FIGURES)

@@ -23,15 +23,11 @@ from sklearn.calibration import calibration_curve
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, roc_curve
 from sksurv.compare import compare_survival
-from sksurv.metrics import (
-    concordance_index_ipcw,
-    cumulative_dynamic_auc,
-    integrated_brier_score,
-)
 from sksurv.nonparametric import kaplan_meier_estimator
 from sksurv.util import Surv
 
 from shared.contract import MODALITY_FIELDS
+from shared.ipcw import CensoringWeights
 
 MIN_CELL_SIZE = 10
 ENDPOINTS: tuple[str, ...] = ("pfs", "os")
@@ -584,25 +580,28 @@ def _horizon(requested: float, test_days: np.ndarray, limit: float) -> tuple[flo
 
 def uno_c(survival: np.ndarray, time_grid_days: np.ndarray, days: np.ndarray, event: np.ndarray,
           train_days: np.ndarray, train_event: np.ndarray, tau_days: float, settings: EvaluationSettings,
-          rng: np.random.Generator) -> Estimate:
+          rng: np.random.Generator, weights: CensoringWeights | None = None) -> Estimate:
     """Uno's concordance truncated at tau, weighted by the training split's censoring distribution."""
     curve, grid, time, happened = _check_survival(survival, time_grid_days, days, event)
     if (blank := suppress_small_cells(len(time), int(happened.sum()), settings.min_cell_size)):
         return blank
-    train = Surv.from_arrays(event=np.asarray(train_event, dtype=bool), time=np.asarray(train_days, dtype=float))
-    limit = _follow_up_limit(time, np.asarray(train_days, dtype=float))
     risk = risk_score(curve, grid)
+    if weights is None:
+        train = Surv.from_arrays(event=np.asarray(train_event, dtype=bool),
+                                 time=np.asarray(train_days, dtype=float))
+        weights = _censoring_weights(train, time, happened, _follow_up_limit(time, np.asarray(train_days, float)))
+    return _bootstrapped(lambda rows: weights.uno_c(rows, risk, tau_days), len(time), int(happened.sum()),
+                         settings, rng, note=f"truncated at {tau_days:,.0f} days")
 
-    def statistic(rows: np.ndarray) -> float:
-        test = _truncate(time[rows], happened[rows], limit)
-        return concordance_index_ipcw(train, test, risk[rows], tau=tau_days)[0]
 
-    return _bootstrapped(statistic, len(time), int(happened.sum()), settings, rng,
-                         note=f"truncated at {tau_days:,.0f} days")
+def _censoring_weights(train: np.ndarray, time: np.ndarray, happened: np.ndarray, limit: float) -> CensoringWeights:
+    """The censoring Kaplan–Meier of the training split, fitted once for every resample of these test patients."""
+    test = _truncate(time, happened, limit)
+    return CensoringWeights(train, test["time"], test["event"])
 
 
 def _horizon_figures(curve: np.ndarray, grid: np.ndarray, time: np.ndarray, happened: np.ndarray,
-                     train: np.ndarray, limit: float, horizon: float, settings: EvaluationSettings,
+                     weights: CensoringWeights, horizon: float, settings: EvaluationSettings,
                      rng: np.random.Generator, note: str | None) -> tuple[Estimate, Estimate]:
     cases = int(np.sum(happened & (time <= horizon)))
     controls = int(np.sum(time > horizon))
@@ -610,22 +609,14 @@ def _horizon_figures(curve: np.ndarray, grid: np.ndarray, time: np.ndarray, happ
     if blank:
         return blank, blank
     risk_by_horizon = 1 - survival_at(curve, grid, [horizon])[:, 0]
-
-    def auc(rows: np.ndarray) -> float:
-        test = _truncate(time[rows], happened[rows], limit)
-        return cumulative_dynamic_auc(train, test, risk_by_horizon[rows], [horizon])[0][0]
-
     brier_days = np.unique(np.r_[grid[(grid >= time.min()) & (grid < horizon)], horizon])
     if brier_days.size < 2:
         brier_days = np.r_[time.min(), horizon]
     survival_for_brier = survival_at(curve, grid, brier_days)
-
-    def integrated_brier(rows: np.ndarray) -> float:
-        test = _truncate(time[rows], happened[rows], limit)
-        return integrated_brier_score(train, test, survival_for_brier[rows], brier_days)
-
-    auc_estimate = _bootstrapped(auc, len(time), cases, settings, rng, note=note)
-    brier_estimate = _bootstrapped(integrated_brier, len(time), cases, settings, rng,
+    auc_estimate = _bootstrapped(lambda rows: weights.dynamic_auc(rows, risk_by_horizon, horizon), len(time), cases,
+                                 settings, rng, note=note)
+    brier_estimate = _bootstrapped(lambda rows: weights.integrated_brier(rows, survival_for_brier, brier_days),
+                                   len(time), cases, settings, rng,
                                    note=f"from {brier_days[0]:,.0f} to {horizon:,.0f} days")
     return auc_estimate, brier_estimate
 
@@ -651,6 +642,7 @@ def evaluate_survival(endpoint: str, survival: np.ndarray, time_grid_days: np.nd
                                   uno_c=blank, uno_tau_days=None, horizons=horizons, kaplan_meier=None)
     train = Surv.from_arrays(event=train_happened, time=train_time)
     limit = _follow_up_limit(time, train_time)
+    weights = _censoring_weights(train, time, happened, limit)  # one censoring fit for every figure and resample
     horizons: list[HorizonEvaluation] = []
     evaluated: list[float] = []
     for requested in settings.horizons_days:
@@ -660,7 +652,7 @@ def evaluate_survival(endpoint: str, survival: np.ndarray, time_grid_days: np.nd
             horizons.append(HorizonEvaluation(requested_days=requested, evaluated_days=None, note=note,
                                               auc=blank, integrated_brier=blank))
             continue
-        auc, brier = _horizon_figures(curve, grid, time, happened, train, limit, day, settings, rng, note)
+        auc, brier = _horizon_figures(curve, grid, time, happened, weights, day, settings, rng, note)
         horizons.append(HorizonEvaluation(requested_days=requested, evaluated_days=day, note=note, auc=auc,
                                           integrated_brier=brier))
         evaluated.append(day)
@@ -668,7 +660,7 @@ def evaluate_survival(endpoint: str, survival: np.ndarray, time_grid_days: np.nd
     return SurvivalEvaluation(
         endpoint=endpoint, n=len(time), events=int(happened.sum()),
         harrell_c=harrell_c(curve, grid, time, happened, settings, rng),
-        uno_c=uno_c(curve, grid, time, happened, train_time, train_happened, tau, settings, rng),
+        uno_c=uno_c(curve, grid, time, happened, train_time, train_happened, tau, settings, rng, weights),
         uno_tau_days=tau, horizons=horizons,
         kaplan_meier=kaplan_meier_by_risk(curve, grid, time, happened, settings))
 

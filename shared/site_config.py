@@ -10,6 +10,8 @@ Example (TOML)::
     display_name = "St Olav University Hospital"
     target_epsilon = 8.0
     modalities_absent = ["genomic"]
+    # the app versions this site runs (FAB hashes from `oncofed-app-hash <app folder>`); left out: any app runs
+    approved_apps = ["a45dc42705e1e10afe3b81baefac5dfaa40db8bffd35c18192a7e72794ee53ad"]
 
     [data]
     format = "csv"            # csv | parquet | omop; inferred from the path suffix when left out
@@ -286,6 +288,22 @@ class SiteConfig(BaseModel):
                             description="the site's own folder for its privacy ledger, per-patient outputs "
                                         "and report; relative to this file")
     resources: SiteResources = Field(default_factory=SiteResources)
+    approved_apps: list[str] | None = Field(
+        None, description="FAB hashes (SHA-256, from `oncofed-app-hash <app folder>`) of the app versions this site "
+                          "runs; any other app is refused before the site's data is opened. None: every app runs "
+                          "(each one's hash is still recorded in the site's audit log)")
+
+    @field_validator("approved_apps")
+    @classmethod
+    def _app_hashes(cls, hashes: list[str] | None) -> list[str] | None:
+        if hashes is None:
+            return None
+        cleaned = [h.strip().lower() for h in hashes]
+        for value in cleaned:
+            if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+                raise ValueError(f"'{value}' is not an app hash: expected the 64 hex digits `oncofed-app-hash "
+                                 f"<app folder>` prints")
+        return cleaned
 
     @field_validator("state_dir")
     @classmethod

@@ -65,6 +65,31 @@ def backend_config(num_sites: int) -> dict[str, Any]:
             "init_args": {"num_cpus": min(cpus, num_sites), "logging_level": "ERROR", "log_to_driver": False}}
 
 
+class _DropRunSimulationNotice(logging.Filter):
+    """Flower 1.42 marks `run_simulation` deprecated in favour of `flwr run`; the main job keeps it on purpose.
+
+    It is the in-process engine that takes the ClientApp object (with the tests' mods) and the run's overrides;
+    `flwr run .` is the supported path for a SuperLink and is tested separately (tests/test_flwr_run.py).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`run_simulation` function is deprecated" not in record.getMessage()
+
+
+def quiet_flower() -> None:
+    """Each line once: Flower's own handler prints its records, so they must not reach the root logger too
+    (Opacus's logging.basicConfig gives the root logger a handler); its INFO chatter (sampled nodes) is left
+    out because the coordinator prints one progress line per round and phase."""
+    flower = logging.getLogger("flwr")
+    flower.setLevel(logging.WARNING)
+    flower.propagate = False
+    if not any(isinstance(f, _DropRunSimulationNotice) for f in flower.filters):
+        flower.addFilter(_DropRunSimulationNotice())
+    # Ray's FutureWarning asks to opt in to its coming default: with num_gpus=0 it leaves CUDA_VISIBLE_DEVICES
+    # alone. Every simulated site runs on CPU, so the coming default changes nothing here.
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+
 def run(config: RunConfig, console: Console, client_mods: list | None = None,
         with_references: bool = False) -> tuple[Path, dict]:
     from flwr.simulation import run_simulation
@@ -81,14 +106,16 @@ def run(config: RunConfig, console: Console, client_mods: list | None = None,
     overrides = config.to_flower()
     console.print(f"federating {len(sites)} sites ({', '.join(s.name for s in sites)}) for "
                   f"{config.num_rounds} rounds, strategy {config.strategy}, "
-                  f"{'DP ε=' + str(config.target_epsilon) + ' per site' if config.dp else 'no DP'} → {run_dir}")
+                  f"{'DP ε=' + str(config.target_epsilon) + ' per site' if config.dp else 'no DP'}", soft_wrap=True)
     if config.dp:
         from server.validation import budget_split, planned_training_rounds
 
-        console.print(budget_split_line(budget_split(config, planned_training_rounds(config, len(sites)))))
-    logging.getLogger("flwr").setLevel(logging.INFO)
-    run_simulation(server_app=build_server_app(overrides), client_app=build_client_app(overrides, client_mods),
-                   num_supernodes=len(sites), backend_config=backend_config(len(sites)))
+        console.print(budget_split_line(budget_split(config, planned_training_rounds(config, len(sites)))),
+                      highlight=False, soft_wrap=True)
+    quiet_flower()
+    run_simulation(server_app=build_server_app(overrides, progress=lambda line: console.print(line, highlight=False, soft_wrap=True)),
+                   client_app=build_client_app(overrides, client_mods), num_supernodes=len(sites),
+                   backend_config=backend_config(len(sites)))
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
         raise RuntimeError(f"the federation ended without writing {metrics_path}; see the log above")
@@ -98,7 +125,9 @@ def run(config: RunConfig, console: Console, client_mods: list | None = None,
 
         started = time.perf_counter()
         results = add_references(run_dir, results, config)
-        console.print(f"references (pooled centralised, oracle) in {time.perf_counter() - started:.0f} s")
+        seconds = time.perf_counter() - started
+        results.setdefault("seconds", {})["references"] = seconds
+        console.print(f"references (pooled centralised, oracle) ({seconds:.1f} s)", highlight=False, soft_wrap=True)
     return run_dir, results
 
 
@@ -111,6 +140,16 @@ def budget_split_line(split: dict) -> str:
             f"may spend ε ≤ {split['validation_epsilon']:.2f} over {split['validation_rounds']} rounds "
             f"(validation-epsilon-share {split['validation_epsilon_share']:g}; turn phases off with "
             f"--no-cross-site/--no-loso)")
+
+
+def time_summary(results: dict, started_at: float, finished_at: float) -> str:
+    """Where the job's time went: start-up (cohort, imports, Ray, sites connecting) then each phase."""
+    seconds = dict(results.get("seconds", {}))
+    if "started_at" in results:
+        seconds = {"start-up": results["started_at"] - started_at, **seconds}
+    seconds["other (shutdown, reports)"] = max(finished_at - started_at - sum(seconds.values()), 0.0)
+    parts = " | ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
+    return f"time: {finished_at - started_at:.0f} s = {parts}"
 
 
 def summary_table(results: dict) -> Table:
@@ -170,16 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         console.print(f"[red]{error}[/red]")
         return 2
-    started = time.perf_counter()
+    started = time.time()
     try:
         run_dir, results = run(config, console, with_references=not args.no_references)
     except (FileNotFoundError, RuntimeError, ValueError) as error:
         console.print(f"[red]{error}[/red]")
         return 1
     console.print(summary_table(results))
-    console.print(f"wrote {run_dir} in {time.perf_counter() - started:.0f} s "
-                  f"(config.json, metrics.json, checkpoints/, consortium_report.html, "
-                  f"sites/<site>/privacy_ledger.json and report.html)")
+    console.print(time_summary(results, started, time.time()), highlight=False, soft_wrap=True)
+    console.print(f"wrote {run_dir} (config.json, metrics.json, checkpoints/, consortium_report.html, "
+                  f"sites/<site>/privacy_ledger.json and report.html)", highlight=False, soft_wrap=True)
     return 0
 
 

@@ -13,7 +13,8 @@ import torch
 from flwr.app import Context, Message
 from rich.console import Console
 
-from client.outbox import COUNT_KEYS, FIGURE_KEYS
+from client.audit import AUDIT_FILE, verify
+from client.outbox import COUNT_KEYS, DATA_FINGERPRINT_KEY, FIGURE_KEYS, FINGERPRINT
 from client.site_report import SiteEvaluation
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
@@ -77,7 +78,8 @@ def disclosures(reply: dict, model_shapes: dict[str, tuple[int, ...]], min_cell_
     found = [f"record {name!r}" for name in set(reply["records"]) - {"metrics", "arrays", "site"}]
     if reply["arrays"] not in ({}, {k: list(v) for k, v in model_shapes.items()}):
         found.append(f"arrays other than the model's parameters: {sorted(set(reply['arrays']) - set(model_shapes))}")
-    found += [f"site field {key!r}" for key in set(reply["site"]) - {"site-id"}]
+    found += [f"site field {key!r}" for key, value in reply["site"].items()
+              if key != "site-id" and not (key == DATA_FINGERPRINT_KEY and FINGERPRINT.match(str(value)))]
     for key, value in reply["metrics"].items():
         if PATIENT_ID.search(key) or PATIENT_ID.search(str(value)):
             found.append(f"patient identifier in {key!r}")
@@ -128,6 +130,36 @@ def test_a_two_round_three_site_federation_writes_its_run_directory_and_leaks_no
     assert len(replies) == 3 * (1 + 2 * 2 + 1)  # statistics, 2 × (train + validate), final test
     for reply in replies:
         assert disclosures(reply, model_shapes, config.min_cell_size) == [], reply
+
+
+def test_the_model_records_its_provenance_and_each_site_its_audit_log(federation):
+    from server.checkpoint import load_provenance
+    from server.model_card import model_card
+    from shared.provenance import app_hash, dictionary_sha256
+
+    config, _, run_dir, results, replies, _ = federation
+    sent = {r["site"]["site-id"]: r["site"][DATA_FINGERPRINT_KEY] for r in replies if DATA_FINGERPRINT_KEY in r["site"]}
+    assert set(sent) == {"site_0", "site_1", "site_2"} and len(set(sent.values())) == 3
+    repo_hash = app_hash(Path(__file__).resolve().parents[1])
+    final = results["provenance"]
+    assert final["data_fingerprints"] == sent and final["app_sha256"] == repo_hash
+    assert final["dictionary_sha256"] == dictionary_sha256() and final["strategy"]["strategy"] == config.strategy
+    assert final["privacy"]["target-epsilon"] == config.target_epsilon and final["privacy"]["dp"] is True
+    assert final["epsilon_by_site"] == results["epsilon"] and final["validation_split"] == "test"
+    assert final["validation"]["response-auc"] == results["test_mean"]["response-auc"]
+    round_one = load_provenance(run_dir / "checkpoints" / "round_001.pt")
+    assert round_one.completed_round == 1 and round_one.data_fingerprints == sent
+    assert round_one.epsilon_by_site == {s: f["epsilon"] for s, f in results["rounds"][0]["train"].items()}
+    assert round_one.validation == results["rounds"][0]["validation_mean"]
+    card = model_card(run_dir)
+    assert "## Provenance" in card and repo_hash in card and all(f"`{f}`" in card for f in sent.values())
+    for site in sent:  # the simulated sites keep their audit logs in the run directory
+        log = verify(run_dir / "sites" / site / AUDIT_FILE)
+        assert log.ok, log.problem
+        kinds = [(e["kind"], e["message_type"]) for e in log.entries]
+        assert kinds.count(("instruction", "train")) == 2 and kinds.count(("reply", "train")) == 2
+        assert next(e for e in log.entries if e["kind"] == "reply")["data_fingerprint"] == sent[site]
+        assert '<section id="audit">' in (run_dir / "sites" / site / "report.html").read_text()
 
 
 def test_each_round_reports_its_own_epsilon_and_the_cumulative_one(federation):

@@ -98,3 +98,20 @@ def test_runs_as_a_module(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "Cohort: 20 patients" in result.stdout
+
+
+def test_the_fingerprint_printed_is_the_one_the_site_sends(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from client.fingerprint import data_fingerprint
+    from client.site_data import load_site_frame
+    from shared.site_config import SiteConfig
+
+    frame = example_contract_frame(60, seed=9)
+    config = make_site(tmp_path, frame)
+    assert main(["--site-config", str(config), "--fingerprint"]) == EXIT_USABLE
+    printed = capsys.readouterr().out.rsplit(": ", 1)[1].strip()
+    site = SiteConfig.from_file(config)
+    assert printed == data_fingerprint(load_site_frame(site), site.state_dir)  # what feature_summary sends
+    frame.loc[0, "age_years"] = frame.loc[0, "age_years"] + 1
+    make_site(tmp_path, frame)
+    assert main(["--site-config", str(config), "--fingerprint"]) == EXIT_USABLE
+    assert capsys.readouterr().out.rsplit(": ", 1)[1].strip() != printed  # another version of the data

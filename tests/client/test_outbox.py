@@ -76,5 +76,8 @@ def test_the_site_app_contains_failures_innermost():
 
     recorder = object()
     app = build_client_app(mods=[recorder])
-    # SecAgg+ is outermost (it passes every other message through), so the recorder sees what is sent
-    assert app._mods == [secure_aggregation_mod, recorder, outbox.contain_failures]
+    # the audit log is outermost and code approval next (client/audit.py, client/approval.py); then SecAgg+ (it
+    # passes every other message through), so the recorder sees what is sent
+    audit, approval, *inner = app._mods
+    assert audit.__qualname__.startswith("audit_mod") and approval.__qualname__.startswith("approval_mod")
+    assert inner == [secure_aggregation_mod, recorder, outbox.contain_failures]

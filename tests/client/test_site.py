@@ -70,3 +70,28 @@ def test_a_simulated_site_is_read_once_per_process_and_each_caller_gets_its_own_
     assert second.patients.loc[0, "age_years"] != -1.0 and second.split[0] != "nowhere"
     patient_table(80, seed=5, site="a").to_csv(csv, index=False)  # a new export is read again
     assert len(open_site(context({"partition-id": 0}), config).patients) == 80
+
+
+def test_a_simulation_with_fewer_supernodes_than_sites_is_refused_and_says_which_sites_sit_out(tmp_path):
+    from flwr.app import ConfigRecord, Message
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from client.app import build_client_app
+
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 7, 1  # as inside a Flower run
+    from client.site import partition_count_problem
+
+    for name in ("site_a", "site_b", "site_c"):
+        (tmp_path / name).mkdir()
+        patient_table(50, seed=3, site=name).to_csv(tmp_path / name / "patients.csv", index=False)
+    config = RunConfig.from_mapping({"data-dir": str(tmp_path), "run-name": "r"})
+    assert partition_count_problem(context({"partition-id": 0, "num-partitions": 3}), config) is None
+    problem = partition_count_problem(context({"partition-id": 0, "num-partitions": 2}), config)
+    assert "2 SuperNode(s)" in problem and "3 sites" in problem and "site_c would not take part" in problem
+    assert 'num-supernodes=3' in problem
+    query = Message(RecordDict({"config": ConfigRecord({"server-round": 0})}), dst_node_id=1,
+                    message_type="query.feature_summary")
+    two_nodes = Context(run_id=7, node_id=1, node_config={"partition-id": 0, "num-partitions": 2},
+                        state=RecordDict(), run_config=config.to_flower())
+    reply = build_client_app()(query, two_nodes)
+    assert reply.has_error() and reply.error.reason == problem

@@ -102,3 +102,22 @@ def test_report_shows_privacy_spent_round_by_round_against_the_budget(evaluation
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', text)) == 10  # the spending plot
     without = write_site_report(tmp_path / "plain.html", evaluation).read_text()
     assert '<section id="privacy">' not in without  # no ledger rounds, no section
+
+
+def test_report_shows_the_audit_log_summary(evaluation: SiteEvaluation, tmp_path: Path) -> None:
+    from client.audit import AUDIT_FILE, AuditLog, summarise
+
+    log = AuditLog(tmp_path / AUDIT_FILE)
+    log.append({"kind": "instruction", "run": 11, "message_type": "train", "app_sha256": "ab" * 32})
+    log.append({"kind": "reply", "run": 11, "message_type": "train", "epsilon": 1.25})
+    log.append({"kind": "instruction", "run": 12, "message_type": "train", "app_sha256": "cd" * 32})
+    log.append({"kind": "refusal", "run": 12, "message_type": "train", "reason": "site alpha has not approved app"})
+    summary = summarise(log.path)
+    text = write_site_report(tmp_path / "report.html", evaluation.model_copy(update={"audit": summary})).read_text()
+    section = text[text.index('<section id="audit">'):]
+    section = section[:section.index("</section>")]
+    assert "4 entries" in section and "the chain verifies" in section and summary.head in section
+    rows = [re.sub(r"<[^>]+>", " ", row).split() for row in re.findall(r"<tr><td>\d+</td>.*?</tr>", section)]
+    assert rows == [["11", "1", "1", "0", "1.25", "abababababababab…"], ["12", "1", "0", "1", "—", "cdcdcdcdcdcdcdcd…"]]
+    assert "refused: site alpha has not approved app" in section
+    assert '<section id="audit">' not in write_site_report(tmp_path / "plain.html", evaluation).read_text()

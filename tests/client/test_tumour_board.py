@@ -19,10 +19,11 @@ from client.tumour_board import (
     out_of_distribution,
     patients_from_records,
     read_patients,
-    slug,
 )
+from client.site_validation import subgroup_metrics
 from client.tumour_board_cli import main
 from shared.contract import DataContractError
+from shared.metrics import Estimate, SubgroupEvaluation, subgroup_masks
 from shared.vocabulary import CancerType, regimens_for
 from tests.client.board_run import SITE, breast_patient, make_run
 from tests.factories import patient_table
@@ -199,10 +200,21 @@ def test_median_days() -> None:
     assert median_days(np.array([0.2, 0.1, 0.0]), grid) == pytest.approx(90 * 0.5 / 0.8)
 
 
-def test_slug() -> None:
-    assert slug("≥ 70") == "ge-70" and slug("< 70") == "lt-70"
-    assert slug("Race/ethnicity") == "race-ethnicity" and slug("Comorbidity (Charlson)") == "comorbidity-charlson"
-    assert slug("1–2") == "1-2"
+def test_the_board_finds_the_federated_figures_a_site_sent_for_each_of_the_patients_subgroups(bundle, site) -> None:
+    """Age ≥ 70 and comorbidity levels carry symbols; the site's outgoing keys and the board's lookup must agree."""
+    patients = patients_from_records([breast_patient(age_years=74, charlson_index=3)], "p.json")
+    memberships = [(g, lv) for g, lv, rows in subgroup_masks(patients) if bool(rows[0])]
+    assert ("Age", "≥ 70") in memberships and ("Comorbidity (Charlson)", "≥ 3") in memberships
+    figure = Estimate(value=0.7, lower=0.6, upper=0.8, n=40)
+    sent = subgroup_metrics([SubgroupEvaluation(group=g, level=lv, n=40, response_auc=figure, response_brier=figure,
+                                                pfs_harrell_c=figure, os_harrell_c=figure)
+                             for g, lv in memberships], min_cell_size=10)
+    federated = replace(bundle, metrics={**bundle.metrics, "test": {SITE: sent}})
+    [comparison] = compare_frame(federated, replace(site, report=None), patients, top_k=1, shap_samples=4)
+    found = {(s.group, s.level): s for s in comparison.subgroup_performance if s.source.startswith("federated")}
+    assert set(memberships) <= set(found)
+    for group_level in (("Age", "≥ 70"), ("Comorbidity (Charlson)", "≥ 3")):
+        assert found[group_level].n == 40 and found[group_level].response_auc == "0.70 (0.60–0.80)"
 
 
 def test_subgroups_from_site_report(bundle, site) -> None:

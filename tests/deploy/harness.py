@@ -109,14 +109,19 @@ class Consortium:
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
             f'address = "127.0.0.1:{self.port}"\nroot-certificates = "{self.certs / "superlink" / "ca.crt"}"\n')
 
-    def make_site(self, site_id: str, seed: int, patients: int = 80) -> Path:
-        """A tiny site; its ε budget covers several runs, since its privacy ledger composes across them."""
+    def make_site(self, site_id: str, seed: int, patients: int = 80, approved_apps: list[str] | None = None,
+                  data_file: str = "patients.csv") -> Path:
+        """A tiny site; its ε budget covers several runs, since its privacy ledger composes across them.
+
+        `approved_apps`: the app hashes the site runs (None: any); `data_file`: where its site.toml says its data
+        is (the table is written to patients.csv, so another name points at a file that does not exist)."""
         folder = self.root / "sites" / site_id
         folder.mkdir(parents=True, exist_ok=True)
         patient_table(patients, seed=seed, site=site_id).to_csv(folder / "patients.csv", index=False)
+        approval = "" if approved_apps is None else f"approved_apps = {json.dumps(approved_apps)}\n"
         (folder / "site.toml").write_text(
             f'site_id = "{site_id}"\ndisplay_name = "{site_id.title()} Hospital"\ntarget_epsilon = 50.0\n'
-            f'min_cell_size = 5\nstate_dir = "state"\n\n[data]\npath = "patients.csv"\n')
+            f'min_cell_size = 5\nstate_dir = "state"\n{approval}\n[data]\npath = "{data_file}"\n')
         return folder / "site.toml"
 
     # --- processes ---------------------------------------------------------------------------------------

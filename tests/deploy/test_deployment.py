@@ -3,7 +3,9 @@ separate processes on 127.0.0.1, `flwr run`, and the faults a consortium meets (
 CA, a site dropping mid-run, the coordinator killed and restarted).
 
 The tests share one consortium and run in file order: one federation with a site killed after round 1, then
-one with the coordinator killed after round 1 and resumed. Every ClientApp message starts a fresh Python that
+one with the coordinator killed after round 1 and resumed. A fourth site (delta) approved only another version of
+the app, so it refuses every message before its data is opened; alpha approved exactly the submitted app. Each
+site's audit log is checked after the first federation. Every ClientApp message starts a fresh Python that
 imports torch (Flower's subprocess isolation), so each federation is kept to two rounds on tiny sites.
 """
 
@@ -17,11 +19,16 @@ import sys
 
 import pytest
 
-from tests.deploy.harness import GENERATE, PREFLIGHT, Consortium
+from client.approval import app_hash
+from client.audit import AUDIT_FILE, verify
+from client.outbox import ERROR_APP_NOT_APPROVED
+from tests.deploy.harness import GENERATE, PREFLIGHT, REPO, Consortium
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 SITES = ("alpha", "beta", "gamma")
+UNAPPROVED = "delta"  # approved an earlier version of the app only; its site.toml names a data file that is absent
+EARLIER_VERSION = "0123456789abcdef" * 4
 RUN = {"num-rounds": 2, "hidden-size": 16, "local-epochs": 1, "bootstrap-samples": 20, "min-sites": 2,
        "round-timeout-s": 150.0}  # a dead SuperNode is declared unavailable by the SuperLink after ~60 s
 FEDERATION_TIMEOUT_S = 540  # generous: a loaded 2-core machine took ~200 s a round
@@ -30,17 +37,22 @@ FEDERATION_TIMEOUT_S = 540  # generous: a loaded 2-core machine took ~200 s a ro
 @pytest.fixture(scope="module")
 def consortium(tmp_path_factory):
     consortium = Consortium(tmp_path_factory.mktemp("consortium"))
+    submitted = app_hash(REPO)  # what `flwr run` will submit; alpha approves exactly this version
+    site_configs = {site_id: consortium.make_site(site_id, seed,
+                                                  approved_apps=[submitted] if site_id == "alpha" else None)
+                    for seed, site_id in enumerate(SITES)}
+    site_configs[UNAPPROVED] = consortium.make_site(UNAPPROVED, 9, approved_apps=[EARLIER_VERSION],
+                                                    data_file="absent.csv")
     try:
-        consortium.make_certificates(list(SITES))
+        consortium.make_certificates(list(site_configs))
         consortium.start_superlink()
-        for site_id in SITES:
+        for site_id in site_configs:
             registered = consortium.register(consortium.certs / "sites" / site_id / "node_key.pub")
             assert registered.returncode == 0, registered.stdout + registered.stderr
-        for seed, site_id in enumerate(SITES):
+        for site_id, site_config in site_configs.items():
             consortium.start_supernode(site_id, consortium.certs / "sites" / site_id / "node_key",
-                                       consortium.certs / "superlink" / "ca.crt",
-                                       consortium.make_site(site_id, seed), supervised=True)
-        consortium.wait_for(lambda: consortium.online_nodes() == len(SITES), 120, "three SuperNodes online")
+                                       consortium.certs / "superlink" / "ca.crt", site_config, supervised=True)
+        consortium.wait_for(lambda: consortium.online_nodes() == len(site_configs), 120, "four SuperNodes online")
         yield consortium
     finally:
         consortium.stop_all()
@@ -65,7 +77,7 @@ def test_an_unregistered_node_is_refused(consortium):
     assert "Failed to activate SuperNode" in log, node.tail()
     superlink_log = consortium.processes["superlink"].log.read_text(errors="replace")
     assert "No SuperNode found with the given public key" in superlink_log
-    assert consortium.online_nodes() == len(SITES)
+    assert consortium.online_nodes() == len(SITES) + 1
 
 
 def test_a_node_with_the_wrong_ca_fails_with_a_clear_error(consortium):
@@ -107,14 +119,61 @@ def test_a_site_killed_mid_run_is_recorded_missing_and_the_run_completes(consort
     metrics = json.loads((run_dir / "metrics.json").read_text())
     first, second = metrics["rounds"]
     assert (first["round"], second["round"]) == (1, 2)
-    assert set(first["train"]) == set(SITES) and not first["missing"]
+    assert set(first["train"]) == set(SITES)
+    (unapproved_node, refusal), = first["missing"].items()  # delta: a node the coordinator knows by number only
+    assert unapproved_node.startswith("node-") and f"has not approved app {app_hash(REPO)}" in refusal, refusal
     assert set(second["train"]) == {"alpha", "beta"}
-    assert set(second["missing"]) == {"gamma"}, second["missing"]  # by name, whoever reported the failure
-    assert set(metrics["test_missing"]) == {"gamma"} and set(metrics["test"]) == {"alpha", "beta"}
+    assert set(second["missing"]) == {"gamma", unapproved_node}, second["missing"]  # by name, whoever reported
+    assert set(metrics["test_missing"]) == {"gamma", unapproved_node} and set(metrics["test"]) == {"alpha", "beta"}
     for site_id in ("alpha", "beta"):
         assert (consortium.root / "sites" / site_id / "state" / "report.html").is_file()
         assert (consortium.root / "sites" / site_id / "state" / "privacy_ledger.json").is_file()
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("round_*.pt")) == ["round_001.pt", "round_002.pt"]
+    _check_audit_logs(consortium, run_id, metrics)
+    # provenance: the ServerApp, loaded from the SuperLink's copy of the app, hashes it as submitted; each site that
+    # sent statistics sent its fingerprint, and its audit log holds the same one
+    provenance = metrics["provenance"]
+    assert provenance["app_sha256"] == app_hash(REPO) and set(provenance["data_fingerprints"]) == set(SITES)
+    for site_id in ("alpha", "beta"):
+        log = verify(consortium.root / "sites" / site_id / "state" / AUDIT_FILE)
+        announced = [e["data_fingerprint"] for e in log.entries if e["run"] == run_id and "data_fingerprint" in e]
+        assert announced == [provenance["data_fingerprints"][site_id]]
+    card = subprocess.run([sys.executable, "-m", "server.model_card", str(run_dir)], capture_output=True, text=True,
+                          cwd=REPO)
+    assert card.returncode == 0, card.stderr
+    assert provenance["data_fingerprints"]["alpha"] in (run_dir / "model_card.md").read_text()
+
+
+def _check_audit_logs(consortium: Consortium, run_id: int, metrics: dict) -> None:
+    """Every site's log verifies and holds what the coordinator asked and what the site answered."""
+    submitted = app_hash(REPO)
+    for site_id in ("alpha", "beta"):
+        log = consortium.root / "sites" / site_id / "state" / AUDIT_FILE
+        checked = subprocess.run([sys.executable, "-m", "client.audit", "verify", str(log)], capture_output=True,
+                                 text=True, cwd=REPO)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        entries = [e for e in verify(log).entries if e["run"] == run_id]
+        instructions = [e for e in entries if e["kind"] == "instruction"]
+        assert sorted(e["message_type"] for e in instructions) == sorted(
+            ["query.feature_summary", "train", "train", "evaluate", "evaluate", "evaluate"])
+        assert {e["app_sha256"] for e in instructions} == {submitted}  # the installed app hashes as submitted
+        assert [e["kind"] for e in entries].count("reply") == len(instructions)  # each answered, none refused
+        training = [e for e in entries if e["kind"] == "reply" and e["message_type"] == "train"]
+        assert [e["epsilon"] for e in training] == [r["train"][site_id]["epsilon"] for r in metrics["rounds"]]
+        assert all(e["records"]["arrays"]["values"] > 0 and "metrics" in e["records"] for e in training)
+        assert '<section id="audit">' in (log.parent / "report.html").read_text()
+    gamma = verify(consortium.root / "sites" / "gamma" / "state" / AUDIT_FILE)  # killed mid-run: a crash
+    assert gamma.ok or gamma.torn_tail, gamma.problem
+    assert any(e["kind"] == "reply" and e["message_type"] == "train" for e in gamma.entries)
+    delta_state = consortium.root / "sites" / UNAPPROVED / "state"
+    delta = verify(delta_state / AUDIT_FILE)
+    assert delta.ok, delta.problem
+    refused = [e for e in delta.entries if e["run"] == run_id and e["kind"] != "instruction"]
+    assert refused and all(e["kind"] == "refusal" and e["code"] == ERROR_APP_NOT_APPROVED for e in refused)
+    assert all(submitted in e["reason"] for e in refused)
+    # nothing was read or written but the log: its data file does not even exist, and it kept no ledger or report
+    assert sorted(p.name for p in delta_state.iterdir()) == [AUDIT_FILE]
+    assert not (delta_state.parent / "absent.csv").exists()
 
 
 def test_a_killed_coordinator_resumes_from_its_last_checkpoint(consortium):
