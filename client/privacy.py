@@ -242,7 +242,7 @@ def check_budget(ledger: PrivacyLedger, budget_epsilon: float, planned: tuple[fl
     With `group`, the round must also keep its budget group within `group_budget` (its share of the site's ε),
     even when the site's total has room: the consortium's split is a limit, not a guideline.
     """
-    if group is not None and group_budget is not None:
+    if group is not None and group_budget is not None and group_budget < budget_epsilon:  # else: the total's check
         group_after = ledger.epsilon([planned], group=group)
         if group_after > group_budget * (1 + 1e-3):
             raise PrivacyBudgetExceeded(
