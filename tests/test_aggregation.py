@@ -67,8 +67,6 @@ def four_sites(tmp_path_factory):
 def federate(data_dir, output_dir, name: str, mods=None, **changes) -> dict:
     values = {"data-dir": str(data_dir), "output-dir": str(output_dir), "run-name": name, "num-rounds": 3,
               "local-epochs": 1, "hidden-size": 16, "survival-interval-days": 180, "dp": False,
-              # the training recipe these tolerances were set with (not the DP defaults: no DP here)
-              "batch-size": 64, "learning-rate": 0.003,
               "min-sites": 2, "round-timeout-s": 600, "bootstrap-samples": 20} | changes
     _, results = run(RunConfig.from_mapping(values), Console(quiet=True), client_mods=mods)
     return results
