@@ -23,11 +23,10 @@ from client.fingerprint import data_fingerprint
 from client.privacy import (
     LedgerEntry,
     PrivacyBudgetExceeded,
-    calibrate_noise,
     check_budget,
     load_ledger,
+    plan_round,
     save_ledger,
-    steps_per_round,
 )
 from client.propensity import outcome_epsilon, train_propensity_round
 from client.secure_aggregation import secure_aggregation_mod
@@ -112,10 +111,12 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
                 run_id: str, phase: PhaseInstruction, propensity: PropensityModel | None = None) -> dict[str, float]:
     """One round of (DP) local training of `model` in place; its figures, with the privacy spent so far.
 
-    The noise is calibrated so that every training round the site does in this run (federated, local-only and
-    leave-one-site-out: `planned-training-rounds`) together spend exactly the site's ε; the ledger records
-    each round, whatever the phase. Raises PrivacyBudgetExceeded before training when the round would overspend.
-    With `propensity` (the released global propensity model) each patient's loss is inverse-probability weighted.
+    The noise is calibrated so that the rounds of this phase's budget group (the federated rounds, or every
+    validation round: `planned-training-rounds`) together spend exactly the group's share of the site's ε
+    (`validation-epsilon-share`); the ledger records each round with its group. Raises PrivacyBudgetExceeded
+    before training when the round would take its group past its share or the site past its ε.
+    With `propensity` (the released global propensity model) each patient's loss is inverse-probability weighted;
+    with propensity weighting on, both groups share what the propensity model leaves (`outcome_epsilon`).
     """
     from client.training import LocalTrainingPlan, PrivacyPlan, train_locally  # Opacus: on the first train message
 
@@ -124,13 +125,13 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
     privacy, ledger, planned = None, None, None
     if plan.dp:
         delta = site.delta()
-        sample_rate, steps = steps_per_round(len(cohort), plan.batch_size, plan.local_epochs)
-        total_steps = steps * (phase.planned_rounds or plan.num_rounds)
-        sigma = calibrate_noise(outcome_epsilon(site.target_epsilon, plan), delta, sample_rate, total_steps)
+        planned = plan_round(outcome_epsilon(site.target_epsilon, plan), delta, plan.validation_epsilon_share,
+                             phase.phase, phase.planned_rounds or plan.num_rounds, phase.validation_rounds,
+                             len(cohort), plan.batch_size, plan.local_epochs)
         ledger = load_ledger(site.ledger_path, delta)
-        planned = (sigma, sample_rate, steps)
-        check_budget(ledger, site.target_epsilon, planned)
-        privacy = PrivacyPlan(noise_multiplier=sigma, max_grad_norm=plan.max_grad_norm, secure_mode=site.secure_mode)
+        check_budget(ledger, site.target_epsilon, planned.planned, planned.group, planned.group_budget)
+        privacy = PrivacyPlan(noise_multiplier=planned.noise_multiplier, max_grad_norm=plan.max_grad_norm,
+                              secure_mode=site.secure_mode)
     salt = 0 if phase.phase == "federated" else zlib.crc32(f"{phase.phase}:{phase.held_out_site}".encode()) % 100_003
     local = LocalTrainingPlan(local_epochs=plan.local_epochs, batch_size=plan.batch_size,
                               learning_rate=plan.learning_rate,
@@ -144,14 +145,16 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
     metrics: dict[str, float] = {"num-examples": len(cohort), "train-loss": result.mean_loss}
     if ledger is not None and planned is not None:
         label = run_id if phase.phase == "federated" else f"{run_id}:{phase.label()}"
-        ledger.entries.append(LedgerEntry(run_id=label, server_round=server_round, noise_multiplier=planned[0],
-                                          sample_rate=result.sample_rate, steps=result.steps, epsilon_after=0.0))
+        ledger.entries.append(LedgerEntry(run_id=label, server_round=server_round,
+                                          noise_multiplier=planned.noise_multiplier, sample_rate=result.sample_rate,
+                                          steps=result.steps, epsilon_after=0.0, phase=planned.group))
         ledger.entries[-1].epsilon_after = ledger.epsilon()
         save_ledger(ledger, site.ledger_path)
         metrics |= {"epsilon": ledger.entries[-1].epsilon_after,
                     "epsilon-round": ledger.round_epsilon(label, server_round), "epsilon-budget": site.target_epsilon,
-                    "delta": ledger.delta, "noise-multiplier": planned[0], "sample-rate": result.sample_rate,
-                    "steps": result.steps}
+                    "epsilon-phase": ledger.epsilon(group=planned.group), "epsilon-phase-budget": planned.group_budget,
+                    "delta": ledger.delta, "noise-multiplier": planned.noise_multiplier,
+                    "sample-rate": result.sample_rate, "steps": result.steps}
     return metrics
 
 

@@ -27,7 +27,8 @@ COUNT_KEYS = re.compile(r"^(num-examples|n-[a-z0-9-]+|events-[a-z0-9-]+"  # eval
                         r"|sub:[a-z0-9_+.<>=-]+:[a-z0-9_+.<>=-]+:n)$")  # a subgroup's patients
 # aggregate figures: metrics, privacy accounting, harmonisation sums (each guarded by its count)
 FIGURE_KEYS = re.compile(
-    r"^(train-loss|val-loss|test-loss|epsilon|epsilon-round|epsilon-budget|delta|noise-multiplier|sample-rate|steps"
+    r"^(train-loss|val-loss|test-loss|epsilon|epsilon-round|epsilon-budget|epsilon-phase|epsilon-phase-budget|delta"
+    r"|noise-multiplier|sample-rate|steps"
     r"|(response-auc|response-brier|pfs-cindex|os-cindex)(-lower|-upper)?"
     r"|(sum|sumsq):\w+|site:min_cell_size|site:grid_version"
     r"|sub:[a-z0-9_+.<>=-]+:[a-z0-9_+.<>=-]+:(response-auc|pfs-cindex|os-cindex)(-lower|-upper)?"  # subgroups

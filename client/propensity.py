@@ -46,11 +46,11 @@ def train_propensity_round(site: Site, plan: RunConfig, stats: NormalisationStat
 
         delta = site.delta()
         sample_rate, steps = steps_per_round(len(inputs[0]), plan.batch_size, 1)
-        sigma = calibrate_noise(site.target_epsilon * plan.propensity_epsilon_share, delta, sample_rate,
-                                steps * plan.propensity_rounds)
+        share = site.target_epsilon * plan.propensity_epsilon_share
+        sigma = calibrate_noise(share, delta, sample_rate, steps * plan.propensity_rounds)
         ledger = load_ledger(site.ledger_path, delta)
         planned = (sigma, sample_rate, steps)
-        check_budget(ledger, site.target_epsilon, planned)
+        check_budget(ledger, site.target_epsilon, planned, "propensity", share)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             engine = PrivacyEngine(accountant="rdp", secure_mode=site.secure_mode)
@@ -75,7 +75,8 @@ def train_propensity_round(site: Site, plan: RunConfig, stats: NormalisationStat
         label = f"{run_id}:propensity"
         sample_rate = float(getattr(loader, "sample_rate", planned[1]))
         ledger.entries.append(LedgerEntry(run_id=label, server_round=server_round, noise_multiplier=planned[0],
-                                          sample_rate=sample_rate, steps=steps_taken, epsilon_after=0.0))
+                                          sample_rate=sample_rate, steps=steps_taken, epsilon_after=0.0,
+                                          phase="propensity"))
         ledger.entries[-1].epsilon_after = ledger.epsilon()
         save_ledger(ledger, site.ledger_path)
         metrics |= {"epsilon": ledger.entries[-1].epsilon_after,

@@ -113,6 +113,19 @@ class SiteAbsence(BaseModel):
     reason: str
 
 
+class BudgetSplit(BaseModel):
+    """How the consortium split each site's ε between the model it deploys and the validation phases."""
+
+    dp: bool = True
+    target_epsilon: float
+    validation_epsilon_share: float = Field(ge=0, lt=1)
+    validation_epsilon: float
+    federated_epsilon: dict[str, float] = Field(default_factory=dict, description="each site's federated-model "
+                                                "budget: the rest of its ε under RDP composition")
+    federated_rounds: int
+    validation_rounds: int
+
+
 class ConsortiumSummary(BaseModel):
     """Everything the consortium report shows; filled by the server's federated validation."""
 
@@ -128,6 +141,8 @@ class ConsortiumSummary(BaseModel):
     absences: list[SiteAbsence] = Field(default_factory=list)
     planned_training_rounds: int | None = Field(default=None, description="training rounds per site, all phases: "
                                                 "what each site's DP noise was calibrated to")
+    budget_split: BudgetSplit | None = Field(default=None, description="each site's ε: the federated model's and "
+                                             "the validation phases' shares")
 
     @model_validator(mode="after")
     def _distinct_sites(self) -> ConsortiumSummary:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from server.consortium_report import (
+    BudgetSplit,
     ConsortiumSummary,
     CrossSiteMatrix,
     GlobalImportance,
@@ -115,6 +116,15 @@ def cross_site_matrices(matrix: dict[str, dict[str, dict[str, float]]], sites: l
     return result
 
 
+def _budget_split(results: dict) -> BudgetSplit | None:
+    """The run's split, with each site's federated-model budget as its training replies stated it."""
+    if not results.get("budget_split"):
+        return None
+    federated = {site: f["epsilon-phase-budget"] for site, f in last_training_figures(results["rounds"]).items()
+                 if "epsilon-phase-budget" in f}
+    return BudgetSplit(**results["budget_split"], federated_epsilon=federated)
+
+
 def summary_from_results(results: dict, run_dir: Path, references: list[ReferenceRow] | None = None
                          ) -> ConsortiumSummary:
     """The consortium report's content from a run's metrics.json (plus reference rows an experiment adds)."""
@@ -158,5 +168,6 @@ def summary_from_results(results: dict, run_dir: Path, references: list[Referenc
         cross_site=cross_site_matrices(validation["cross_site"], matrix_sites) if matrix_sites else [],
         leave_one_site_out=loso, absences=_absences(results),
         importance=GlobalImportance(**shap) if shap["patients"] else None,
-        planned_training_rounds=validation.get("planned_training_rounds"))
+        planned_training_rounds=validation.get("planned_training_rounds"),
+        budget_split=_budget_split(results))
 

@@ -26,7 +26,7 @@ from server.provenance import final_provenance, resumed, run_provenance
 from server.screening import oversized_updates, update_distance, update_problem
 from server.secure_aggregation import secure_train_round
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
-from server.validation import headline_only, planned_training_rounds, run_validation
+from server.validation import budget_split, headline_only, planned_training_rounds, run_validation
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
 from shared.harmonisation import NormalisationStats, from_metric_record_dict, pool_summaries
@@ -176,7 +176,8 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
     for server_round in range(state.completed_round + 1, config.num_rounds + 1):
         started = time.perf_counter()
         reference = {k: v.numpy() for k, v in arrays.items()}  # this round's global model
-        records = instruction_records(config, state.normalisation, **PhaseInstruction(planned_rounds=planned).records())
+        phase = PhaseInstruction(planned_rounds=planned.federated, validation_rounds=planned.validation)
+        records = instruction_records(config, state.normalisation, **phase.records())
         if config.secure_aggregation:  # SecAgg+: only the mean is seen, so no per-site screening is possible
             secure = secure_train_round(grid, config, arrays, records, server_round, names)
             trained, distances = SiteReplies(figures=secure.figures, missing=secure.missing), {}
@@ -221,7 +222,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
              + (f" | out: {', '.join(final.missing)}" if final.missing else ""))
     results = {"config": config.to_flower(), "rounds": state.history, "test": final.figures,
                "test_mean": weighted_means(headline_only(final.figures)), "test_missing": final.missing,
-               "epsilon": _epsilon_by_site(state.history)}
+               "epsilon": _epsilon_by_site(state.history), "budget_split": budget_split(config, planned)}
     initial = ArrayRecord(build_model(grid_days.num_intervals, config.hidden_size, config.seed).state_dict())
     validation = run_validation(grid, collect, config, state.normalisation, initial, final.figures, planned, names,
                                 progress)

@@ -2,14 +2,17 @@
 
 Every phase runs through the same Flower Grid and the same strategy as the federation; sites evaluate on
 their own test patients and send aggregate figures only. Each training round of every phase spends the
-sites' privacy budgets, so the coordinator tells every site, from the first round, how many training rounds
-it will do in the whole run (`planned_training_rounds`) and the sites calibrate their noise to that.
+sites' privacy budgets. The consortium splits each site's ε (`validation-epsilon-share`): the validation
+phases together may spend that share, the federated model the rest. The coordinator tells every site, from
+the first round, how many training rounds each group will do in the whole run (`planned_training_rounds`)
+and the sites calibrate each group's noise to its own share over its own rounds (client/privacy.py).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
@@ -49,18 +52,47 @@ def loso_rounds(config: RunConfig) -> int:
     return config.loso_rounds or config.num_rounds
 
 
-def planned_training_rounds(config: RunConfig, num_sites: int) -> int:
-    """Training rounds each site does in this run, all phases: the number its DP noise must cover.
+@dataclass(frozen=True)
+class TrainingRounds:
+    """Training rounds each site does in this run, per budget group: the numbers its DP noise must cover."""
 
-    Federated rounds, plus the local-only model's rounds, plus one leave-one-site-out federation for each of the
-    other sites (a site trains in every LOSO federation but its own).
-    """
-    rounds = config.num_rounds
+    federated: int
+    validation: int
+
+    @property
+    def total(self) -> int:
+        return self.federated + self.validation
+
+
+
+def planned_training_rounds(config: RunConfig, num_sites: int) -> TrainingRounds:
+    """Federated rounds; validation rounds = the local-only model's rounds plus one leave-one-site-out federation
+    for each of the other sites (a site trains in every LOSO federation but its own)."""
+    validation = 0
     if runs_local_models(config):
-        rounds += config.num_rounds
+        validation += config.num_rounds
     if loso_possible(config, num_sites):
-        rounds += loso_rounds(config) * (num_sites - 1)
-    return rounds
+        validation += loso_rounds(config) * (num_sites - 1)
+    return TrainingRounds(federated=config.num_rounds, validation=validation)
+
+
+def validation_phase(phase: str, planned: TrainingRounds, held_out_site: str = "") -> PhaseInstruction:
+    """A validation phase's instruction: its noise covers every validation round of the run."""
+    return PhaseInstruction(phase=phase, planned_rounds=planned.validation, validation_rounds=planned.validation,
+                            held_out_site=held_out_site)
+
+
+def budget_split(config: RunConfig, planned: TrainingRounds) -> dict:
+    """What metrics.json and the consortium report say about how each site's ε was split.
+
+    The validation phases may spend validation-epsilon-share × ε; the federated model gets the rest of the
+    composed budget, which each site computes from its own sampling (client/privacy.py plan_round) and reports
+    as `epsilon-phase-budget` in its training replies.
+    """
+    share = config.validation_epsilon_share if planned.validation else 0.0
+    return {"dp": config.dp, "target_epsilon": config.target_epsilon, "validation_epsilon_share": share,
+            "validation_epsilon": config.target_epsilon * share,
+            "federated_rounds": planned.federated, "validation_rounds": planned.validation}
 
 
 class SubsetGrid:
@@ -102,10 +134,10 @@ def evaluate_model(grid: Grid, collect: Collect, config: RunConfig, stats: Norma
 
 
 def run_local_models(grid: Grid, collect: Collect, config: RunConfig, stats: NormalisationStats,
-                     initial: ArrayRecord, planned_rounds: int, names: dict[int, str], progress: Progress) -> dict:
+                     initial: ArrayRecord, planned: TrainingRounds, names: dict[int, str], progress: Progress) -> dict:
     """Each site trains alone from the federation's initial weights; its own test figures, and its model if shared."""
     started = time.perf_counter()
-    phase = PhaseInstruction(phase="local", planned_rounds=planned_rounds)
+    phase = validation_phase("local", planned)
     records = _records(config, stats, phase)
     reference = {k: v.numpy() for k, v in initial.items()} if config.share_local_models else None
     replies = collect(grid, _messages(initial, records, grid.get_node_ids(), LOCAL_TRAINING),
@@ -137,7 +169,7 @@ def run_cross_site(grid: Grid, collect: Collect, config: RunConfig, stats: Norma
 
 
 def run_leave_one_site_out(grid: Grid, collect: Collect, config: RunConfig, stats: NormalisationStats,
-                           initial: ArrayRecord, planned_rounds: int, names: dict[int, str],
+                           initial: ArrayRecord, planned: TrainingRounds, names: dict[int, str],
                            progress: Progress) -> list[dict]:
     """For every site: a federation of the others (same strategy, start and DP plan), tested at the left-out site.
 
@@ -152,7 +184,7 @@ def run_leave_one_site_out(grid: Grid, collect: Collect, config: RunConfig, stat
         site = names.get(held_out, f"node-{held_out}")
         others = SubsetGrid(grid, [n for n in nodes if n != held_out])
         strategy = build_strategy(config)
-        phase = PhaseInstruction(phase="loso", planned_rounds=planned_rounds, held_out_site=site)
+        phase = validation_phase("loso", planned, held_out_site=site)
         arrays, trained_on, missing, completed, spent = initial, set(), {}, 0, {}
         for server_round in range(1, loso_rounds(config) + 1):
             records = _records(config, stats, phase)
@@ -210,7 +242,7 @@ def headline_only(figures: dict[str, dict[str, float]]) -> dict[str, dict[str, f
 
 
 def run_validation(grid: Grid, collect: Collect, config: RunConfig, stats: NormalisationStats, initial: ArrayRecord,
-                   global_test: dict[str, dict[str, float]], planned_rounds: int, names: dict[int, str],
+                   global_test: dict[str, dict[str, float]], planned: TrainingRounds, names: dict[int, str],
                    progress: Progress) -> dict:
     """The phases after the federation that the run configuration asks for; {} when none.
 
@@ -223,12 +255,12 @@ def run_validation(grid: Grid, collect: Collect, config: RunConfig, stats: Norma
                  f"to train without one")
     if not runs_local_models(config) and not loso_possible(config, num_sites):
         return {}
-    result: dict = {"planned_training_rounds": planned_rounds}
+    result: dict = {"planned_training_rounds": planned.total, "budget_split": budget_split(config, planned)}
     epsilon: dict[str, float] = {}
     seconds: dict[str, float] = {}  # per phase, for the run's closing summary (metrics.json "seconds")
     if runs_local_models(config):
         started = time.perf_counter()
-        local = run_local_models(grid, collect, config, stats, initial, planned_rounds, names, progress)
+        local = run_local_models(grid, collect, config, stats, initial, planned, names, progress)
         result["local"] = {"figures": local["figures"], "missing": local["missing"],
                            "shared_models": sorted(local["models"])}
         epsilon |= {s: f["epsilon"] for s, f in local["figures"].items() if "epsilon" in f}
@@ -240,7 +272,7 @@ def run_validation(grid: Grid, collect: Collect, config: RunConfig, stats: Norma
             seconds["cross-site"] = time.perf_counter() - started
     if loso_possible(config, num_sites):
         started = time.perf_counter()
-        result["leave_one_site_out"] = run_leave_one_site_out(grid, collect, config, stats, initial, planned_rounds,
+        result["leave_one_site_out"] = run_leave_one_site_out(grid, collect, config, stats, initial, planned,
                                                               names, progress)
         seconds["leave-one-site-out"] = time.perf_counter() - started
         for row in result["leave_one_site_out"]:

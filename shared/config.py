@@ -31,7 +31,7 @@ class RunConfig(BaseModel):
                               frozen=True)
 
     # federation
-    num_rounds: int = Field(default=5, ge=1, le=1000)
+    num_rounds: int = Field(default=20, ge=1, le=1000)
     strategy: Strategy = "fedavg"
     proximal_mu: float = Field(default=0.01, ge=0, description="FedProx proximal weight")
     server_learning_rate: float = Field(default=0.01, gt=0, description="FedAdam/FedYogi eta")
@@ -53,9 +53,9 @@ class RunConfig(BaseModel):
                                                "patients a site may weigh in with (larger = coarser quantisation)")
     round_timeout_s: float = Field(default=600.0, gt=0)
     # local training
-    local_epochs: int = Field(default=2, ge=1, le=100)
-    batch_size: int = Field(default=64, ge=2, description="expected Poisson batch size")
-    learning_rate: float = Field(default=3e-3, gt=0)
+    local_epochs: int = Field(default=1, ge=1, le=100)
+    batch_size: int = Field(default=256, ge=2, description="expected Poisson batch size")
+    learning_rate: float = Field(default=0.03, gt=0)
     modality_dropout: float = Field(default=0.15, ge=0, lt=1,
                                     description="chance of hiding a present non-clinical modality in training")
     # differential privacy (per site; the unit of privacy is one patient record at one site)
@@ -63,6 +63,10 @@ class RunConfig(BaseModel):
     target_epsilon: float = Field(default=3.0, gt=0, description="each site's (ε, δ) for the whole run")
     target_delta: float = Field(default=0.0, ge=0, lt=1, description="0: 0.1 / n_train, well below 1/n")
     max_grad_norm: float = Field(default=1.0, gt=0, description="per-sample clipping bound")
+    validation_epsilon_share: float = Field(default=0.2, gt=0, lt=1, description="share of each site's ε the "
+                                            "validation phases (local-only, cross-site, leave-one-site-out) may "
+                                            "spend; the deployed federated model gets the rest (all of it when no "
+                                            "validation phase trains)")
     secure_mode: bool = Field(default=False, description="Opacus cryptographically secure noise")
     # confounding by indication (client/propensity.py): a federated propensity model, then inverse-probability
     # weights in the outcome loss; each weight depends on one patient and the released propensity model only
@@ -74,7 +78,7 @@ class RunConfig(BaseModel):
     propensity_learning_rate: float = Field(default=0.05, gt=0)
     propensity_weight_bound: float = Field(default=10.0, ge=1, description="largest inverse-probability weight")
     # model and time grid
-    hidden_size: int = Field(default=64, ge=8, le=1024)
+    hidden_size: int = Field(default=16, ge=8, le=1024)
     survival_interval_days: int = Field(default=90, ge=7)
     survival_horizon_days: int = Field(default=1825, ge=30)
     # data, privacy of outputs, reproducibility

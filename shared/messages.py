@@ -44,11 +44,13 @@ def read_instructions(content: RecordDict) -> tuple[RunConfig, NormalisationStat
 
 # instruction-only keys of the plan record (not RunConfig fields); read_instructions drops them
 PHASE_KEY = "phase"  # "federated" (the run itself), "local" (a site alone), "loso" (a federation without one site)
-PLANNED_ROUNDS_KEY = "planned-training-rounds"  # every training round the site will do in this run, all phases
+PLANNED_ROUNDS_KEY = "planned-training-rounds"  # training rounds of this phase's budget group in this run
+VALIDATION_ROUNDS_KEY = "validation-training-rounds"  # the run's validation training rounds (0: none)
 SITE_REPORT_KEY = "site-report"  # evaluate: write the site report (only for the final global model)
 HELD_OUT_KEY = "held-out-site"  # loso: the site left out of this federation
 INTERVALS_KEY = "intervals"  # evaluate: add bootstrap intervals to the headline figures
-INSTRUCTION_ONLY_KEYS = ("split", PHASE_KEY, PLANNED_ROUNDS_KEY, SITE_REPORT_KEY, HELD_OUT_KEY, INTERVALS_KEY)
+INSTRUCTION_ONLY_KEYS = ("split", PHASE_KEY, PLANNED_ROUNDS_KEY, VALIDATION_ROUNDS_KEY, SITE_REPORT_KEY, HELD_OUT_KEY,
+                         INTERVALS_KEY)
 LOCAL_TRAINING = "train.local_only"  # message type: train a local-only model for the run's rounds in one go
 
 # subgroup figures a site shares: outgoing figure name → attribute of shared.metrics.SubgroupEvaluation
@@ -97,7 +99,10 @@ class PhaseInstruction(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     phase: Literal["federated", "local", "loso"] = "federated"
-    planned_rounds: int = Field(default=0, ge=0, description="0: the run's num-rounds (a plain federation)")
+    planned_rounds: int = Field(default=0, ge=0, description="training rounds of this phase's budget group in the "
+                                "run (federated: num-rounds; validation: every validation round); 0: num-rounds")
+    validation_rounds: int = Field(default=0, ge=0, description="the run's validation training rounds; 0: none, "
+                                   "so the federated rounds may spend the site's whole ε")
     held_out_site: str = ""
     site_report: bool = Field(default=False, description="evaluate: write the site report (final global model)")
     intervals: bool = False
@@ -107,7 +112,8 @@ class PhaseInstruction(BaseModel):
 
     def records(self) -> dict[str, str | int | bool]:
         """The instruction-only keys to add to the plan record."""
-        return {PHASE_KEY: self.phase, PLANNED_ROUNDS_KEY: self.planned_rounds, HELD_OUT_KEY: self.held_out_site,
+        return {PHASE_KEY: self.phase, PLANNED_ROUNDS_KEY: self.planned_rounds,
+                VALIDATION_ROUNDS_KEY: self.validation_rounds, HELD_OUT_KEY: self.held_out_site,
                 SITE_REPORT_KEY: self.site_report, INTERVALS_KEY: self.intervals}
 
 
@@ -118,6 +124,7 @@ def read_phase(content: RecordDict) -> PhaseInstruction:
     if PHASE_KEY not in plan:
         return PhaseInstruction(site_report=str(plan.get("split", "")) == "test")
     return PhaseInstruction(phase=str(plan[PHASE_KEY]), planned_rounds=int(plan.get(PLANNED_ROUNDS_KEY, 0)),
+                            validation_rounds=int(plan.get(VALIDATION_ROUNDS_KEY, 0)),
                             held_out_site=str(plan.get(HELD_OUT_KEY, "")),
                             site_report=bool(plan.get(SITE_REPORT_KEY, False)),
                             intervals=bool(plan.get(INTERVALS_KEY, False)))

@@ -1,7 +1,10 @@
 """The shared multimodal network: modality encoders, gated attention fusion, a regimen-conditioned trunk.
 
 Only layers Opacus can clip per sample (Linear, LayerNorm, activations) are used: no BatchNorm, no
-nn.MultiheadAttention.
+nn.MultiheadAttention. Sized for DP-SGD (docs/dp_tuning.md): DP noise grows with the number of parameters,
+so every encoder is one bounded (tanh) layer, the attention is as wide as the embedding, and each survival
+head is a shared baseline hazard per interval plus one covariate effect (a discrete-time proportional-odds
+model) instead of a full hidden × intervals matrix.
 """
 
 from __future__ import annotations
@@ -22,8 +25,7 @@ class ModalityEncoder(nn.Module):
 
     def __init__(self, in_features: int, hidden: int) -> None:
         super().__init__()
-        self.layers = nn.Sequential(nn.Linear(in_features, hidden), nn.GELU(), nn.LayerNorm(hidden),
-                                    nn.Linear(hidden, hidden))
+        self.layers = nn.Sequential(nn.Linear(in_features, hidden), nn.Tanh())
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.layers(features)
@@ -32,8 +34,9 @@ class ModalityEncoder(nn.Module):
 class GatedAttentionFusion(nn.Module):
     """Attention over the modalities present (Ilse et al. 2018 gated attention); absent ones get weight 0."""
 
-    def __init__(self, hidden: int, attention: int = 32) -> None:
+    def __init__(self, hidden: int, attention: int | None = None) -> None:
         super().__init__()
+        attention = attention or hidden
         self.value = nn.Linear(hidden, attention)
         self.gate = nn.Linear(hidden, attention)
         self.score = nn.Linear(attention, 1)
@@ -46,6 +49,28 @@ class GatedAttentionFusion(nn.Module):
         return (weights.unsqueeze(-1) * embeddings).sum(dim=1), weights
 
 
+class SurvivalHead(nn.Module):
+    """Hazard logit of interval k = baseline_k + the patient's covariate effect: K + hidden + 1 parameters.
+
+    The baseline starts at a 5% hazard per interval (data-independent), so DP-SGD need not spend its first
+    rounds finding the time scale. The baseline is a bias-free Linear on a constant 1 (not a bare Parameter)
+    so that Opacus computes its per-patient gradient.
+    """
+
+    def __init__(self, hidden: int, num_intervals: int) -> None:
+        super().__init__()
+        self.baseline = nn.Linear(1, num_intervals, bias=False)
+        nn.init.constant_(self.baseline.weight, -3.0)
+        self.effect = nn.Linear(hidden, 1)
+
+    @property
+    def out_features(self) -> int:
+        return self.baseline.out_features
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.baseline(hidden.new_ones(hidden.shape[0], 1)) + self.effect(hidden)
+
+
 class OncoFedNet(nn.Module):
     """Patient + regimen → response logit, PFS hazard logits, OS hazard logits (one per time interval)."""
 
@@ -54,14 +79,14 @@ class OncoFedNet(nn.Module):
         sizes = input_sizes()
         self.encoders = nn.ModuleDict({m: ModalityEncoder(sizes[m], hidden) for m in MODALITIES})
         self.fusion = GatedAttentionFusion(hidden)
-        self.regimen = nn.Sequential(nn.Linear(sizes["treatment"], hidden), nn.GELU())
+        self.regimen = nn.Sequential(nn.Linear(sizes["treatment"], hidden), nn.Tanh())
         self.film = nn.Linear(hidden, 2 * hidden)  # regimen-specific scale and shift of the trunk
         self.trunk_in = nn.Linear(2 * hidden, hidden)
         self.trunk_norm = nn.LayerNorm(hidden)
         self.trunk_out = nn.Linear(hidden, hidden)
         self.response_head = nn.Linear(hidden, 1)
-        self.pfs_head = nn.Linear(hidden, num_intervals)
-        self.os_head = nn.Linear(hidden, num_intervals)
+        self.pfs_head = SurvivalHead(hidden, num_intervals)
+        self.os_head = SurvivalHead(hidden, num_intervals)
 
     def forward(self, clinical: torch.Tensor, pathology: torch.Tensor, imaging: torch.Tensor,
                 genomic: torch.Tensor, modality_mask: torch.Tensor, treatment: torch.Tensor,
@@ -71,9 +96,9 @@ class OncoFedNet(nn.Module):
         fused, _ = self.fusion(embeddings, modality_mask)
         regimen = self.regimen(treatment)
         scale, shift = self.film(regimen).chunk(2, dim=-1)
-        hidden = torch.nn.functional.gelu(self.trunk_in(torch.cat([fused, regimen], dim=-1)))
+        hidden = torch.tanh(self.trunk_in(torch.cat([fused, regimen], dim=-1)))
         hidden = self.trunk_norm(hidden) * (1 + scale) + shift
-        hidden = torch.nn.functional.gelu(self.trunk_out(hidden)) + hidden
+        hidden = torch.tanh(self.trunk_out(hidden)) + hidden
         return self.response_head(hidden).squeeze(-1), self.pfs_head(hidden), self.os_head(hidden)
 
 

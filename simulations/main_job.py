@@ -107,6 +107,11 @@ def run(config: RunConfig, console: Console, client_mods: list | None = None,
     console.print(f"federating {len(sites)} sites ({', '.join(s.name for s in sites)}) for "
                   f"{config.num_rounds} rounds, strategy {config.strategy}, "
                   f"{'DP ε=' + str(config.target_epsilon) + ' per site' if config.dp else 'no DP'}", soft_wrap=True)
+    if config.dp:
+        from server.validation import budget_split, planned_training_rounds
+
+        console.print(budget_split_line(budget_split(config, planned_training_rounds(config, len(sites)))),
+                      highlight=False, soft_wrap=True)
     quiet_flower()
     run_simulation(server_app=build_server_app(overrides, progress=lambda line: console.print(line, highlight=False, soft_wrap=True)),
                    client_app=build_client_app(overrides, client_mods), num_supernodes=len(sites),
@@ -124,6 +129,17 @@ def run(config: RunConfig, console: Console, client_mods: list | None = None,
         results.setdefault("seconds", {})["references"] = seconds
         console.print(f"references (pooled centralised, oracle) ({seconds:.1f} s)", highlight=False, soft_wrap=True)
     return run_dir, results
+
+
+def budget_split_line(split: dict) -> str:
+    """How each site's ε is split between the deployed model and the validation phases (metrics.json)."""
+    line = f"each site's ε = {split['target_epsilon']:g}: the federated model over {split['federated_rounds']} rounds"
+    if not split["validation_rounds"]:
+        return line + " gets all of it (no validation phase trains)"
+    return (f"{line} gets the rest after the validation phases (local-only, cross-site, leave-one-site-out), which "
+            f"may spend ε ≤ {split['validation_epsilon']:.2f} over {split['validation_rounds']} rounds "
+            f"(validation-epsilon-share {split['validation_epsilon_share']:g}; turn phases off with "
+            f"--no-cross-site/--no-loso)")
 
 
 def time_summary(results: dict, started_at: float, finished_at: float) -> str:
@@ -203,9 +219,6 @@ def main(argv: list[str] | None = None) -> int:
     console.print(time_summary(results, started, time.time()), highlight=False, soft_wrap=True)
     console.print(f"wrote {run_dir} (config.json, metrics.json, checkpoints/, consortium_report.html, "
                   f"sites/<site>/privacy_ledger.json and report.html)", highlight=False, soft_wrap=True)
-    if "validation" in results:
-        console.print(f"each site's ε covers {results['validation']['planned_training_rounds']} training rounds "
-                      f"(federated, local-only and leave-one-site-out); turn off with --no-cross-site/--no-loso")
     return 0
 
 

@@ -64,7 +64,11 @@ def test_loso_never_trains_on_the_held_out_site_and_the_matrix_is_complete(three
         assert len(ledger["entries"]) == 4
         assert ledger["entries"][-1]["epsilon_after"] == pytest.approx(results["epsilon"][site])
         assert results["epsilon"][site] <= config.target_epsilon * 1.001
-        assert len({e["noise_multiplier"] for e in ledger["entries"]}) == 1  # one calibration covers every round
+        # one calibration per budget group covers its rounds: the federated one, and the 3 validation rounds
+        assert [e["phase"] for e in ledger["entries"]] == ["federated"] + ["validation"] * 3
+        assert len({e["noise_multiplier"] for e in ledger["entries"][1:]}) == 1
+        assert ledger["entries"][0]["noise_multiplier"] < ledger["entries"][1]["noise_multiplier"]  # the larger share
+        assert results["epsilon"][site] >= config.target_epsilon - 0.02  # the split spends the whole ε, no more
 
     # leave-one-site-out: the held-out site is never asked to train in its own phase, and never enters the model
     rows = {row["held_out_site"]: row for row in validation["leave_one_site_out"]}

@@ -1,7 +1,7 @@
 """The Fed-TCGA-BRCA federation: a ClientApp per center, the project's Flower strategies, and two ways to run them.
 
-`run_in_process` drives the same ClientApp and strategy through `InProcessGrid`, which hands each Message
-straight to the ClientApp in this process: ~200 benchmark runs on two shared cores cannot each pay Ray's
+`run_in_process` drives the same ClientApp and strategy through `InProcessGrid` (simulations/in_process.py),
+which hands each Message straight to the ClientApp in this process: ~200 benchmark runs on two shared cores cannot each pay Ray's
 start-up, and the messages, strategy and aggregation are Flower's own either way. `run_with_flower_simulation`
 runs one configuration through `flwr.simulation.run_simulation` to show both give the same model.
 """
@@ -9,20 +9,15 @@ runs one configuration through `flwr.simulation.run_simulation` to show both giv
 from __future__ import annotations
 
 import functools
-import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Literal
-from uuid import uuid4
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
-from flwr.common.constant import SUPERLINK_NODE_ID
-from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
 from pydantic import BaseModel, ConfigDict, Field
 
 from client import outbox
@@ -30,6 +25,7 @@ from client.privacy import LedgerEntry, PrivacyLedger, calibrate_noise, check_bu
 from server.strategies import build_strategy
 from shared.config import RunConfig
 from simulations.benchmarks.brca_training import Privacy, TrainingSteps, build_model, train_site
+from simulations.in_process import InProcessGrid
 from simulations.datasets.fed_tcga_brca.loader import REGIONS, CenterData, SurvivalArrays, arrays_of, load_centers
 
 Method = Literal["fedavg", "fedprox", "fedadam", "fedyogi", "local", "pooled"]
@@ -190,53 +186,8 @@ def run_federation(grid: Grid, plan: BenchmarkPlan) -> dict[str, np.ndarray]:
     return {name: array.numpy() for name, array in result.arrays.items()}
 
 
-class InProcessGrid(Grid):
-    """A Grid whose nodes are one ClientApp called in this process: app(message, context) per node."""
-
-    def __init__(self, app: ClientApp, num_nodes: int = NUM_CENTERS, run_id: int = 1) -> None:
-        self._app = app
-        self._run = Run.create_empty(run_id)
-        self._contexts = {node: Context(run_id=run_id, node_id=node, state=RecordDict(), run_config={},
-                                        node_config={"partition-id": node - 1, "num-partitions": num_nodes})
-                          for node in range(1, num_nodes + 1)}
-        self._replies: dict[str, Message] = {}
-
-    def set_run(self, run: Run) -> None:
-        self._run = run
-
-    @property
-    def run(self) -> Run:
-        return self._run
-
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
-                       ttl: float | None = None) -> Message:
-        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self._contexts)
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        ids = []
-        for message in messages:
-            message.metadata.__dict__["_message_id"] = str(uuid4())
-            message.metadata.__dict__["_run_id"] = self._run.run_id
-            message.metadata.__dict__["_created_at"] = time.time()
-            reply = self._app(message, self._contexts[message.metadata.dst_node_id])
-            self._replies[message.metadata.message_id] = reply
-            ids.append(message.metadata.message_id)
-        return ids
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return [self._replies.pop(i) for i in message_ids if i in self._replies]
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        return list(self.pull_messages(self.push_messages(messages)))
-
-
 def run_in_process(plan: BenchmarkPlan, centers: Sequence[CenterData]) -> dict[str, np.ndarray]:
-    grid = InProcessGrid(build_client_app(centers))
-    # Flower's ServerApp runtime stamps every Message with the task's identity; do what it does (compat/app.py)
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, grid.run.run_id, SUPERLINK_NODE_ID
+    grid = InProcessGrid(build_client_app(centers), num_nodes=NUM_CENTERS)
     return run_federation(grid, plan)
 
 

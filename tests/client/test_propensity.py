@@ -47,6 +47,10 @@ def test_propensity_rounds_spend_their_share_through_the_ledger_and_the_whole_ru
     sample_rate, steps = steps_per_round(len(site.part("train")), plan.batch_size, plan.local_epochs)
     sigma = calibrate_noise(outcome_epsilon(3.0, plan), site.delta(), sample_rate, steps * plan.num_rounds)
     assert ledger.epsilon([(sigma, sample_rate, steps * plan.num_rounds)]) <= 3.0
+    # the propensity rounds are their own budget group: the federated and validation shares start untouched
+    assert {e.phase for e in ledger.entries} == {"propensity"}
+    assert ledger.epsilon(group="federated") == ledger.epsilon(group="validation") == 0.0
+    assert ledger.epsilon(group="propensity") == pytest.approx(metrics["epsilon"])
 
 
 def test_a_propensity_round_past_the_sites_budget_is_refused(tmp_path: Path):

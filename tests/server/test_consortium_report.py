@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from server.consortium_report import (
+    BudgetSplit,
     ConsortiumSummary,
     CrossSiteMatrix,
     GlobalImportance,
@@ -67,7 +68,11 @@ def summary() -> ConsortiumSummary:
                              importance=GlobalImportance(patients={s: 50 for s in SITES},
                                                          importance={"response": {"ecog": 0.1, "stage_group": 0.05}}),
                              absences=[SiteAbsence(exchange="round 3", site_id="clinic-west", reason="no reply")],
-                             planned_training_rounds=20)
+                             planned_training_rounds=20,
+                             budget_split=BudgetSplit(target_epsilon=3.0, validation_epsilon_share=0.2,
+                                                      validation_epsilon=0.6, federated_rounds=20,
+                                                      validation_rounds=30,
+                                                      federated_epsilon={"clinic-east": 2.91, "clinic-west": 2.87}))
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +104,8 @@ def test_report_content(summary: ConsortiumSummary, report_dir: Path) -> None:
     # 7 site forest plots + 1 heatmap + 1 subgroup forest plot + global importance
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', text)) == len(SITE_FIGURES) + 3
     assert "20 planned training rounds" in text
+    # the consortium's split of each site's ε: the validation share and the deployed model's budgets
+    assert "validation-epsilon-share 0.20" in text and "2.87–2.91" in text and "Validation phases" in text
 
 
 def test_subgroups_are_pooled_across_the_sites_that_shared_them(summary: ConsortiumSummary) -> None:

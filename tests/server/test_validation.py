@@ -10,7 +10,15 @@ import pytest
 
 from server.consortium_report import write_consortium_report
 from server.consortium_summary import summary_from_results
-from server.validation import GLOBAL_MODEL, SubsetGrid, local_model_label, planned_training_rounds, pool_shap
+from server.validation import (
+    GLOBAL_MODEL,
+    SubsetGrid,
+    TrainingRounds,
+    budget_split,
+    local_model_label,
+    planned_training_rounds,
+    pool_shap,
+)
 from shared.config import RunConfig
 from tests.browser import check_page, find_chromium
 
@@ -19,16 +27,20 @@ SITES = ("north", "south", "east")
 
 def test_every_training_round_of_every_phase_is_planned_for_the_privacy_budget():
     plain = RunConfig.from_mapping({"num-rounds": 5})
-    assert planned_training_rounds(plain, 6) == 5
+    assert planned_training_rounds(plain, 6) == TrainingRounds(federated=5, validation=0)
+    assert budget_split(plain, planned_training_rounds(plain, 6))["validation_epsilon_share"] == 0.0  # all of ε
     local = RunConfig.from_mapping({"num-rounds": 5, "share-local-models": True})
-    assert planned_training_rounds(local, 6) == 10
+    assert planned_training_rounds(local, 6) == TrainingRounds(federated=5, validation=5)
     both = RunConfig.from_mapping({"num-rounds": 5, "share-local-models": True, "leave-one-site-out": True,
-                                   "loso-rounds": 2})
-    assert planned_training_rounds(both, 6) == 5 + 5 + 2 * 5  # a site trains in every LOSO federation but its own
+                                   "loso-rounds": 2, "validation-epsilon-share": 0.25})
+    # a site trains in every LOSO federation but its own
+    assert planned_training_rounds(both, 6) == TrainingRounds(federated=5, validation=5 + 2 * 5)
+    assert planned_training_rounds(both, 6).total == 20
+    assert budget_split(both, planned_training_rounds(both, 6))["validation_epsilon"] == 0.75
     default_loso = RunConfig.from_mapping({"num-rounds": 3, "leave-one-site-out": True})
-    assert planned_training_rounds(default_loso, 4) == 3 + 3 * 3
+    assert planned_training_rounds(default_loso, 4).validation == 3 * 3
     # two sites and min-sites 2: no federation is possible without one of them, so nothing is planned for it
-    assert planned_training_rounds(default_loso, 2) == 3
+    assert planned_training_rounds(default_loso, 2) == TrainingRounds(federated=3, validation=0)
 
 
 def test_global_importance_is_weighted_by_the_patients_each_site_explained():

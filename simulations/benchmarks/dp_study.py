@@ -1,0 +1,166 @@
+"""DP tuning study: which model size, batch, learning rate, clipping, rounds and server optimiser to default to.
+
+Every setting runs the product's own code (client/app.py's ClientApp, server/federation.py's round loop,
+Opacus DP-SGD through client/training.py) on the default consortium, in this process through
+simulations/in_process.py (no Ray start-up per run), and is scored ONLY on the sites' validation splits:
+the final global model's weighted validation response AUC and PFS/OS Harrell's C. The round loop also
+scores the test split at its end; this study never reads or stores those figures.
+
+The validation phases are off here and each site's ε is target-epsilon × (1 − validation-epsilon-share) of the
+main job (2.4 of 3), a little below what the deployed model gets (about 2.9, the rest of ε under RDP
+composition), so a setting is judged at no more privacy budget than it will have. Results are appended run by run to JSON (a rerun skips what is there).
+
+    python -m simulations.benchmarks.dp_study --settings baseline small16 --seeds 42 43
+    python -m simulations.benchmarks.dp_study --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shared.config import RunConfig
+from shared.html_report import write_atomically
+
+RESULTS = Path(__file__).parent / "results" / "dp_study.json"
+FIGURES = ("response-auc", "pfs-cindex", "os-cindex")
+# the main job's ε = 3 per site less the validation phases' default share of 0.2: a conservative stand-in, since the
+# budget split gives the federated rounds the rest of ε under RDP composition (about 2.9; client/privacy.py)
+FEDERATED_EPSILON = 2.4
+QUIET = {"site-reports": False, "shap-patients": 0, "bootstrap-samples": 20, "share-local-models": False,
+         "local-references": False, "leave-one-site-out": False, "target-epsilon": FEDERATED_EPSILON}
+# the settings tried, each a set of run-config overrides on top of the project's defaults (docs/dp_tuning.md)
+OLD_DEFAULTS = {"hidden-size": 64, "batch-size": 64, "learning-rate": 0.003, "num-rounds": 5, "local-epochs": 2,
+                "max-grad-norm": 1.0, "strategy": "fedavg"}
+SETTINGS: dict[str, dict[str, Any]] = {
+    "old-defaults": OLD_DEFAULTS,
+    "h16-b256-lr01-r20": OLD_DEFAULTS | {"hidden-size": 16, "batch-size": 256, "learning-rate": 0.01,
+                                         "num-rounds": 20, "local-epochs": 1},
+    "h8-b256-lr01-r20": OLD_DEFAULTS | {"hidden-size": 8, "batch-size": 256, "learning-rate": 0.01,
+                                        "num-rounds": 20, "local-epochs": 1},
+    "h32-b256-lr01-r20": OLD_DEFAULTS | {"hidden-size": 32, "batch-size": 256, "learning-rate": 0.01,
+                                         "num-rounds": 20, "local-epochs": 1},
+    "h16-b256-lr003-r20": OLD_DEFAULTS | {"hidden-size": 16, "batch-size": 256, "learning-rate": 0.003,
+                                          "num-rounds": 20, "local-epochs": 1},
+    "h16-b256-lr03-r20": OLD_DEFAULTS | {"hidden-size": 16, "batch-size": 256, "learning-rate": 0.03,
+                                         "num-rounds": 20, "local-epochs": 1},
+    "h16-b128-lr01-r20": OLD_DEFAULTS | {"hidden-size": 16, "batch-size": 128, "learning-rate": 0.01,
+                                         "num-rounds": 20, "local-epochs": 1},
+    "h16-b512-lr02-r20": OLD_DEFAULTS | {"hidden-size": 16, "batch-size": 512, "learning-rate": 0.02,
+                                         "num-rounds": 20, "local-epochs": 1},
+    "h16-b256-lr01-r10-e2": OLD_DEFAULTS | {"hidden-size": 16, "batch-size": 256, "learning-rate": 0.01,
+                                            "num-rounds": 10, "local-epochs": 2},
+    "h16-b256-lr01-r40": OLD_DEFAULTS | {"hidden-size": 16, "batch-size": 256, "learning-rate": 0.01,
+                                         "num-rounds": 40, "local-epochs": 1},
+    "h16-b256-lr01-r20-c05": OLD_DEFAULTS | {"hidden-size": 16, "batch-size": 256, "learning-rate": 0.01,
+                                             "num-rounds": 20, "local-epochs": 1, "max-grad-norm": 0.5},
+    "h16-b256-lr01-r20-c2": OLD_DEFAULTS | {"hidden-size": 16, "batch-size": 256, "learning-rate": 0.01,
+                                            "num-rounds": 20, "local-epochs": 1, "max-grad-norm": 2.0},
+    "h16-b256-lr01-r20-fedadam": OLD_DEFAULTS | {"hidden-size": 16, "batch-size": 256, "learning-rate": 0.01,
+                                                 "num-rounds": 20, "local-epochs": 1, "strategy": "fedadam",
+                                                 "server-learning-rate": 0.01},
+    "h16-b256-lr06-r20": OLD_DEFAULTS | {"hidden-size": 16, "batch-size": 256, "learning-rate": 0.06,
+                                         "num-rounds": 20, "local-epochs": 1},
+    "h16-b256-lr03-r40": OLD_DEFAULTS | {"hidden-size": 16, "batch-size": 256, "learning-rate": 0.03,
+                                         "num-rounds": 40, "local-epochs": 1},
+    "h16-b256-lr01-r20-fedyogi": OLD_DEFAULTS | {"hidden-size": 16, "batch-size": 256, "learning-rate": 0.01,
+                                                 "num-rounds": 20, "local-epochs": 1, "strategy": "fedyogi",
+                                                 "server-learning-rate": 0.01},
+}
+
+
+def run_setting(name: str, overrides: dict[str, Any], seed: int, runs_dir: Path) -> dict[str, Any]:
+    """One federation in this process; the final model's validation figures and each round's validation mean."""
+    from client.app import build_client_app
+    from client.site import simulated_site_dirs
+    from server.federation import run_federation
+    from simulations.in_process import InProcessGrid
+
+    values = {**overrides, **QUIET, "seed": seed, "output-dir": str(runs_dir), "run-name": f"{name}-seed-{seed}"}
+    config = RunConfig.from_mapping(values)
+    sites = simulated_site_dirs(config)
+    grid = InProcessGrid(build_client_app(config.to_flower()), num_nodes=len(sites))
+    started = time.perf_counter()
+    results = run_federation(grid, config, runs_dir / config.run_name, progress=lambda line: None)
+    seconds = time.perf_counter() - started
+    final = results["rounds"][-1]
+    return {"setting": name, "seed": seed, "overrides": overrides, "seconds": round(seconds, 1),
+            "load_average": os.getloadavg()[0],
+            "validation_mean": {k: final["validation_mean"].get(k) for k in FIGURES},
+            "validation": {s: {k: f.get(k) for k in (*FIGURES, "num-examples")}
+                           for s, f in sorted(final["validation"].items())},
+            "curve": [{k: r["validation_mean"].get(k) for k in FIGURES} for r in results["rounds"]],
+            "epsilon": results["epsilon"],
+            "noise_multiplier": max((f.get("noise-multiplier", 0.0) for f in final["train"].values()), default=0.0)}
+
+
+def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for name in dict.fromkeys(p["setting"] for p in points):
+        chosen = [p for p in points if p["setting"] == name]
+        row: dict[str, Any] = {"setting": name, "seeds": [p["seed"] for p in chosen],
+                               "seconds": statistics.mean(p["seconds"] for p in chosen),
+                               "noise_multiplier": chosen[0]["noise_multiplier"]}
+        for key in FIGURES:
+            values = [p["validation_mean"][key] for p in chosen if p["validation_mean"].get(key) is not None]
+            row[key] = statistics.mean(values) if values else None
+            row[f"{key}-sd"] = statistics.stdev(values) if len(values) > 1 else None
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| setting | seeds | σ | val response AUC | val PFS C | val OS C | s/run |",
+             "|---|---|---|---|---|---|---|"]
+    show = lambda row, key: "—" if row[key] is None else (  # noqa: E731
+        f"{row[key]:.3f}" + (f" ± {row[key + '-sd']:.3f}" if row[key + "-sd"] is not None else ""))
+    for row in rows:
+        lines.append(f"| {row['setting']} | {len(row['seeds'])} | {row['noise_multiplier']:.2f} | "
+                     f"{show(row, 'response-auc')} | {show(row, 'pfs-cindex')} | {show(row, 'os-cindex')} | "
+                     f"{row['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulations.benchmarks.dp_study",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43])
+    parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/oncofed-dp-study"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--list", action="store_true", help="print the settings and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, overrides in SETTINGS.items():
+            print(name, json.dumps(overrides))
+        return 0
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    stored = json.loads(args.out.read_text()) if args.out.is_file() else {"points": []}
+    done = {(p["setting"], p["seed"]) for p in stored["points"]}
+    for name in args.settings:
+        for seed in args.seeds:
+            if (name, seed) in done:
+                continue
+            point = run_setting(name, SETTINGS[name], seed, args.runs_dir)
+            stored["points"].append(point)
+            stored["summary"] = summarise(stored["points"])
+            write_atomically(args.out, json.dumps(stored, indent=1))
+            mean = point["validation_mean"]
+            print(f"{name} seed {seed}: val AUC {mean['response-auc']:.3f} PFS C {mean['pfs-cindex']:.3f} "
+                  f"OS C {mean['os-cindex']:.3f} σ {point['noise_multiplier']:.2f} ({point['seconds']:.0f} s, "
+                  f"load {point['load_average']:.2f})", flush=True)
+    print(markdown(summarise(stored["points"])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
