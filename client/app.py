@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -158,6 +158,17 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
     return metrics
 
 
+def _trained_reply(message: Message, site: Site, model: torch.nn.Module, train: Callable[[], dict[str, float]]
+                   ) -> Message:
+    """Train `model` in place and reply with it and its figures, or refuse when the site's budget would be passed."""
+    try:
+        metrics = train()
+    except PrivacyBudgetExceeded as refused:
+        return outbox.refusal(message, outbox.ERROR_BUDGET_EXHAUSTED, f"site {site.site_id}: {refused}")
+    return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size,
+                        arrays=ArrayRecord(model.state_dict()), expected_arrays=_model_shapes(model))
+
+
 def _secure_mode_refusal(site: Site, plan: RunConfig, message: Message) -> Message | None:
     """A refusal when the site asks for Opacus's secure noise but its generator (torchcsprng) is missing."""
     from client.training import secure_rng_available
@@ -228,12 +239,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         if plan.propensity_weighting and PROPENSITY_ARRAYS_KEY in message.content:
             propensity = build_propensity_model(plan.seed)
             propensity.load_state_dict(message.content[PROPENSITY_ARRAYS_KEY].to_torch_state_dict())
-        try:
-            metrics = train_round(site, plan, stats, model, server_round, str(context.run_id), phase, propensity)
-        except PrivacyBudgetExceeded as refused:
-            return outbox.refusal(message, outbox.ERROR_BUDGET_EXHAUSTED, f"site {site.site_id}: {refused}")
-        return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size,
-                            arrays=ArrayRecord(model.state_dict()), expected_arrays=_model_shapes(model))
+        return _trained_reply(message, site, model, lambda: train_round(site, plan, stats, model, server_round,
+                                                                          str(context.run_id), phase, propensity))
 
     @app.train("propensity")
     def train_propensity(message: Message, context: Context) -> Message:
@@ -244,12 +251,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
             return refused
         model = build_propensity_model(plan.seed)
         model.load_state_dict(message.content["arrays"].to_torch_state_dict())
-        try:
-            metrics = train_propensity_round(site, plan, stats, model, server_round, str(context.run_id))
-        except PrivacyBudgetExceeded as refused:
-            return outbox.refusal(message, outbox.ERROR_BUDGET_EXHAUSTED, f"site {site.site_id}: {refused}")
-        return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size,
-                            arrays=ArrayRecord(model.state_dict()), expected_arrays=_model_shapes(model))
+        return _trained_reply(message, site, model, lambda: train_propensity_round(site, plan, stats, model,
+                                                                                     server_round, str(context.run_id)))
 
     @app.train("local_only")
     def train_local_only(message: Message, context: Context) -> Message:
