@@ -36,7 +36,12 @@ from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, summarise_site, to_metric_record_dict
 from shared.messages import REPORT_FIGURE_KEYS, PhaseInstruction, read_instructions, read_phase
 from shared.model import OncoFedNet, build_model, predict
-from shared.propensity import PROPENSITY_ARRAYS_KEY, PropensityModel, build_propensity_model, inverse_probability_weights
+from shared.propensity import (
+    PROPENSITY_ARRAYS_KEY,
+    PropensityModel,
+    build_propensity_model,
+    inverse_probability_weights,
+)
 from shared.provenance import running_app_hash
 
 if TYPE_CHECKING:
