@@ -68,6 +68,11 @@ class RunConfig(BaseModel):
                                             "spend; the deployed federated model gets the rest (all of it when no "
                                             "validation phase trains)")
     secure_mode: bool = Field(default=False, description="Opacus cryptographically secure noise")
+    # recalibration of the response output after the last federated round (server/recalibration.py)
+    recalibrate_response: bool = Field(default=True, description="fit p = σ(a·logit + b) on the sites' validation "
+                                       "splits (aggregate sums only, no ε) and fold it into the response head")
+    recalibration_iterations: int = Field(default=6, ge=1, le=50, description="Newton iterations of the "
+                                          "recalibration, one exchange with the sites each")
     # model and time grid
     hidden_size: int = Field(default=16, ge=8, le=1024)
     survival_interval_days: int = Field(default=90, ge=7)

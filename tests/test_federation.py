@@ -127,7 +127,10 @@ def test_a_two_round_three_site_federation_writes_its_run_directory_and_leaks_no
         assert set(record["validation"]) == {"site_0", "site_1", "site_2"}
 
     # every message that went over the wire: only model parameters, allowed aggregates, the site id
-    assert len(replies) == 3 * (1 + 2 * 2 + 1)  # statistics, 2 × (train + validate), final test
+    # statistics, 2 × (train + validate), the response recalibration's Newton iterations, final test
+    assert len(replies) == 3 * (1 + 2 * 2 + config.recalibration_iterations + 1)
+    assert results["recalibration"]["applied"] and results["recalibration"]["sites"] == ["site_0", "site_1", "site_2"]
+    assert results["recalibration"]["validation_patients"] >= 30
     for reply in replies:
         assert disclosures(reply, model_shapes, config.min_cell_size) == [], reply
 
