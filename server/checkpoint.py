@@ -26,6 +26,8 @@ class ServerState(BaseModel):
     normalisation: NormalisationStats
     history: list[dict]
     provenance: RunProvenance | None = None  # None: a checkpoint written before provenance was recorded
+    # (a, b) of the response recalibration folded into this checkpoint's model (server/recalibration.py); None: none
+    recalibration: tuple[float, float] | None = None
 
 
 def _atomic_torch_save(payload: dict, path: Path) -> None:

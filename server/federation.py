@@ -31,7 +31,7 @@ from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
 from shared.harmonisation import NormalisationStats, from_metric_record_dict, pool_summaries
 from shared.messages import DATA_FINGERPRINT_KEY, NORMALISATION_KEY, PhaseInstruction, instruction_records
-from shared.model import build_model
+from shared.model import build_model, fold_response_recalibration
 
 Progress = Callable[[str], None]
 
@@ -161,6 +161,10 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         progress(f"resuming {run_dir} after round {state.completed_round}")
         if state.provenance is not None:
             state = state.model_copy(update={"provenance": resumed(state.provenance)})
+        if state.recalibration is not None:  # train on from the trained model; the end recalibrates afresh
+            a, b = state.recalibration
+            model_state = fold_response_recalibration(model_state, 1 / a, -b / a)
+            state = state.model_copy(update={"recalibration": None})
     else:
         fingerprints: dict[str, str] = {}
         stats = harmonise(grid, config, names, fingerprints)
@@ -216,6 +220,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
     if config.recalibrate_response:  # the final test and every later phase see the recalibrated model
         arrays, recalibration = recalibrate_response(grid, collect, config, state.normalisation, arrays, names)
         if recalibration.applied:
+            state = state.model_copy(update={"recalibration": (recalibration.slope, recalibration.intercept)})
             save_checkpoint(run_dir, state, arrays.to_torch_state_dict(), strategy_state(strategy))
         progress(_recalibration_line(recalibration))
         seconds["response recalibration"], phase_started = time.perf_counter() - phase_started, time.perf_counter()

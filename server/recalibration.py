@@ -16,13 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import torch
 from flwr.app import ArrayRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from pydantic import BaseModel, Field
 
 from shared.config import RunConfig
 from shared.harmonisation import NormalisationStats
+from shared.model import fold_response_recalibration
 from shared.messages import (
     NORMALISATION_KEY,
     PLAN_KEY,
@@ -61,14 +61,6 @@ def newton_step(sums: dict[str, float], a: float, b: float, ridge: float = RIDGE
     return float(a - step[0]), float(b - step[1])
 
 
-def fold_into_model(model_state: dict[str, torch.Tensor], a: float, b: float) -> dict[str, torch.Tensor]:
-    """The same model with σ(a·z + b) built into its response head: weight·a, bias·a + b (identical outputs)."""
-    folded = dict(model_state)
-    folded["response_head.weight"] = model_state["response_head.weight"] * a
-    folded["response_head.bias"] = model_state["response_head.bias"] * a + b
-    return folded
-
-
 def sum_figures(figures: dict[str, dict[str, float]]) -> dict[str, float]:
     return {key: sum(f[key] for f in figures.values()) for key in (RECALIBRATION_COUNT_KEY, *RECALIBRATION_SUM_KEYS)}
 
@@ -92,7 +84,7 @@ def recalibrate_response(grid: Grid, collect: Callable, config: RunConfig, stats
             return arrays, Recalibration(applied=False, iterations=iteration - 1, missing=replies.missing)
         a, b = newton_step(sum_figures(replies.figures), a, b)
     assert replies is not None  # recalibration-iterations >= 1
-    folded = fold_into_model(arrays.to_torch_state_dict(), a, b)
+    folded = fold_response_recalibration(arrays.to_torch_state_dict(), a, b)
     return ArrayRecord(folded), Recalibration(
         applied=True, slope=a, intercept=b, iterations=config.recalibration_iterations,
         validation_patients=int(sum_figures(replies.figures)[RECALIBRATION_COUNT_KEY]),

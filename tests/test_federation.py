@@ -207,4 +207,5 @@ def test_a_run_resumes_from_its_last_checkpoint_at_the_next_round(three_sites, t
     assert [r["round"] for r in results["rounds"]] == [1, 2]
     assert results["rounds"][0] == round_one  # round 1 was neither repeated nor lost
     assert json.loads(checkpoint["server_state"])["completed_round"] == 1
+    assert json.loads(checkpoint["server_state"])["recalibration"] is not None  # resuming unfolds it first
     assert (run_dir / "checkpoints" / "round_002.pt").is_file()

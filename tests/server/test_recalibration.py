@@ -11,10 +11,10 @@ from client.app import build_client_app
 from client.recalibration import recalibration_sums, response_logits
 from client.site import simulated_site_table
 from server.federation import collect, harmonise
-from server.recalibration import fold_into_model, newton_step, recalibrate_response, sum_figures
+from server.recalibration import newton_step, recalibrate_response, sum_figures
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
-from shared.model import build_model
+from shared.model import build_model, fold_response_recalibration
 from simulations.in_process import InProcessGrid
 from tests.factories import GRID, encoded_cohort, patient_table, tiny_model
 
@@ -51,12 +51,16 @@ def test_folding_reproduces_the_recalibrated_probabilities_exactly():
     with torch.no_grad():
         logit = model(*cohort.inputs())[0]
         folded = build_model(GRID.num_intervals, hidden=16, seed=1)
-        folded.load_state_dict(fold_into_model(model.state_dict(), 0.55, -0.3))
+        folded.load_state_dict(fold_response_recalibration(model.state_dict(), 0.55, -0.3))
         after, pfs, os_ = folded(*cohort.inputs())
         _, pfs_before, os_before = model(*cohort.inputs())
     torch.testing.assert_close(torch.sigmoid(after), torch.sigmoid(0.55 * logit - 0.3), rtol=0, atol=1e-6)
     torch.testing.assert_close(pfs, pfs_before, rtol=0, atol=0)  # the survival heads are untouched
     torch.testing.assert_close(os_, os_before, rtol=0, atol=0)
+    undone = fold_response_recalibration(fold_response_recalibration(model.state_dict(), 0.55, -0.3), 1 / 0.55,
+                                         0.3 / 0.55)  # how a resumed run gets its trained model back
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(undone[name], tensor, rtol=1e-6, atol=1e-6)
 
 
 @pytest.fixture(autouse=True)
