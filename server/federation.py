@@ -263,7 +263,8 @@ def _evaluate(grid: Grid, strategy, config: RunConfig, stats: NormalisationStats
 
 def _recalibration_line(recalibration) -> str:
     if not recalibration.applied:
-        return f"response recalibration skipped: too few sites sent sums ({recalibration.missing})"
+        return (f"response recalibration not applied: {recalibration.reason}"
+                + (f" | out: {recalibration.missing}" if recalibration.missing else ""))
     return (f"response recalibration: p = σ({recalibration.slope:.3f}·logit {recalibration.intercept:+.3f}) on "
             f"{recalibration.validation_patients} validation patients of {len(recalibration.sites)} site(s)"
             + (f" | out: {', '.join(recalibration.missing)}" if recalibration.missing else ""))

@@ -35,6 +35,7 @@ from shared.messages import (
 )
 
 RIDGE = 1e-3  # added to the Hessian's diagonal: keeps a step finite when the logits barely vary
+MIN_SLOPE = 0.05  # a fitted a below this is not a calibration (the model has no signal left); leave the model
 MAX_STEP = 1.0  # longest (a, b) step: far from the fit (saturated σ) a plain Newton step overshoots and diverges
 
 
@@ -42,6 +43,7 @@ class Recalibration(BaseModel):
     """What the recalibration found (metrics.json "recalibration")."""
 
     applied: bool
+    reason: str = Field(default="", description="why the model was left as it was (applied = false)")
     slope: float = Field(default=1.0, description="a in p = σ(a·z + b), folded into the response head")
     intercept: float = Field(default=0.0, description="b in p = σ(a·z + b)")
     iterations: int = 0
@@ -81,9 +83,16 @@ def recalibrate_response(grid: Grid, collect: Callable, config: RunConfig, stats
                             dst_node_id=node, message_type=RECALIBRATION) for node in nodes]
         replies = collect(grid, messages, config.round_timeout_s, names)
         if len(replies.figures) < config.min_sites:
-            return arrays, Recalibration(applied=False, iterations=iteration - 1, missing=replies.missing)
+            return arrays, Recalibration(applied=False, iterations=iteration - 1, missing=replies.missing,
+                                         reason=f"{len(replies.figures)} site(s) sent sums, min-sites is "
+                                                f"{config.min_sites}")
         a, b = newton_step(sum_figures(replies.figures), a, b)
     assert replies is not None  # recalibration-iterations >= 1
+    if a < MIN_SLOPE:  # a ≤ 0 would reverse (or erase) the model's ranking of patients, not calibrate it
+        return arrays, Recalibration(applied=False, slope=a, intercept=b, iterations=config.recalibration_iterations,
+                                     sites=sorted(replies.figures), missing=replies.missing,
+                                     reason=f"the fitted slope a = {a:.3g} is below {MIN_SLOPE}: on the validation "
+                                            f"splits the model barely ranks responders above non-responders")
     folded = fold_response_recalibration(arrays.to_torch_state_dict(), a, b)
     return ArrayRecord(folded), Recalibration(
         applied=True, slope=a, intercept=b, iterations=config.recalibration_iterations,

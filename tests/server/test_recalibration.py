@@ -19,6 +19,12 @@ from simulations.in_process import InProcessGrid
 from tests.factories import GRID, encoded_cohort, patient_table, tiny_model
 
 
+def harmonised_stats():
+    from shared.harmonisation import pool_summaries, summarise_site
+
+    return pool_summaries([summarise_site(patient_table(40), min_cell_size=1)])
+
+
 def over_confident_sites(seed: int = 0, scale: float = 2.5) -> list[tuple[np.ndarray, np.ndarray]]:
     """Three sites whose logits are `scale` × the true logit, shifted: the fit should find about a = 1 / scale."""
     rng = np.random.default_rng(seed)
@@ -82,10 +88,16 @@ def test_the_sites_and_the_coordinator_fit_the_validation_splits_of_every_site(t
     names: dict[int, str] = {}
     stats = harmonise(grid, config, names)
     days = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
-    torch.manual_seed(5)
     model = build_model(days.num_intervals, config.hidden_size, seed=7)
     with torch.no_grad():
-        model.response_head.weight.mul_(3.0)  # an over-confident response head
+        model.response_head.weight.mul_(3.0)
+    rng = np.random.default_rng(11)
+    for index in range(3):  # outcomes drawn from σ(0.5·z): the model's logits are twice too extreme
+        path = tmp_path / "cohort" / f"site_{index}" / "patients.csv"
+        patients, _ = simulated_site_table(path, config.seed, config.validation_fraction, config.test_fraction)
+        z, _ = response_logits(model, patients.assign(best_response="PD"), stats, days)
+        patients["best_response"] = np.where(rng.random(len(z)) < 1 / (1 + np.exp(-0.5 * z)), "PR", "PD")
+        patients.to_csv(path, index=False)
     folded, result = recalibrate_response(grid, collect, config, stats, ArrayRecord(model.state_dict()), names)
 
     logits, responders = [], []
@@ -101,5 +113,31 @@ def test_the_sites_and_the_coordinator_fit_the_validation_splits_of_every_site(t
     assert result.validation_patients == len(z)
     assert result.slope == pytest.approx(pooled.coef_[0, 0], abs=1e-3)
     assert result.intercept == pytest.approx(pooled.intercept_[0], abs=1e-3)
+    assert 0.25 < result.slope < 0.9  # the over-confidence was found
     state = folded.to_torch_state_dict()
     assert torch.allclose(state["response_head.weight"], model.response_head.weight * result.slope)
+
+
+def test_a_slope_near_zero_or_reversed_leaves_the_model_as_it_was(tmp_path):
+    """A model that does not rank responders higher on validation is not 'calibrated' by flipping or erasing it."""
+    from server.federation import SiteReplies
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 1, 200)
+    y = (rng.random(200) < 1 / (1 + np.exp(2 * z))).astype(float)  # responders have LOWER logits
+
+    class Sites:
+        def get_node_ids(self):
+            return [1, 2]
+
+    def answer(grid, messages, timeout, names):
+        config = messages[0].content["config"]
+        sums = recalibration_sums(z, y, float(config["recalibration-a"]), float(config["recalibration-b"]))
+        return SiteReplies(figures={"site-1": sums, "site-2": sums})
+
+    config = RunConfig.from_mapping({"survival-interval-days": 180})
+    model = tiny_model()
+    arrays = ArrayRecord(model.state_dict())
+    kept, result = recalibrate_response(Sites(), answer, config, harmonised_stats(), arrays, {})
+    assert not result.applied and result.slope < 0 and "below" in result.reason
+    assert kept is arrays
