@@ -88,9 +88,10 @@ def load_members(run_dir: Path, config: RunConfig, grid: SurvivalGrid, last_roun
     if not checkpoints:
         raise RunNotUsable(f"{run_dir} has no checkpoints/round_NNN.pt; the run did not complete a round")
     members, stats = [], None
-    # the final model's response recalibration (server/recalibration.py), applied to the earlier rounds' models
-    # too, so the ensemble's range is about the same calibrated output as its point estimate
-    final_recalibration = _read_checkpoint(checkpoints[-1][1])[0].get("recalibration")
+    # the response recalibration the coordinator folded into the final model (latest.pt; server/recalibration.py),
+    # applied to every round's model, so the ensemble shows the calibrated output the run deploys
+    latest = run_dir / "checkpoints" / "latest.pt"
+    final_recalibration = _read_checkpoint(latest)[0].get("recalibration") if latest.is_file() else None
     for server_round, path in checkpoints[-last_rounds:]:
         state, weights = _read_checkpoint(path)
         if final_recalibration is not None and state.get("recalibration") is None:

@@ -221,7 +221,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         arrays, recalibration = recalibrate_response(grid, collect, config, state.normalisation, arrays, names)
         if recalibration.applied:
             state = state.model_copy(update={"recalibration": (recalibration.slope, recalibration.intercept)})
-            save_checkpoint(run_dir, state, arrays.to_torch_state_dict(), strategy_state(strategy))
+            save_checkpoint(run_dir, state, arrays.to_torch_state_dict(), strategy_state(strategy), round_file=False)
         progress(_recalibration_line(recalibration))
         seconds["response recalibration"], phase_started = time.perf_counter() - phase_started, time.perf_counter()
     final = _evaluate(grid, strategy, config, state.normalisation, arrays, config.num_rounds, "test", names)

@@ -208,4 +208,6 @@ def test_a_run_resumes_from_its_last_checkpoint_at_the_next_round(three_sites, t
     assert results["rounds"][0] == round_one  # round 1 was neither repeated nor lost
     assert json.loads(checkpoint["server_state"])["completed_round"] == 1
     assert json.loads(checkpoint["server_state"])["recalibration"] is not None  # resuming unfolds it first
+    round_file = torch.load(run_dir / "checkpoints" / "round_001.pt", weights_only=True)
+    assert json.loads(round_file["server_state"])["recalibration"] is None  # the trained model, never rewritten
     assert (run_dir / "checkpoints" / "round_002.pt").is_file()
