@@ -34,7 +34,14 @@ from client.site import Site, locate_site, open_site, partition_count_problem
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, summarise_site, to_metric_record_dict
-from shared.messages import REPORT_FIGURE_KEYS, PhaseInstruction, read_instructions, read_phase
+from shared.messages import (
+    RECALIBRATION_INTERCEPT_KEY,
+    RECALIBRATION_SLOPE_KEY,
+    REPORT_FIGURE_KEYS,
+    PhaseInstruction,
+    read_instructions,
+    read_phase,
+)
 from shared.model import OncoFedNet, build_model, predict
 from shared.propensity import (
     PROPENSITY_ARRAYS_KEY,
@@ -324,6 +331,25 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
             except Exception:  # the report is the site's own output; the federation's test figures still go out
                 logger.exception("site %s: the site report could not be written", site.site_id)
         return outbox.reply(message, site_id=site.site_id, metrics=figures, min_cell_size=site.min_cell_size)
+
+    @app.evaluate("recalibration")
+    def recalibration(message: Message, context: Context) -> Message:
+        """Sums for one Newton step of the response recalibration over the validation split (no rows, no ε)."""
+        from client.recalibration import recalibration_sums, response_logits
+
+        site = site_of(context)
+        plan, stats, _ = read_instructions(message.content)
+        grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
+        model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
+        model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+        logit, responder = response_logits(model, site.part("validation"), stats, grid)
+        if len(logit) < site.min_cell_size:
+            return outbox.refusal(message, outbox.ERROR_DATA, f"site {site.site_id}: fewer validation patients with "
+                                  f"a known response than the minimum cell size; no recalibration sums are sent")
+        a = float(message.content["config"][RECALIBRATION_SLOPE_KEY])
+        b = float(message.content["config"][RECALIBRATION_INTERCEPT_KEY])
+        sums = recalibration_sums(logit, responder, a, b)
+        return outbox.reply(message, site_id=site.site_id, metrics=sums, min_cell_size=site.min_cell_size)
 
     return app
 

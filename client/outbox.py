@@ -19,7 +19,14 @@ from shared.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
-from shared.messages import DATA_FINGERPRINT_KEY, SHAP_COUNT_KEY, SHAP_KEY, SUBGROUP_KEY
+from shared.messages import (
+    DATA_FINGERPRINT_KEY,
+    RECALIBRATION_COUNT_KEY,
+    RECALIBRATION_SUM_KEYS,
+    SHAP_COUNT_KEY,
+    SHAP_KEY,
+    SUBGROUP_KEY,
+)
 
 # keys whose value is a count of patients (or events): 0 (suppressed) or at least the minimum cell size
 COUNT_KEYS = re.compile(r"^(num-examples|n-[a-z0-9-]+|events-[a-z0-9-]+"  # evaluation counts
@@ -32,7 +39,8 @@ FIGURE_KEYS = re.compile(
     r"|(response-auc|response-brier|pfs-cindex|os-cindex)(-lower|-upper)?"
     r"|(sum|sumsq):\w+|site:min_cell_size|site:grid_version"
     r"|sub:[a-z0-9_+.<>=-]+:[a-z0-9_+.<>=-]+:(response-auc|pfs-cindex|os-cindex)(-lower|-upper)?"  # subgroups
-    r"|shap:(response|pfs|os):\w+)$")  # mean |SHAP| per contract field over the explained test patients
+    r"|shap:(response|pfs|os):\w+"  # mean |SHAP| per contract field over the explained test patients
+    r"|recal-(gradient-a|gradient-b|hessian-aa|hessian-ab|hessian-bb))$")  # recalibration sums (validation split)
 MODEL_ARRAYS_KEY = "arrays"
 SITE_KEY = "site"
 FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
@@ -70,6 +78,10 @@ def check_metrics(metrics: dict[str, float], min_cell_size: int) -> MetricRecord
             if count < min_cell_size:
                 raise DisclosureError(f"{key!r} rests on a subgroup of {count} patients (its :n key), below the "
                                       f"minimum cell size {min_cell_size}; send nothing for a suppressed subgroup")
+        elif key in RECALIBRATION_SUM_KEYS and metrics.get(RECALIBRATION_COUNT_KEY, 0) < min_cell_size:
+            raise DisclosureError(f"{key!r} sums over {metrics.get(RECALIBRATION_COUNT_KEY, 0)} patients "
+                                  f"({RECALIBRATION_COUNT_KEY}), below the minimum cell size {min_cell_size}; "
+                                  f"do not send it")
         elif SHAP_KEY.match(key) and metrics.get(SHAP_COUNT_KEY, 0) < min_cell_size:
             raise DisclosureError(f"{key!r} averages {metrics.get(SHAP_COUNT_KEY, 0)} patients ({SHAP_COUNT_KEY}), "
                                   f"below the minimum cell size {min_cell_size}; do not send it")

@@ -18,7 +18,7 @@ import torch
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
 from shared.harmonisation import NormalisationStats
-from shared.model import OncoFedNet, build_model
+from shared.model import OncoFedNet, build_model, fold_response_recalibration
 
 _ROUND_FILE = re.compile(r"round_(\d{3,})\.pt$")
 
@@ -88,8 +88,14 @@ def load_members(run_dir: Path, config: RunConfig, grid: SurvivalGrid, last_roun
     if not checkpoints:
         raise RunNotUsable(f"{run_dir} has no checkpoints/round_NNN.pt; the run did not complete a round")
     members, stats = [], None
+    # the response recalibration the coordinator folded into the final model (latest.pt; server/recalibration.py),
+    # applied to every round's model, so the ensemble shows the calibrated output the run deploys
+    latest = run_dir / "checkpoints" / "latest.pt"
+    final_recalibration = _read_checkpoint(latest)[0].get("recalibration") if latest.is_file() else None
     for server_round, path in checkpoints[-last_rounds:]:
         state, weights = _read_checkpoint(path)
+        if final_recalibration is not None and state.get("recalibration") is None:
+            weights = fold_response_recalibration(weights, *final_recalibration)
         model = build_model(grid.num_intervals, config.hidden_size, config.seed)
         try:
             model.load_state_dict(weights)

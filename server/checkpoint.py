@@ -26,6 +26,8 @@ class ServerState(BaseModel):
     normalisation: NormalisationStats
     history: list[dict]
     provenance: RunProvenance | None = None  # None: a checkpoint written before provenance was recorded
+    # (a, b) of the response recalibration folded into this checkpoint's model (server/recalibration.py); None: none
+    recalibration: tuple[float, float] | None = None
 
 
 def _atomic_torch_save(payload: dict, path: Path) -> None:
@@ -37,7 +39,9 @@ def _atomic_torch_save(payload: dict, path: Path) -> None:
 
 
 def save_checkpoint(run_dir: Path, state: ServerState, model_state: dict[str, torch.Tensor],
-                    strategy_state: dict[str, dict[str, np.ndarray]]) -> Path:
+                    strategy_state: dict[str, dict[str, np.ndarray]], round_file: bool = True) -> Path:
+    """Write latest.pt and (round_file) round_NNN.pt. A round's file is written once and never changed: the
+    recalibrated final model (state.recalibration) goes to latest.pt only."""
     path = run_dir / "checkpoints" / f"round_{state.completed_round:03d}.pt"
     payload = {
         "server_state": state.model_dump_json(),
@@ -48,9 +52,10 @@ def save_checkpoint(run_dir: Path, state: ServerState, model_state: dict[str, to
     if state.provenance is not None:  # the model's provenance, readable without the run's other files
         payload["provenance"] = checkpoint_provenance(state.provenance, state.completed_round,
                                                       state.history).model_dump_json()
-    _atomic_torch_save(payload, path)
+    if round_file:
+        _atomic_torch_save(payload, path)
     _atomic_torch_save(payload, run_dir / "checkpoints" / "latest.pt")
-    return path
+    return path if round_file else run_dir / "checkpoints" / "latest.pt"
 
 
 def load_checkpoint(run_dir: Path) -> tuple[ServerState, dict[str, torch.Tensor], dict[str, dict[str, np.ndarray]]]:

@@ -23,6 +23,7 @@ from server.propensity import propensity_phase
 from server.consortium_report import write_consortium_report
 from server.consortium_summary import last_training_figures, summary_from_results
 from server.provenance import final_provenance, resumed, run_provenance
+from server.recalibration import recalibrate_response
 from server.screening import oversized_updates, update_distance, update_problem
 from server.secure_aggregation import secure_train_round
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
@@ -31,7 +32,7 @@ from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
 from shared.harmonisation import NormalisationStats, from_metric_record_dict, pool_summaries
 from shared.messages import DATA_FINGERPRINT_KEY, NORMALISATION_KEY, PhaseInstruction, instruction_records
-from shared.model import build_model
+from shared.model import build_model, fold_response_recalibration
 from shared.propensity import PROPENSITY_ARRAYS_KEY
 
 Progress = Callable[[str], None]
@@ -162,6 +163,10 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         progress(f"resuming {run_dir} after round {state.completed_round}")
         if state.provenance is not None:
             state = state.model_copy(update={"provenance": resumed(state.provenance)})
+        if state.recalibration is not None:  # train on from the trained model; the end recalibrates afresh
+            a, b = state.recalibration
+            model_state = fold_response_recalibration(model_state, 1 / a, -b / a)
+            state = state.model_copy(update={"recalibration": None})
     else:
         fingerprints: dict[str, str] = {}
         stats = harmonise(grid, config, names, fingerprints)
@@ -215,6 +220,14 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         save_checkpoint(run_dir, state, arrays.to_torch_state_dict(), strategy_state(strategy))
         progress(_round_line(record, config.num_rounds))
     seconds["rounds"], phase_started = time.perf_counter() - phase_started, time.perf_counter()
+    recalibration = None
+    if config.recalibrate_response:  # the final test and every later phase see the recalibrated model
+        arrays, recalibration = recalibrate_response(grid, collect, config, state.normalisation, arrays, names)
+        if recalibration.applied:
+            state = state.model_copy(update={"recalibration": (recalibration.slope, recalibration.intercept)})
+            save_checkpoint(run_dir, state, arrays.to_torch_state_dict(), strategy_state(strategy), round_file=False)
+        progress(_recalibration_line(recalibration))
+        seconds["response recalibration"], phase_started = time.perf_counter() - phase_started, time.perf_counter()
     final = _evaluate(grid, strategy, config, state.normalisation, arrays, config.num_rounds, "test", names)
     seconds["final evaluation and site reports"] = time.perf_counter() - phase_started
     progress(f"final evaluation: {len(final.figures)} site(s) tested and wrote their reports "
@@ -223,6 +236,8 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
     results = {"config": config.to_flower(), "rounds": state.history, "test": final.figures,
                "test_mean": weighted_means(headline_only(final.figures)), "test_missing": final.missing,
                "epsilon": _epsilon_by_site(state.history), "budget_split": budget_split(config, planned)}
+    if recalibration is not None:
+        results["recalibration"] = recalibration.model_dump()
     initial = ArrayRecord(build_model(grid_days.num_intervals, config.hidden_size, config.seed).state_dict())
     validation = run_validation(grid, collect, config, state.normalisation, initial, final.figures, planned, names,
                                 progress)
@@ -248,6 +263,15 @@ def _evaluate(grid: Grid, strategy, config: RunConfig, stats: NormalisationStats
     messages = _with_records(strategy.configure_evaluate(server_round, arrays, records["config"], grid),
                              {NORMALISATION_KEY: records[NORMALISATION_KEY]})
     return collect(grid, messages, config.round_timeout_s, names)
+
+
+def _recalibration_line(recalibration) -> str:
+    if not recalibration.applied:
+        return (f"response recalibration not applied: {recalibration.reason}"
+                + (f" | out: {recalibration.missing}" if recalibration.missing else ""))
+    return (f"response recalibration: p = σ({recalibration.slope:.3f}·logit {recalibration.intercept:+.3f}) on "
+            f"{recalibration.validation_patients} validation patients of {len(recalibration.sites)} site(s)"
+            + (f" | out: {', '.join(recalibration.missing)}" if recalibration.missing else ""))
 
 
 def _epsilon_by_site(history: list[dict]) -> dict[str, float]:

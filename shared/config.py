@@ -77,6 +77,11 @@ class RunConfig(BaseModel):
                                             "propensity model spends; the outcome model gets the rest")
     propensity_learning_rate: float = Field(default=0.05, gt=0)
     propensity_weight_bound: float = Field(default=10.0, ge=1, description="largest inverse-probability weight")
+    # recalibration of the response output after the last federated round (server/recalibration.py)
+    recalibrate_response: bool = Field(default=True, description="fit p = σ(a·logit + b) on the sites' validation "
+                                       "splits (aggregate sums only, no ε) and fold it into the response head")
+    recalibration_iterations: int = Field(default=6, ge=1, le=50, description="Newton iterations of the "
+                                          "recalibration, one exchange with the sites each")
     # model and time grid
     hidden_size: int = Field(default=16, ge=8, le=1024)
     survival_interval_days: int = Field(default=90, ge=7)

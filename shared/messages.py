@@ -49,9 +49,18 @@ VALIDATION_ROUNDS_KEY = "validation-training-rounds"  # the run's validation tra
 SITE_REPORT_KEY = "site-report"  # evaluate: write the site report (only for the final global model)
 HELD_OUT_KEY = "held-out-site"  # loso: the site left out of this federation
 INTERVALS_KEY = "intervals"  # evaluate: add bootstrap intervals to the headline figures
+RECALIBRATION_SLOPE_KEY = "recalibration-a"  # evaluate.recalibration: the current a of p = σ(a·z + b)
+RECALIBRATION_INTERCEPT_KEY = "recalibration-b"  # evaluate.recalibration: the current b
 INSTRUCTION_ONLY_KEYS = ("split", PHASE_KEY, PLANNED_ROUNDS_KEY, VALIDATION_ROUNDS_KEY, SITE_REPORT_KEY, HELD_OUT_KEY,
-                         INTERVALS_KEY)
+                         INTERVALS_KEY, RECALIBRATION_SLOPE_KEY, RECALIBRATION_INTERCEPT_KEY)
 LOCAL_TRAINING = "train.local_only"  # message type: train a local-only model for the run's rounds in one go
+# message type: the sums of one Newton step of the response logit's recalibration over the validation split
+RECALIBRATION = "evaluate.recalibration"
+# what a site sends back for it: the gradient and Hessian of the logistic log-loss in (a, b), summed over its
+# validation patients with a known response, and their count (client/recalibration.py)
+RECALIBRATION_COUNT_KEY = "n-recalibration"
+RECALIBRATION_SUM_KEYS = ("recal-gradient-a", "recal-gradient-b", "recal-hessian-aa", "recal-hessian-ab",
+                          "recal-hessian-bb")
 
 # subgroup figures a site shares: outgoing figure name → attribute of shared.metrics.SubgroupEvaluation
 SUBGROUP_FIGURE_KEYS = {"response-auc": "response_auc", "pfs-cindex": "pfs_harrell_c", "os-cindex": "os_harrell_c"}

@@ -111,6 +111,17 @@ def build_model(num_intervals: int, hidden: int, seed: int) -> OncoFedNet:
     return model
 
 
+def fold_response_recalibration(model_state: dict[str, torch.Tensor], a: float, b: float
+                                ) -> dict[str, torch.Tensor]:
+    """The same model with p = σ(a·logit + b) built into its response head (weight·a, bias·a + b): identical
+    outputs without a new layer, so every reader of a checkpoint sees the recalibrated model
+    (server/recalibration.py). Folding (1/a, −b/a) undoes it."""
+    folded = dict(model_state)
+    folded["response_head.weight"] = model_state["response_head.weight"] * a
+    folded["response_head.bias"] = model_state["response_head.bias"] * a + b
+    return folded
+
+
 @dataclass(frozen=True)
 class Predictions:
     """Per-patient outputs; they stay at the site that computed them."""

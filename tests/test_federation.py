@@ -127,7 +127,11 @@ def test_a_two_round_three_site_federation_writes_its_run_directory_and_leaks_no
         assert set(record["validation"]) == {"site_0", "site_1", "site_2"}
 
     # every message that went over the wire: only model parameters, allowed aggregates, the site id
-    assert len(replies) == 3 * (1 + 2 * 2 + 1)  # statistics, 2 × (train + validate), final test
+    # statistics, 2 × (train + validate), the response recalibration's Newton iterations, final test
+    assert len(replies) == 3 * (1 + 2 * 2 + config.recalibration_iterations + 1)
+    recalibration = results["recalibration"]  # this cohort's outcomes are random: the fit may find no slope to keep
+    assert recalibration["sites"] == ["site_0", "site_1", "site_2"] and recalibration["missing"] == {}
+    assert recalibration["applied"] or "below" in recalibration["reason"], recalibration
     for reply in replies:
         assert disclosures(reply, model_shapes, config.min_cell_size) == [], reply
 
@@ -195,7 +199,7 @@ def test_a_run_resumes_from_its_last_checkpoint_at_the_next_round(three_sites, t
     first = small_config(three_sites, tmp_path, **{"num-rounds": 1, "dp": False, "strategy": "fedadam",
                                                    "site-reports": False})  # reports: the test above
     run_dir, results = run(first, Console(quiet=True))
-    round_one = results["rounds"][0]
+    round_one, recalibrated = results["rounds"][0], results["recalibration"]["applied"]
     checkpoint = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
 
     assert set(checkpoint["strategy"]) == {"current_arrays", "m_t", "v_t"}
@@ -205,4 +209,8 @@ def test_a_run_resumes_from_its_last_checkpoint_at_the_next_round(three_sites, t
     assert [r["round"] for r in results["rounds"]] == [1, 2]
     assert results["rounds"][0] == round_one  # round 1 was neither repeated nor lost
     assert json.loads(checkpoint["server_state"])["completed_round"] == 1
+    # latest.pt records the (a, b) folded into it (resuming unfolds it first); the round files never change
+    assert (json.loads(checkpoint["server_state"])["recalibration"] is not None) == recalibrated
+    round_file = torch.load(run_dir / "checkpoints" / "round_001.pt", weights_only=True)
+    assert json.loads(round_file["server_state"])["recalibration"] is None
     assert (run_dir / "checkpoints" / "round_002.pt").is_file()

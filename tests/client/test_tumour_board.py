@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from client.run_bundle import RunNotUsable, load_run
 from client.tumour_board import (
@@ -239,3 +240,22 @@ def test_csv_frame_keeps_contract_dtypes(tmp_path: Path) -> None:
     frame.to_csv(tmp_path / "one.csv", index=False)
     patients = read_patients(tmp_path / "one.csv")
     assert patients.loc[0, "er_positive"] == 1.0 and patients.loc[0, "regimen"] == "AC-T"
+
+
+def test_the_ensemble_carries_the_final_models_response_recalibration_to_the_earlier_rounds(tmp_path):
+    """The coordinator folds (a, b) into latest.pt only (round files never change); every member gets it."""
+    from server.checkpoint import ServerState, save_checkpoint
+    from shared.model import fold_response_recalibration
+
+    run_dir, _ = make_run(tmp_path, rounds=3)
+    plain = load_run(run_dir, last_rounds=3)
+    final = torch.load(run_dir / "checkpoints" / "round_003.pt", weights_only=True)
+    state = ServerState.model_validate_json(final["server_state"]).model_copy(update={"recalibration": (0.5, -0.2)})
+    save_checkpoint(run_dir, state, fold_response_recalibration(final["model"], 0.5, -0.2), {}, round_file=False)
+    assert torch.load(run_dir / "checkpoints" / "round_003.pt", weights_only=True)["server_state"] == \
+        final["server_state"]
+    recalibrated = load_run(run_dir, last_rounds=3)
+    for before, after in zip(plain.members, recalibrated.members):
+        torch.testing.assert_close(after.model.response_head.weight, before.model.response_head.weight * 0.5)
+        torch.testing.assert_close(after.model.response_head.bias, before.model.response_head.bias * 0.5 - 0.2)
+        torch.testing.assert_close(after.model.pfs_head.effect.weight, before.model.pfs_head.effect.weight)

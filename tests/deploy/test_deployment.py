@@ -22,6 +22,7 @@ import pytest
 from client.approval import app_hash
 from client.audit import AUDIT_FILE, verify
 from client.outbox import ERROR_APP_NOT_APPROVED
+from shared.config import RunConfig
 from tests.deploy.harness import GENERATE, PREFLIGHT, REPO, Consortium
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -154,8 +155,9 @@ def _check_audit_logs(consortium: Consortium, run_id: int, metrics: dict) -> Non
         assert checked.returncode == 0, checked.stdout + checked.stderr
         entries = [e for e in verify(log).entries if e["run"] == run_id]
         instructions = [e for e in entries if e["kind"] == "instruction"]
+        recalibration = ["evaluate.recalibration"] * RunConfig.from_mapping(metrics["config"]).recalibration_iterations
         assert sorted(e["message_type"] for e in instructions) == sorted(
-            ["query.feature_summary", "train", "train", "evaluate", "evaluate", "evaluate"])
+            ["query.feature_summary", "train", "train", "evaluate", "evaluate", "evaluate", *recalibration])
         assert {e["app_sha256"] for e in instructions} == {submitted}  # the installed app hashes as submitted
         assert [e["kind"] for e in entries].count("reply") == len(instructions)  # each answered, none refused
         training = [e for e in entries if e["kind"] == "reply" and e["message_type"] == "train"]
