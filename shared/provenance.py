@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,9 @@ def build_app_bundle(root: Path) -> bytes:
 
     if not (root / "pyproject.toml").is_file():
         raise FileNotFoundError(f"{root} is not a Flower app folder (no pyproject.toml)")
-    return build_fab_from_files(_collect_files(root))[0]
+    with warnings.catch_warnings():  # flwr 1.42 asks pathspec for its 'gitwildmatch' name: deprecated, same patterns
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="pathspec")
+        return build_fab_from_files(_collect_files(root))[0]
 
 
 def app_hash(root: Path) -> str:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import html
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -179,7 +181,8 @@ class ChromiumSession:
         profile = Path(self._work.name) / "profile"
         self._process = subprocess.Popen([chromium, *FLAGS, f"--user-data-dir={profile}", "--window-size=1280,900",
                                           "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-                                          "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                          "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         start_new_session=True)  # its own process group: __exit__ ends every helper
         port_file, deadline = profile / "DevToolsActivePort", time.monotonic() + self.timeout
         while not (port_file.is_file() and port_file.read_text().strip()):
             if time.monotonic() > deadline or self._process.poll() is not None:
@@ -197,14 +200,20 @@ class ChromiumSession:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """End Chromium and every helper process it started (they write to the profile until they exit)."""
         self._stack.close()
-        self._process.terminate()
+        self._signal_group(signal.SIGTERM)
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+            pass
+        self._signal_group(signal.SIGKILL)
+        self._process.wait()
         self._work.cleanup()
+
+    def _signal_group(self, number: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, number)
 
     def _record(self, event: dict) -> None:
         method, params = event.get("method"), event.get("params", {})
