@@ -11,7 +11,7 @@ from opacus import PrivacyEngine
 from torch.utils.data import DataLoader, TensorDataset
 
 from shared.encoding import NUM_INPUTS, EncodedCohort
-from shared.losses import batch_loss
+from shared.losses import batch_loss, patient_losses
 from shared.model import OncoFedNet
 
 
@@ -25,11 +25,18 @@ class LocalTrainingPlan:
     seed: int
 
 
+# How Opacus gets each patient's gradient norm: "hooks" (per-sample gradients from module hooks), "functorch"
+# (the same per-sample gradients through torch.func.vmap) or "ghost" (ghost clipping: per-sample norms without
+# per-sample gradients, then a second backward pass of the clipped loss). The privacy accounting is the same.
+GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
+
+
 @dataclass(frozen=True)
 class PrivacyPlan:
     noise_multiplier: float
     max_grad_norm: float
     secure_mode: bool
+    grad_sample_mode: str = "hooks"  # ghost clipping trains the same model but no faster at this model's size
 
 
 @dataclass(frozen=True)
@@ -66,28 +73,49 @@ def train_locally(model: OncoFedNet, cohort: EncodedCohort, plan: LocalTrainingP
     global_weights = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.Adam(model.parameters(), lr=plan.learning_rate)
     trained: torch.nn.Module = model
+    criterion = None
     if privacy is not None:
         with warnings.catch_warnings():  # secure_mode off is the simulation's choice, set in the configuration
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             engine = PrivacyEngine(accountant="rdp", secure_mode=privacy.secure_mode)
-        trained, optimizer, loader = engine.make_private(
+        if privacy.grad_sample_mode not in GRAD_SAMPLE_MODES:
+            raise ValueError(f"grad_sample_mode {privacy.grad_sample_mode!r} is not one of {GRAD_SAMPLE_MODES}")
+        private = engine.make_private(
             module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=privacy.noise_multiplier,
-            max_grad_norm=privacy.max_grad_norm, poisson_sampling=True,
-            noise_generator=None if privacy.secure_mode else torch.Generator().manual_seed(plan.seed + 1))
+            max_grad_norm=privacy.max_grad_norm, poisson_sampling=True, grad_sample_mode=privacy.grad_sample_mode,
+            noise_generator=None if privacy.secure_mode else torch.Generator().manual_seed(plan.seed + 1),
+            **({"criterion": _PatientLoss()} if privacy.grad_sample_mode == "ghost" else {}))
+        if privacy.grad_sample_mode == "ghost":
+            trained, optimizer, criterion, loader = private
+        else:
+            trained, optimizer, loader = private
     trained.train()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Full backward hook is firing")  # inputs need no gradient
         total, steps = _run_epochs(model, trained, optimizer, loader, plan, global_weights, generator,
-                                   weighted=patient_weights is not None)
+                                   weighted=patient_weights is not None, criterion=criterion)
     # the rate the accountant must be told: the Poisson loader's own (1 / batches per epoch)
     sample_rate = float(getattr(loader, "sample_rate", min(1.0, plan.batch_size / len(cohort))))
     return LocalTrainingResult(mean_loss=total / max(1, steps * plan.batch_size), steps=steps,
                                sample_rate=sample_rate)
 
 
+class _PatientLoss:
+    """batch_loss as the criterion Opacus's ghost clipping wraps: it sets `reduction` to "none" to get one loss
+    per patient, clips through a second backward pass of those losses, and reduces them by their mean."""
+
+    reduction = "mean"
+
+    def __call__(self, outputs, targets, weights=None) -> torch.Tensor:
+        if self.reduction != "none":
+            return batch_loss(outputs, targets, weights)
+        losses = patient_losses(*outputs, *targets)
+        return losses if weights is None else losses * weights
+
+
 def _run_epochs(model: OncoFedNet, trained: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
                 plan: LocalTrainingPlan, global_weights: list[torch.Tensor], generator: torch.Generator,
-                weighted: bool = False) -> tuple[float, int]:
+                weighted: bool = False, criterion=None) -> tuple[float, int]:
     total, steps = 0.0, 0
     for _ in range(plan.local_epochs):
         for batch in loader:
@@ -95,13 +123,14 @@ def _run_epochs(model: OncoFedNet, trained: torch.nn.Module, optimizer: torch.op
             inputs, targets = list(batch[:NUM_INPUTS]), batch[NUM_INPUTS:len(batch) - int(weighted)]
             inputs[4] = _drop_modalities(inputs[4], plan.modality_dropout, generator)
             optimizer.zero_grad(set_to_none=True)
-            loss = batch_loss(trained(*inputs), targets, weights)
+            loss = (criterion or batch_loss)(trained(*inputs), targets, weights)
             loss.backward()
             optimizer.step()
             if plan.proximal_mu > 0:  # FedProx as a decoupled proximal step: data-independent, no privacy cost
                 with torch.no_grad():
                     for weight, anchor in zip(model.parameters(), global_weights, strict=True):
                         weight.sub_(plan.learning_rate * plan.proximal_mu * (weight - anchor))
-            total += float(loss.detach()) * len(batch[0])
+            if len(batch[0]):  # an empty Poisson batch adds noise only (its mean loss is undefined)
+                total += float(loss.detach()) * len(batch[0])
             steps += 1
     return total, steps

@@ -79,6 +79,33 @@ def test_dp_training_changes_the_model_differently_from_plain_training():
     assert all(differences)
 
 
+@pytest.mark.parametrize("mode", ["functorch", "ghost"])
+def test_each_grad_sample_mode_trains_the_model_hooks_train_with_the_same_accounting(mode):
+    """Opacus's per-sample clipping modes are one algorithm: same steps and sample rate (so the same ε), and the
+    same model to float rounding (ghost clipping clips through a second backward pass), empty batches included."""
+    cohort = encoded_cohort(40, seed=9)
+    plan = LocalTrainingPlan(local_epochs=2, batch_size=4, learning_rate=1e-2, proximal_mu=0.01,
+                             modality_dropout=0.2, seed=3)  # batch 4 of 40: some Poisson batches are empty
+    models, results = {}, {}
+    for chosen in ("hooks", mode):
+        models[chosen] = tiny_model()
+        results[chosen] = train_locally(models[chosen], cohort, plan, PrivacyPlan(
+            noise_multiplier=0.8, max_grad_norm=0.5, secure_mode=False, grad_sample_mode=chosen))
+    assert (results[mode].steps, results[mode].sample_rate) == (results["hooks"].steps, results["hooks"].sample_rate)
+    assert math.isfinite(results[mode].mean_loss)
+    assert results[mode].mean_loss == pytest.approx(results["hooks"].mean_loss, rel=1e-5)
+    for ours, reference in zip(models[mode].parameters(), models["hooks"].parameters(), strict=True):
+        assert torch.allclose(ours, reference, atol=1e-5), (ours - reference).abs().max()
+    untrained = torch.cat([p.flatten() for p in tiny_model().parameters()])
+    assert not torch.allclose(torch.cat([p.detach().flatten() for p in models[mode].parameters()]), untrained)
+
+
+def test_an_unknown_grad_sample_mode_is_refused_with_the_allowed_ones():
+    with pytest.raises(ValueError, match="'vmap' is not one of"):
+        train_locally(tiny_model(), encoded_cohort(20, seed=1), PLAN, PrivacyPlan(
+            noise_multiplier=1.0, max_grad_norm=1.0, secure_mode=False, grad_sample_mode="vmap"))
+
+
 def test_the_ledger_composes_across_runs_and_refuses_past_the_budget(tmp_path):
     path = tmp_path / "privacy_ledger.json"
     one_run = (1.2, 0.1, 50)
