@@ -1,5 +1,6 @@
 """Offline checks of the compose and Kubernetes files, fast and without Docker (tests/deploy/test_containers.py
-builds the images and runs the compose consortium for real; no cluster here for the Kubernetes manifest).
+builds the images and runs the compose consortium for real; no cluster here for the Kubernetes manifest, so
+kubectl decodes it offline into its typed objects, where a kubectl is installed).
 
 What `docker compose config` and `kubectl --dry-run` would catch first: YAML that parses, services and
 objects with the keys they need, every file they mount existing (certificates as generate.py writes them),
@@ -9,6 +10,7 @@ every site with its own data, key, configuration and state, and the Flower pin e
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +142,28 @@ def test_kubernetes_objects_are_complete_and_consistent() -> None:
     secrets = {v["secret"]["secretName"] for d in (superlink["spec"]["template"]["spec"], executor)
                for v in d["volumes"] if "secret" in v}
     assert secrets == {"superlink-tls"} and "create secret generic superlink-tls" in KUBERNETES.read_text()
+
+
+def _kubectl_decode(manifest: Path) -> subprocess.CompletedProcess:
+    """Every object of `manifest` decoded into kubectl's own typed API objects, offline: `kubectl set env --local`
+    (`kubectl apply --dry-run=client` asks an API server for the API groups and schema, and there is none here)."""
+    return subprocess.run([shutil.which("kubectl"), "set", "env", "--local", "-f", str(manifest), "ONCOFED_CHECK=1",
+                           "-o", "name"], capture_output=True, text=True, errors="replace", timeout=120)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl: apt-get install kubernetes-client")
+def test_kubectl_decodes_every_kubernetes_object_into_its_typed_api_object(tmp_path) -> None:
+    """Kinds and apiVersions kubectl knows, fields of the right types (not checked: unknown field names, and
+    anything an API server or admission would refuse)."""
+    checked = _kubectl_decode(KUBERNETES)
+    assert "unable to decode" not in checked.stderr, checked.stderr
+    assert set(checked.stdout.split()) == {"statefulset.apps/superlink", "deployment.apps/serverapp-executor"}
+    # the others decode too: kubectl names their Go types when it finds no pod template to set the variable in
+    assert set(re.findall(r"\*v1\.(\w+)", checked.stderr)) == {"Namespace", "Service", "PersistentVolumeClaim"}
+    broken = tmp_path / "coordinator.yaml"
+    broken.write_text(re.sub(r"replicas: 1\b", 'replicas: "one"', KUBERNETES.read_text(), count=1))
+    refused = _kubectl_decode(broken)
+    assert refused.returncode != 0 and "unable to decode" in refused.stderr, refused.stderr
 
 
 def test_every_container_runs_hardened_on_host_networking_with_its_own_ports(compose) -> None:

@@ -30,8 +30,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 SITES = ("alpha", "beta", "gamma")
 UNAPPROVED = "delta"  # approved an earlier version of the app only; its site.toml names a data file that is absent
 EARLIER_VERSION = "0123456789abcdef" * 4
+# a dead SuperNode is declared unavailable by the SuperLink after ~60 s; two Newton steps of the recalibration
+# (default 6): each is one more exchange, a fresh ClientApp process per site
 RUN = {"num-rounds": 2, "hidden-size": 16, "local-epochs": 1, "bootstrap-samples": 20, "min-sites": 2,
-       "round-timeout-s": 150.0}  # a dead SuperNode is declared unavailable by the SuperLink after ~60 s
+       "round-timeout-s": 150.0, "recalibration-iterations": 2}
 FEDERATION_TIMEOUT_S = 540  # generous: a loaded 2-core machine took ~200 s a round
 
 
