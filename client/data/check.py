@@ -1,7 +1,7 @@
-"""The site-side data check: `python -m client.check --site-config site.toml [--json summary.json]`.
+"""The site-side data check: `python -m client.data.check --site-config site.toml [--json summary.json]`.
 
 A data steward runs this before the site joins a training run. It loads the site's data exactly as training
-will (client.site_data), lists every violation (file or table, row, column, rule), and otherwise prints a
+will (client.data.loader), lists every violation (file or table, row, column, rule), and otherwise prints a
 summary: cohort size, modalities present, missingness per column and outcome counts. Counts between 1 and
 min_cell_size - 1 are shown as "<min_cell_size", so the summary can be shown around the hospital; it is
 not an outgoing message (a suppressed cell can still be recovered from a total by difference).
@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel
 
-from client.site_data import load_site_frame
+from client.data.loader import load_site_frame
 from shared.contract import CONTRACT_COLUMNS, MODALITY_FIELDS, DataContractError
 from shared.site_config import SiteConfig, SiteConfigError
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(frame, config)
     print(format_summary(summary))
     if args.fingerprint:
-        from client.fingerprint import data_fingerprint  # its key lives in the site's state dir
+        from client.data.fingerprint import data_fingerprint  # its key lives in the site's state dir
 
         print(f"Data fingerprint (keyed with {config.state_dir}/fingerprint.key): "
               f"{data_fingerprint(frame, config.state_dir)}")
