@@ -28,10 +28,24 @@ from server.screening import oversized_updates, update_distance, update_problem
 from server.secure_aggregation import secure_train_round
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from server.validation import budget_split, headline_only, planned_training_rounds, run_validation
+from shared.atomic import write_atomically
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
 from shared.harmonisation import NormalisationStats, from_metric_record_dict, pool_summaries
-from shared.messages import DATA_FINGERPRINT_KEY, NORMALISATION_KEY, PhaseInstruction, instruction_records
+from shared.messages import (
+    COUNT_KEY,
+    DATA_FINGERPRINT_KEY,
+    METRICS_KEY,
+    MODEL_ARRAYS_KEY,
+    NORMALISATION_KEY,
+    PLAN_KEY,
+    SERVER_ROUND_KEY,
+    SITE_ID_KEY,
+    SITE_KEY,
+    SPLIT_KEY,
+    PhaseInstruction,
+    instruction_records,
+)
 from shared.model import build_model, fold_response_recalibration
 from shared.propensity import PROPENSITY_ARRAYS_KEY
 
@@ -48,8 +62,8 @@ class SiteReplies:
 
 
 def _site_name(message: Message, node: int, names: dict[int, str]) -> str:
-    if not message.has_error() and "site" in message.content:
-        names[node] = str(message.content["site"]["site-id"])
+    if not message.has_error() and SITE_KEY in message.content:
+        names[node] = str(message.content[SITE_KEY][SITE_ID_KEY])
     return names.get(node, f"node-{node}")
 
 
@@ -73,12 +87,12 @@ def collect(grid: Grid, messages: Iterable[Message], timeout: float, names: dict
             result.missing[site] = reply.error.reason or f"error code {reply.error.code}"
             continue
         if reference is not None:
-            problem = update_problem(reply.content["arrays"], reference)
+            problem = update_problem(reply.content[MODEL_ARRAYS_KEY], reference)
             if problem:
                 result.missing[site] = f"update rejected: {problem}"
                 continue
         result.accepted.append(reply)
-        result.figures[site] = {k: float(v) for k, v in reply.content["metrics"].items()}
+        result.figures[site] = {k: float(v) for k, v in reply.content[METRICS_KEY].items()}
     for message in messages:
         if message.metadata.dst_node_id not in answered:
             site = names.get(message.metadata.dst_node_id, f"node-{message.metadata.dst_node_id}")
@@ -92,8 +106,8 @@ def collect(grid: Grid, messages: Iterable[Message], timeout: float, names: dict
 def _reject_oversized(replies: SiteReplies, reference: dict[str, np.ndarray], ratio: float,
                       progress: Progress) -> dict[str, float]:
     """Leave out updates implausibly far from the global model (a scaled or runaway site); say so."""
-    sites = [str(m.content["site"]["site-id"]) for m in replies.accepted]  # accepted replies name their site
-    distances = {site: update_distance(m.content["arrays"], reference) for site, m in zip(sites, replies.accepted)}
+    sites = [str(m.content[SITE_KEY][SITE_ID_KEY]) for m in replies.accepted]  # accepted replies name their site
+    distances = {site: update_distance(m.content[MODEL_ARRAYS_KEY], reference) for site, m in zip(sites, replies.accepted)}
     rejected = oversized_updates(distances, ratio)
     for site, reason in rejected.items():
         progress(f"{site}: {reason}")
@@ -105,10 +119,10 @@ def _reject_oversized(replies: SiteReplies, reference: dict[str, np.ndarray], ra
 
 def weighted_means(figures: dict[str, dict[str, float]]) -> dict[str, float]:
     """Mean of each figure over the sites that report it, weighted by their patient counts."""
-    keys = {k for f in figures.values() for k in f if k != "num-examples"}
+    keys = {k for f in figures.values() for k in f if k != COUNT_KEY}
     means = {}
     for key in sorted(keys):
-        pairs = [(f[key], f.get("num-examples", 1.0)) for f in figures.values() if key in f]
+        pairs = [(f[key], f.get(COUNT_KEY, 1.0)) for f in figures.values() if key in f]
         means[key] = sum(v * w for v, w in pairs) / sum(w for _, w in pairs)
     return means
 
@@ -127,16 +141,16 @@ def harmonise(grid: Grid, config: RunConfig, names: dict[int, str],
 
     `fingerprints` receives each site's data fingerprint (a keyed hash computed at the site) for provenance."""
     nodes = wait_for_sites(grid, config.min_sites, config.round_timeout_s)
-    query = [Message(RecordDict({"config": ConfigRecord({"server-round": 0})}), dst_node_id=node,
+    query = [Message(RecordDict({PLAN_KEY: ConfigRecord({SERVER_ROUND_KEY: 0})}), dst_node_id=node,
                      message_type=f"{MessageType.QUERY}.feature_summary") for node in nodes]
     replies = collect(grid, query, config.round_timeout_s, names)
     if len(replies.accepted) < config.min_sites:
         raise RuntimeError(f"only {len(replies.accepted)} site(s) sent feature statistics, "
                            f"min-sites is {config.min_sites}: {replies.missing}")
     if fingerprints is not None:
-        fingerprints |= {str(m.content["site"]["site-id"]): str(m.content["site"][DATA_FINGERPRINT_KEY])
-                         for m in replies.accepted if DATA_FINGERPRINT_KEY in m.content["site"]}
-    return pool_summaries([from_metric_record_dict(dict(m.content["metrics"])) for m in replies.accepted])
+        fingerprints |= {str(m.content[SITE_KEY][SITE_ID_KEY]): str(m.content[SITE_KEY][DATA_FINGERPRINT_KEY])
+                         for m in replies.accepted if DATA_FINGERPRINT_KEY in m.content[SITE_KEY]}
+    return pool_summaries([from_metric_record_dict(dict(m.content[METRICS_KEY])) for m in replies.accepted])
 
 
 def wait_for_sites(grid: Grid, min_sites: int, timeout: float) -> list[int]:
@@ -156,7 +170,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
     (run_dir / "config.json").write_text(json.dumps(config.to_flower(), indent=2))
     strategy = build_strategy(config)
     names: dict[int, str] = {}
-    grid_days = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    grid_days = SurvivalGrid.from_config(config)
     if config.resume_from:
         state, model_state, saved_strategy = load_checkpoint(run_dir)
         restore_strategy_state(strategy, saved_strategy)
@@ -187,7 +201,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
             secure = secure_train_round(grid, config, arrays, records, server_round, names)
             trained, distances = SiteReplies(figures=secure.figures, missing=secure.missing), {}
         else:
-            train_messages = _with_records(strategy.configure_train(server_round, arrays, records["config"], grid),
+            train_messages = _with_records(strategy.configure_train(server_round, arrays, records[PLAN_KEY], grid),
                                            {NORMALISATION_KEY: records[NORMALISATION_KEY], **released})
             trained = collect(grid, train_messages, config.round_timeout_s, names, reference)
             distances = _reject_oversized(trained, reference, config.update_norm_ratio, progress)
@@ -259,8 +273,8 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
 
 def _evaluate(grid: Grid, strategy, config: RunConfig, stats: NormalisationStats, arrays: ArrayRecord,
               server_round: int, split: str, names: dict[int, str]) -> SiteReplies:
-    records = instruction_records(config, stats, split=split)
-    messages = _with_records(strategy.configure_evaluate(server_round, arrays, records["config"], grid),
+    records = instruction_records(config, stats, **{SPLIT_KEY: split})
+    messages = _with_records(strategy.configure_evaluate(server_round, arrays, records[PLAN_KEY], grid),
                              {NORMALISATION_KEY: records[NORMALISATION_KEY]})
     return collect(grid, messages, config.round_timeout_s, names)
 
@@ -289,6 +303,4 @@ def _round_line(record: dict, num_rounds: int) -> str:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(payload, indent=2))
-    temporary.replace(path)
+    write_atomically(path, json.dumps(payload, indent=2))

@@ -22,10 +22,12 @@ from shared.config import RunConfig
 from shared.harmonisation import NormalisationStats
 from shared.messages import (
     LOCAL_TRAINING,
+    MODEL_ARRAYS_KEY,
     NORMALISATION_KEY,
     PLAN_KEY,
     SHAP_COUNT_KEY,
     SHAP_KEY,
+    SPLIT_KEY,
     PhaseInstruction,
     instruction_records,
 )
@@ -119,7 +121,7 @@ def _records(config: RunConfig, stats: NormalisationStats, phase: PhaseInstructi
 
 def _messages(arrays: ArrayRecord, records: dict[str, ConfigRecord], nodes: Iterable[int], message_type: str
               ) -> list[Message]:
-    return [Message(RecordDict({"arrays": arrays, PLAN_KEY: records[PLAN_KEY],
+    return [Message(RecordDict({MODEL_ARRAYS_KEY: arrays, PLAN_KEY: records[PLAN_KEY],
                                 NORMALISATION_KEY: records[NORMALISATION_KEY]}),
                     dst_node_id=node, message_type=message_type) for node in nodes]
 
@@ -128,7 +130,7 @@ def evaluate_model(grid: Grid, collect: Collect, config: RunConfig, stats: Norma
                    phase: PhaseInstruction, names: dict[int, str], nodes: Iterable[int] | None = None):
     """One model evaluated on the test patients of every site (or of `nodes`), with bootstrap intervals."""
     records = _records(config, stats, phase.model_copy(update={"intervals": True, "site_report": False}),
-                       split="test")
+                       **{SPLIT_KEY: "test"})
     targets = list(grid.get_node_ids()) if nodes is None else list(nodes)
     return collect(grid, _messages(arrays, records, targets, MessageType.EVALUATE), config.round_timeout_s, names)
 
@@ -144,7 +146,7 @@ def run_local_models(grid: Grid, collect: Collect, config: RunConfig, stats: Nor
                       config.round_timeout_s * config.num_rounds, names, reference)
     models = {}
     if config.share_local_models:
-        models = {names[reply.metadata.src_node_id]: reply.content["arrays"] for reply in replies.accepted}
+        models = {names[reply.metadata.src_node_id]: reply.content[MODEL_ARRAYS_KEY] for reply in replies.accepted}
     progress(f"local-only models: {len(replies.figures)} site(s) trained for {config.num_rounds} rounds "
              f"({time.perf_counter() - started:.1f} s)" + (f" | out: {', '.join(replies.missing)}"
                                                             if replies.missing else ""))

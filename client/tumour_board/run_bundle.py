@@ -119,7 +119,7 @@ def load_run(run_dir: str | Path, last_rounds: int = 5, extra_runs: tuple[str | 
         raise RunNotUsable("the ensemble needs at least one round (--ensemble-rounds >= 1)")
     run_dir = Path(run_dir).expanduser()
     config = read_config(run_dir)
-    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    grid = SurvivalGrid.from_config(config)
     stats, members = load_members(run_dir, config, grid, last_rounds)
     for extra in extra_runs:
         extra_dir = Path(extra).expanduser()

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from shared.config import RunConfig
-from shared.html_report import write_atomically
+from shared.atomic import write_atomically
 
 RESULTS = Path(__file__).parent / "results" / "dp_study.json"
 FIGURES = ("response-auc", "pfs-cindex", "os-cindex")

@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.config import RunConfig
-from shared.html_report import write_atomically
+from shared.atomic import write_atomically
 from simulations.main_job import parse_overrides, run
 
 RESULTS_DIR = Path(__file__).parent / "results"

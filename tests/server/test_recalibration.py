@@ -87,7 +87,7 @@ def test_the_sites_and_the_coordinator_fit_the_validation_splits_of_every_site(t
     grid = InProcessGrid(build_client_app(config.to_flower()), num_nodes=3)
     names: dict[int, str] = {}
     stats = harmonise(grid, config, names)
-    days = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    days = SurvivalGrid.from_config(config)
     model = build_model(days.num_intervals, config.hidden_size, seed=7)
     with torch.no_grad():
         model.response_head.weight.mul_(3.0)
