@@ -25,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 
 from client.flower.app import build_client_app
 from server.checkpoint import load_checkpoint
-from server.federation import collect
+from server.coordinator import collect
 from server.recalibration import recalibrate_response
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid, encode_cohort
