@@ -22,8 +22,10 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel
 
+from client.dictionary_check import site_dictionary
 from client.site_data import load_site_frame
-from shared.contract import CONTRACT_COLUMNS, MODALITY_FIELDS, DataContractError
+from shared.contract import CONTRACT_COLUMNS, MODALITY_FIELDS, DataContractError, check_frame
+from shared.dictionary import DataDictionary, DictionaryError, load_dictionary
 from shared.site_config import SiteConfig, SiteConfigError
 
 EXIT_USABLE, EXIT_VIOLATIONS, EXIT_BAD_CONFIG = 0, 1, 2
@@ -46,6 +48,8 @@ class SiteCheckSummary(BaseModel):
     best_response: dict[str, Count]  # CR, PR, SD, PD, missing
     pfs: dict[str, Count]  # events, censored, missing
     os: dict[str, Count]
+    dictionary: str = ""  # name and version of the data dictionary the data was checked against
+    dictionary_sha256: str = ""
 
 
 def suppress(count: int, min_cell_size: int) -> Count:
@@ -93,7 +97,8 @@ def format_summary(summary: SiteCheckSummary) -> str:
     for column, count in summary.missing.items():
         percent = summary.missing_percent[column]
         lines.append(f"  {column:<18} {count}" + (f" ({percent:g}%)" if percent is not None else ""))
-    lines += [f"Best response: {listing(summary.best_response)}",
+    lines += [f"Data dictionary: {summary.dictionary} (sha256 {summary.dictionary_sha256})",
+              f"Best response: {listing(summary.best_response)}",
               f"PFS: {listing(summary.pfs)}",
               f"OS: {listing(summary.os)}",
               f"Counts below {summary.min_cell_size} are shown as <{summary.min_cell_size}.",
@@ -123,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--site-config", required=True, type=Path, help="the site's TOML or JSON config")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT",
                         help="also write the summary as JSON (only when the data is usable)")
+    parser.add_argument("--dictionary", type=Path, default=None, metavar="FILE",
+                        help="the consortium's data dictionary (YAML/JSON) to check against; the site's own copy "
+                             "(`dictionary` in its config, else the app's default) must have the same content hash")
     parser.add_argument("--fingerprint", action="store_true",
                         help="also print the data fingerprint this site sends with its feature statistics (a keyed "
                              "hash; compare it with a model card's to see which version of the data trained it)")
@@ -135,7 +143,15 @@ def main(argv: list[str] | None = None) -> int:
         print("Usable: no (fix the site config)", file=sys.stderr)
         return EXIT_BAD_CONFIG
     try:
+        dictionary = _agreed_dictionary(config, args.dictionary)
+    except DictionaryError as error:
+        print(error, file=sys.stderr)
+        print("Usable: no (fix the data dictionary or the site config)", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    try:
         frame = load_site_frame(config)
+        unused = [c for c in frame.columns if c not in dictionary.columns and frame[c].isna().all()]
+        check_frame(frame.drop(columns=unused), config.data.describe(), dictionary)
     except DataContractError as error:
         print(f"{len(error.violations)} data-contract violation(s) in {config.data.describe()}:", file=sys.stderr)
         for violation in error.violations:
@@ -143,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         print("Usable: no. Fix the source data or the site's mapping, then run the check again.", file=sys.stderr)
         return EXIT_VIOLATIONS
 
-    summary = summarise(frame, config)
+    summary = summarise(frame, config).model_copy(update={
+        "dictionary": f"{dictionary.name} {dictionary.version}", "dictionary_sha256": dictionary.content_sha256()})
     print(format_summary(summary))
     if args.fingerprint:
         from client.fingerprint import data_fingerprint  # its key lives in the site's state dir
@@ -154,6 +171,21 @@ def main(argv: list[str] | None = None) -> int:
         write_json_atomically(summary.model_dump(mode="json"), args.json)
         print(f"Summary written to {args.json}")
     return EXIT_USABLE
+
+
+def _agreed_dictionary(config: SiteConfig, consortium_file: Path | None) -> DataDictionary:
+    """The site's copy of the dictionary, refused (DictionaryError) when it differs from the consortium's file."""
+    local = site_dictionary(config)
+    if consortium_file is None:
+        return local
+    consortium = load_dictionary(consortium_file)
+    if consortium.content_sha256() != local.content_sha256():
+        copy = str(config.dictionary) if config.dictionary is not None else "the app's default dictionary"
+        raise DictionaryError(
+            f"the consortium's dictionary {consortium_file} (sha256 {consortium.content_sha256()}) differs from "
+            f"this site's copy, {copy} (sha256 {local.content_sha256()}); a run of the consortium would be refused. "
+            f"Point `dictionary` in the site config at the consortium's file (or update the copy), then check again")
+    return consortium
 
 
 if __name__ == "__main__":

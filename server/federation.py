@@ -31,9 +31,16 @@ from server.validation import budget_split, headline_only, planned_training_roun
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
 from shared.harmonisation import NormalisationStats, from_metric_record_dict, pool_summaries
-from shared.messages import DATA_FINGERPRINT_KEY, NORMALISATION_KEY, PhaseInstruction, instruction_records
+from shared.messages import (
+    DATA_FINGERPRINT_KEY,
+    DICTIONARY_KEY,
+    NORMALISATION_KEY,
+    PhaseInstruction,
+    instruction_records,
+)
 from shared.model import build_model, fold_response_recalibration
 from shared.propensity import PROPENSITY_ARRAYS_KEY
+from shared.provenance import dictionary_sha256
 
 Progress = Callable[[str], None]
 
@@ -127,7 +134,8 @@ def harmonise(grid: Grid, config: RunConfig, names: dict[int, str],
 
     `fingerprints` receives each site's data fingerprint (a keyed hash computed at the site) for provenance."""
     nodes = wait_for_sites(grid, config.min_sites, config.round_timeout_s)
-    query = [Message(RecordDict({"config": ConfigRecord({"server-round": 0})}), dst_node_id=node,
+    query = [Message(RecordDict({"config": ConfigRecord({"server-round": 0, DICTIONARY_KEY: dictionary_sha256()})}),
+                     dst_node_id=node,
                      message_type=f"{MessageType.QUERY}.feature_summary") for node in nodes]
     replies = collect(grid, query, config.round_timeout_s, names)
     if len(replies.accepted) < config.min_sites:

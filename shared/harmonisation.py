@@ -22,13 +22,16 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.site_config import BOOLEAN_COLUMNS, CATEGORY_CODES
+from shared.vocabulary import DICTIONARY
 
 GRID_VERSION = 1  # bump when HISTOGRAM_EDGES or the feature lists change; sites and server must agree
 
+# The model's numeric inputs, in the order their summaries are sent and pooled (the set is the dictionary's
+# numeric fields, outcome times excluded: a test keeps them equal); log1p ones are the dictionary's `transform`.
 NUMERIC_FEATURES: tuple[str, ...] = ("age_years", "charlson_index", "prior_lines", "ecog", "ki67_percent",
                                      "pdl1_tps_percent", "tumour_size_mm", "suv_max", "mtv_ml", "lesion_count",
                                      "tmb_mut_per_mb", "line_of_therapy", "grade")
-LOG1P_FEATURES: tuple[str, ...] = ("tumour_size_mm", "suv_max", "mtv_ml", "lesion_count", "tmb_mut_per_mb")
+LOG1P_FEATURES: tuple[str, ...] = tuple(f.name for f in DICTIONARY.table_schema.fields if f.transform == "log1p")
 
 
 def _identity(values: np.ndarray) -> np.ndarray:

@@ -13,8 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import RunConfig
 from shared.harmonisation import NormalisationStats
+from shared.provenance import dictionary_sha256
 
 PLAN_KEY = "config"
+DICTIONARY_KEY = "dictionary-sha256"  # in every instruction's plan: the run's data dictionary (client/dictionary_check.py)
 DATA_FINGERPRINT_KEY = "data-fingerprint"  # in a reply's site record: the site's keyed hash of its data (provenance)
 NORMALISATION_KEY = "normalisation"
 # the site report's headline figures a site sends with its final test figures, each with "-lower"/"-upper"
@@ -25,7 +27,7 @@ REPORT_FIGURE_KEYS = {"response-auc": "response_auc", "pfs-cindex": "pfs_harrell
 def instruction_records(config: RunConfig, stats: NormalisationStats, **extra: str | int | float | bool
                         ) -> dict[str, ConfigRecord]:
     """The records (besides the model's arrays) of a train or evaluate instruction."""
-    plan = ConfigRecord({**config.to_flower(), **extra})
+    plan = ConfigRecord({**config.to_flower(), DICTIONARY_KEY: dictionary_sha256(), **extra})
     return {PLAN_KEY: plan, NORMALISATION_KEY: ConfigRecord({"stats": stats.model_dump_json()})}
 
 
@@ -51,7 +53,7 @@ HELD_OUT_KEY = "held-out-site"  # loso: the site left out of this federation
 INTERVALS_KEY = "intervals"  # evaluate: add bootstrap intervals to the headline figures
 RECALIBRATION_SLOPE_KEY = "recalibration-a"  # evaluate.recalibration: the current a of p = σ(a·z + b)
 RECALIBRATION_INTERCEPT_KEY = "recalibration-b"  # evaluate.recalibration: the current b
-INSTRUCTION_ONLY_KEYS = ("split", PHASE_KEY, PLANNED_ROUNDS_KEY, VALIDATION_ROUNDS_KEY, SITE_REPORT_KEY, HELD_OUT_KEY,
+INSTRUCTION_ONLY_KEYS = ("split", DICTIONARY_KEY, PHASE_KEY, PLANNED_ROUNDS_KEY, VALIDATION_ROUNDS_KEY, SITE_REPORT_KEY, HELD_OUT_KEY,
                          INTERVALS_KEY, RECALIBRATION_SLOPE_KEY, RECALIBRATION_INTERCEPT_KEY)
 LOCAL_TRAINING = "train.local_only"  # message type: train a local-only model for the run's rounds in one go
 # message type: the sums of one Newton step of the response logit's recalibration over the validation split
