@@ -97,18 +97,35 @@ def export_schema(dictionary: DataDictionary) -> pa.DataFrameSchema:
                               checks=_cross_field_checks(dictionary), strict=False, ordered=False)
 
 
+def _per_distinct(values: pd.Series, function) -> pd.Series:
+    """`function` applied to each distinct value once (an export has few distinct codes), then spread back."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    mapped = np.array([function(v) for v in uniques] + [None], dtype=object)
+    return pd.Series(mapped[codes], index=values.index)  # code -1 (missing) takes the trailing None
+
+
+def _flag(value: object) -> object:
+    text = str(value).strip().lower()
+    return 1.0 if text in _TRUE else 0.0 if text in _FALSE else (None if text == "" else value)
+
+
 def _flags(values: pd.Series) -> pd.Series:
     """true/false text, Python booleans or 0/1 numbers as 1.0/0.0; NaN where empty; other text kept as is."""
-    text = values.astype("string").str.strip().str.lower()
-    parsed = pd.Series(np.where(text.isin(_TRUE), 1.0, np.where(text.isin(_FALSE), 0.0, np.nan)), index=values.index)
-    unparsed = values.notna() & parsed.isna() & text.notna() & (text != "")
-    return parsed.astype(object).where(~unparsed, values)
+    return _per_distinct(values, _flag).astype(object).where(lambda s: s.notna(), np.nan)
 
 
 def _empty_to_none(values: pd.Series) -> pd.Series:
-    is_text = values.map(lambda v: isinstance(v, str))
-    blank = is_text & values.astype("string").str.strip().eq("").fillna(False)
-    return values.where(~blank, None).where(values.notna(), None)
+    if values.dtype != object:
+        return values
+    return _per_distinct(values, lambda v: None if isinstance(v, str) and not v.strip() else v)
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    """Codes as text (a code read as the number 2 becomes "2"); already-text columns pass untouched."""
+    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        return values
+    return values.map(lambda v: v if v is None or isinstance(v, str) else
+                      (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)))
 
 
 def normalised(frame: pd.DataFrame, dictionary: DataDictionary) -> pd.DataFrame:
@@ -122,8 +139,7 @@ def normalised(frame: pd.DataFrame, dictionary: DataDictionary) -> pd.DataFrame:
         if spec.type == "boolean":
             column = _flags(column)
         elif spec.type == "string":
-            column = column.map(lambda v: v if v is None or isinstance(v, str) else
-                                (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)))
+            column = _as_text(column)
         out[spec.name] = column
     return out
 
