@@ -19,9 +19,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from server.checkpoint import ServerState, load_checkpoint, save_checkpoint
-from server.propensity import propensity_phase
 from server.consortium_report import write_consortium_report
 from server.consortium_summary import last_training_figures, summary_from_results
+from server.propensity import propensity_phase
 from server.provenance import final_provenance, resumed, run_provenance
 from server.recalibration import recalibrate_response
 from server.screening import oversized_updates, update_distance, update_problem

@@ -1,7 +1,7 @@
 """The propensity model's federation: FedAvg rounds before the outcome model's, then its release to the sites.
 
 The global propensity model is sent with every training instruction of the federated phase; each site weights
-its patients' outcome loss by it (client/app.py, shared/propensity.py). It is saved beside the checkpoints so a
+its patients' outcome loss by it (client/flower/app.py, shared/propensity.py). It is saved beside the checkpoints so a
 resumed run weights with the same model.
 """
 

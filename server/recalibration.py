@@ -7,7 +7,7 @@ over every site's validation split, then folds (a, b) into the response head, so
 
 Newton's method is hand-written because it is two parameters on summed statistics: scikit-learn fits on rows,
 and the rows stay at the sites. Each site sends only the gradient, Hessian and count over its patients
-(client/recalibration.py); no training happens and no ε is spent (the sums are protected by the minimum cell
+(client/training/recalibration.py); no training happens and no ε is spent (the sums are protected by the minimum cell
 size, like every evaluation figure).
 """
 

@@ -2,7 +2,7 @@
 
 Flower 1.41 offers SecAgg+ only as a legacy workflow (SecAggPlusWorkflow needs a LegacyContext, a legacy
 Strategy and client manager, and the legacy fit layout), so this module runs that workflow for the train step
-of one round inside the project's Message-API loop; client/secure_aggregation.py is the site's side.
+of one round inside the project's Message-API loop; client/flower/secure_aggregation.py is the site's side.
 """
 
 from __future__ import annotations

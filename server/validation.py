@@ -5,7 +5,7 @@ their own test patients and send aggregate figures only. Each training round of 
 sites' privacy budgets. The consortium splits each site's ε (`validation-epsilon-share`): the validation
 phases together may spend that share, the federated model the rest. The coordinator tells every site, from
 the first round, how many training rounds each group will do in the whole run (`planned_training_rounds`)
-and the sites calibrate each group's noise to its own share over its own rounds (client/privacy.py).
+and the sites calibrate each group's noise to its own share over its own rounds (client/training/privacy.py).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def budget_split(config: RunConfig, planned: TrainingRounds) -> dict:
     """What metrics.json and the consortium report say about how each site's ε was split.
 
     The validation phases may spend validation-epsilon-share × ε; the federated model gets the rest of the
-    composed budget, which each site computes from its own sampling (client/privacy.py plan_round) and reports
+    composed budget, which each site computes from its own sampling (client/training/privacy.py plan_round) and reports
     as `epsilon-phase-budget` in its training replies.
     """
     share = config.validation_epsilon_share if planned.validation else 0.0

@@ -59,7 +59,7 @@ LOCAL_TRAINING = "train.local_only"  # message type: train a local-only model fo
 # message type: the sums of one Newton step of the response logit's recalibration over the validation split
 RECALIBRATION = "evaluate.recalibration"
 # what a site sends back for it: the gradient and Hessian of the logistic log-loss in (a, b), summed over its
-# validation patients with a known response, and their count (client/recalibration.py)
+# validation patients with a known response, and their count (client/training/recalibration.py)
 RECALIBRATION_COUNT_KEY = "n-recalibration"
 RECALIBRATION_SUM_KEYS = ("recal-gradient-a", "recal-gradient-b", "recal-hessian-aa", "recal-hessian-ab",
                           "recal-hessian-bb")

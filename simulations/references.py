@@ -14,17 +14,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared.html_report import write_atomically
-from client.privacy import calibrate_noise, default_delta, steps_per_round
-from client.site import Site, assign_splits, simulated_site_dirs, site_from_config
-from client.site_data import load_contract_csv
-from client.site_validation import headline_intervals
-from client.training import LocalTrainingPlan, PrivacyPlan, train_locally
+from client.data.loader import load_contract_csv
+from client.data.site import Site, assign_splits, simulated_site_dirs, site_from_config
+from client.evaluation.validation import headline_intervals
+from client.training.dp_sgd import LocalTrainingPlan, PrivacyPlan, train_locally
+from client.training.privacy import calibrate_noise, default_delta, steps_per_round
 from server.consortium_report import ReferenceRow, write_consortium_report
 from server.consortium_summary import estimates, summary_from_results
 from shared.config import RunConfig, cohort_directory
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, pool_summaries, summarise_site
+from shared.html_report import write_atomically
 from shared.metrics import Estimate, EvaluationSettings
 from shared.model import OncoFedNet, build_model
 from simulations.cohort.io import GROUND_TRUTH_DIR, read_ground_truth
@@ -35,7 +35,7 @@ ORACLE_LABEL = "Oracle (synthetic ground truth)"
 
 
 def simulated_sites(config: RunConfig) -> list[Site]:
-    """Every simulated site with the same data and splits its ClientApp uses (client/site.py open_site)."""
+    """Every simulated site with the same data and splits its ClientApp uses (client/data/site.py open_site)."""
     sites = []
     for folder in simulated_site_dirs(config):
         if (folder / "site.toml").is_file():

@@ -20,13 +20,13 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from pydantic import BaseModel, ConfigDict, Field
 
-from client import outbox
-from client.privacy import LedgerEntry, PrivacyLedger, calibrate_noise, check_budget, default_delta, steps_per_round
+from client.flower import outbox
+from client.training.privacy import LedgerEntry, PrivacyLedger, calibrate_noise, check_budget, default_delta, steps_per_round
 from server.strategies import build_strategy
 from shared.config import RunConfig
 from simulations.benchmarks.brca_training import Privacy, TrainingSteps, build_model, train_site
-from simulations.in_process import InProcessGrid
 from simulations.datasets.fed_tcga_brca.loader import REGIONS, CenterData, SurvivalArrays, arrays_of, load_centers
+from simulations.in_process import InProcessGrid
 
 Method = Literal["fedavg", "fedprox", "fedadam", "fedyogi", "local", "pooled"]
 FEDERATED: tuple[str, ...] = ("fedavg", "fedprox", "fedadam", "fedyogi")

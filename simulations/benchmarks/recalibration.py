@@ -4,7 +4,7 @@ For each run directory: loads the final global model and the feature scaling (ch
 product's recalibration (server/recalibration.py) through the real ClientApp in this process on the sites'
 VALIDATION splits (the default cohort, the run's seed for the splits), then scores the model before and after on
 every site's TEST split (simulation only: this script reads every site's data) with the site report's estimators
-(shared/metrics.py calibration_slope_value / calibration_intercept_value, scikit-learn's AUC).
+(shared/metrics/response.py calibration_slope_value / calibration_intercept_value, scikit-learn's AUC).
 
     python -m simulations.benchmarks.recalibration /tmp/i13-dp/runs/seed-42 /tmp/i13-dp/runs/seed-43 ...
 
@@ -23,7 +23,7 @@ import torch
 from flwr.app import ArrayRecord
 from sklearn.metrics import roc_auc_score
 
-from client.app import build_client_app
+from client.flower.app import build_client_app
 from server.checkpoint import load_checkpoint
 from server.federation import collect
 from server.recalibration import recalibrate_response

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from client import outbox
-from client.check import EXIT_BAD_CONFIG, EXIT_USABLE, EXIT_VIOLATIONS, main
-from client.dictionary_check import LocalDictionary, dictionary_mod, mismatch_reason
+from client.flower import outbox
+from client.data.check import EXIT_BAD_CONFIG, EXIT_USABLE, EXIT_VIOLATIONS, main
+from client.governance.dictionary_check import LocalDictionary, dictionary_mod, mismatch_reason
 from shared.config import RunConfig
 from shared.contract import DataContractError, check_frame
 from shared.dictionary import DEFAULT_DICTIONARY_PATH, default_dictionary, load_dictionary

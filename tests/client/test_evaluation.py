@@ -1,7 +1,7 @@
 """A site's evaluation figures leave out every figure that rests on fewer than the minimum cell size."""
 
-from client import outbox
-from client.evaluation import evaluate_cohort
+from client.evaluation.cohort import evaluate_cohort
+from client.flower import outbox
 from shared.encoding import encode_cohort
 from shared.harmonisation import pool_summaries, summarise_site
 from tests.factories import GRID, patient_table, tiny_model

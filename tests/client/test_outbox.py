@@ -3,7 +3,7 @@
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
-from client import outbox
+from client.flower import outbox
 from shared.config import ConfigError
 from tests.factories import tiny_model
 
@@ -71,12 +71,12 @@ def test_a_failure_inside_the_site_reaches_the_coordinator_without_its_text(capl
 
 
 def test_the_site_app_contains_failures_innermost():
-    from client.app import build_client_app
-    from client.secure_aggregation import secure_aggregation_mod
+    from client.flower.app import build_client_app
+    from client.flower.secure_aggregation import secure_aggregation_mod
 
     recorder = object()
     app = build_client_app(mods=[recorder])
-    # the audit log is outermost and code approval next (client/audit.py, client/approval.py); then SecAgg+ (it
+    # the audit log is outermost and code approval next (client/governance/audit.py, client/governance/approval.py); then SecAgg+ (it
     # passes every other message through), so the recorder sees what is sent
     audit, approval, *inner = app._mods
     assert audit.__qualname__.startswith("audit_mod") and approval.__qualname__.startswith("approval_mod")

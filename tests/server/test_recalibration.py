@@ -7,9 +7,9 @@ import torch
 from flwr.app import ArrayRecord
 from sklearn.linear_model import LogisticRegression
 
-from client.app import build_client_app
-from client.recalibration import recalibration_sums, response_logits
-from client.site import simulated_site_table
+from client.data.site import simulated_site_table
+from client.flower.app import build_client_app
+from client.training.recalibration import recalibration_sums, response_logits
 from server.federation import collect, harmonise
 from server.recalibration import newton_step, recalibrate_response, sum_figures
 from shared.config import RunConfig

@@ -1,6 +1,6 @@
 """The site's ClientApp: feature statistics, DP training, and evaluation on the site's own held-out data.
 
-Every reply is built by client/outbox.py; per-patient values stay in this process and on the site's disk.
+Every reply is built by client/flower/outbox.py; per-patient values stay in this process and on the site's disk.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
-from client import outbox
-from client.approval import ApprovalPolicy, approval_mod
-from client.dictionary_check import LocalDictionary, dictionary_mod
-from client.audit import AUDIT_FILE, AuditTarget, audit_mod, summarise
-from client.fingerprint import data_fingerprint
-from client.privacy import (
+from client.data.fingerprint import data_fingerprint
+from client.flower import outbox
+from client.governance.approval import ApprovalPolicy, approval_mod
+from client.governance.dictionary_check import LocalDictionary, dictionary_mod
+from client.governance.audit import AUDIT_FILE, AuditTarget, audit_mod, summarise
+from client.training.privacy import (
     LedgerEntry,
     PrivacyBudgetExceeded,
     check_budget,
@@ -29,9 +29,9 @@ from client.privacy import (
     plan_round,
     save_ledger,
 )
-from client.propensity import outcome_epsilon, train_propensity_round
-from client.secure_aggregation import secure_aggregation_mod
-from client.site import Site, locate_site, open_site, partition_count_problem
+from client.data.site import Site, locate_site, open_site, partition_count_problem
+from client.flower.secure_aggregation import secure_aggregation_mod
+from client.training.propensity import outcome_epsilon, train_propensity_round
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, summarise_site, to_metric_record_dict
@@ -87,8 +87,8 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
     Only figures that are not suppressed are returned: the headline figures and each subgroup's (value/lower/
     upper, and the subgroup's size), and the mean |SHAP| per field when enough test patients were explained.
     """
-    from client.site_report import evaluate_site, write_site_report
-    from client.site_validation import explain_test_patients, shap_importances, shap_metrics, subgroup_metrics
+    from client.evaluation.site_report import evaluate_site, write_site_report
+    from client.evaluation.validation import explain_test_patients, shap_importances, shap_metrics, subgroup_metrics
     from shared.html_report import RunInfo, write_atomically
     from shared.metrics import EvaluationSettings, OutcomePredictions, site_figures
 
@@ -108,7 +108,7 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
                                audit=summarise(site.state_dir / AUDIT_FILE)
                                if (site.state_dir / AUDIT_FILE).is_file() else None)
     write_site_report(site.state_dir / "report.html", evaluation)
-    # the same figures as data, for the tumour board's subgroup column (client/tumour_board.py)
+    # the same figures as data, for the tumour board's subgroup column (client/tumour_board/board.py)
     write_atomically(site.state_dir / "report.json", evaluation.model_dump_json(indent=1))
     headline = site_figures(evaluation.model)
     shared: dict[str, float] = {}
@@ -132,7 +132,7 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
     With `propensity` (the released global propensity model) each patient's loss is inverse-probability weighted;
     with propensity weighting on, both groups share what the propensity model leaves (`outcome_epsilon`).
     """
-    from client.training import LocalTrainingPlan, PrivacyPlan, train_locally  # Opacus: on the first train message
+    from client.training.dp_sgd import LocalTrainingPlan, PrivacyPlan, train_locally  # Opacus: on the first train message
 
     grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
     cohort = encode_cohort(site.part("train"), stats, grid)
@@ -185,7 +185,7 @@ def _trained_reply(message: Message, site: Site, model: torch.nn.Module, train: 
 
 def _secure_mode_refusal(site: Site, plan: RunConfig, message: Message) -> Message | None:
     """A refusal when the site asks for Opacus's secure noise but its generator (torchcsprng) is missing."""
-    from client.training import secure_rng_available
+    from client.training.dp_sgd import secure_rng_available
 
     if plan.dp and site.secure_mode and not secure_rng_available():
         return outbox.refusal(message, outbox.ERROR_CONFIG, f"site {site.site_id}: secure-mode needs the torchcsprng "
@@ -197,9 +197,9 @@ def _secure_mode_refusal(site: Site, plan: RunConfig, message: Message) -> Messa
 def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod] | None = None) -> ClientApp:
     """A ClientApp; `overrides` stand in for the run configuration when the project's own command runs it.
 
-    The site's audit log (client/audit.py) is outermost: it records every instruction and the reply exactly as
-    it leaves. Code approval (client/approval.py) comes next, before anything opens the site's data. `mods` wrap
-    the handlers inside the SecAgg+ mod (which passes every other message through), and client/outbox.py's
+    The site's audit log (client/governance/audit.py) is outermost: it records every instruction and the reply exactly as
+    it leaves. Code approval (client/governance/approval.py) comes next, before anything opens the site's data. `mods` wrap
+    the handlers inside the SecAgg+ mod (which passes every other message through), and client/flower/outbox.py's
     contain_failures is always innermost, so no exception's text is sent."""
 
     def local_config(context: Context) -> RunConfig:
@@ -298,7 +298,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
                 metrics = train_round(site, plan, stats, model, local_round, str(context.run_id), phase)
         except PrivacyBudgetExceeded as refused:
             return outbox.refusal(message, outbox.ERROR_BUDGET_EXHAUSTED, f"site {site.site_id}: {refused}")
-        from client.site_validation import headline_intervals
+        from client.evaluation.validation import headline_intervals
         from shared.metrics import EvaluationSettings
 
         test = site.part("test")
@@ -319,7 +319,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         if len(patients) < site.min_cell_size:
             return outbox.refusal(message, outbox.ERROR_DATA, f"site {site.site_id}: the {split} split is "
                                   f"smaller than the minimum cell size; nothing can be reported")
-        from client.evaluation import evaluate_cohort  # scikit-learn and scikit-survival: on first evaluation
+        from client.evaluation.cohort import evaluate_cohort  # scikit-learn and scikit-survival: on first evaluation
 
         grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
         model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
@@ -328,7 +328,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
                                   site.min_cell_size, prefix="test" if split == "test" else "val")
         phase = read_phase(message.content)
         if split == "test" and phase.intervals:
-            from client.site_validation import headline_intervals
+            from client.evaluation.validation import headline_intervals
             from shared.metrics import EvaluationSettings
 
             settings = EvaluationSettings(min_cell_size=site.min_cell_size, n_bootstrap=plan.bootstrap_samples)
@@ -343,7 +343,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
     @app.evaluate("recalibration")
     def recalibration(message: Message, context: Context) -> Message:
         """Sums for one Newton step of the response recalibration over the validation split (no rows, no ε)."""
-        from client.recalibration import recalibration_sums, response_logits
+        from client.training.recalibration import recalibration_sums, response_logits
 
         site = site_of(context)
         plan, stats, _ = read_instructions(message.content)

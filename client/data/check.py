@@ -1,7 +1,7 @@
-"""The site-side data check: `python -m client.check --site-config site.toml [--json summary.json]`.
+"""The site-side data check: `python -m client.data.check --site-config site.toml [--json summary.json]`.
 
 A data steward runs this before the site joins a training run. It loads the site's data exactly as training
-will (client.site_data), lists every violation (file or table, row, column, rule), and otherwise prints a
+will (client.data.loader), lists every violation (file or table, row, column, rule), and otherwise prints a
 summary: cohort size, modalities present, missingness per column and outcome counts. Counts between 1 and
 min_cell_size - 1 are shown as "<min_cell_size", so the summary can be shown around the hospital; it is
 not an outgoing message (a suppressed cell can still be recovered from a total by difference).
@@ -22,8 +22,8 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel
 
-from client.dictionary_check import site_dictionary
-from client.site_data import load_site_frame
+from client.data.loader import load_site_frame
+from client.governance.dictionary_check import site_dictionary
 from shared.contract import CONTRACT_COLUMNS, MODALITY_FIELDS, DataContractError, check_frame
 from shared.dictionary import DataDictionary, DictionaryError, load_dictionary
 from shared.site_config import SiteConfig, SiteConfigError
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "dictionary": f"{dictionary.name} {dictionary.version}", "dictionary_sha256": dictionary.content_sha256()})
     print(format_summary(summary))
     if args.fingerprint:
-        from client.fingerprint import data_fingerprint  # its key lives in the site's state dir
+        from client.data.fingerprint import data_fingerprint  # its key lives in the site's state dir
 
         print(f"Data fingerprint (keyed with {config.state_dir}/fingerprint.key): "
               f"{data_fingerprint(frame, config.state_dir)}")

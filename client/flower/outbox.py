@@ -48,8 +48,8 @@ ERROR_BUDGET_EXHAUSTED = 4001
 ERROR_DATA = 4002
 ERROR_SITE_FAILED = 4003
 ERROR_CONFIG = 4004
-ERROR_AUDIT = 4005  # the site's audit log cannot be written: it runs and sends nothing (client/audit.py)
-ERROR_APP_NOT_APPROVED = 4006  # the submitted app is not on the site's approved list (client/approval.py)
+ERROR_AUDIT = 4005  # the site's audit log cannot be written: it runs and sends nothing (client/governance/audit.py)
+ERROR_APP_NOT_APPROVED = 4006  # the submitted app is not on the site's approved list (client/governance/approval.py)
 
 
 class DisclosureError(RuntimeError):
@@ -67,7 +67,7 @@ def check_metrics(metrics: dict[str, float], min_cell_size: int) -> MetricRecord
                 raise DisclosureError(f"count {key!r}={value} is below the minimum cell size {min_cell_size}; "
                                       f"suppress it before sending")
         elif not FIGURE_KEYS.match(key):
-            raise DisclosureError(f"metric {key!r} is not on the outgoing allow-list (client/outbox.py)")
+            raise DisclosureError(f"metric {key!r} is not on the outgoing allow-list (client/flower/outbox.py)")
         elif key.startswith(("sum:", "sumsq:")) and value != 0:
             count = metrics.get("n:" + key.split(":", 1)[1], 0)
             if count < min_cell_size:
@@ -92,7 +92,7 @@ def reply(to: Message, *, site_id: str, metrics: dict[str, float], min_cell_size
           arrays: ArrayRecord | None = None, expected_arrays: dict[str, tuple[int, ...]] | None = None,
           data_fingerprint: str | None = None) -> Message:
     """A site's reply: model parameters (if any), aggregate metrics, its site id and (feature summary) the keyed
-    hash of its data (client/fingerprint.py) — nothing else."""
+    hash of its data (client/data/fingerprint.py) — nothing else."""
     site = {"site-id": site_id}
     if data_fingerprint is not None:
         if not FINGERPRINT.match(data_fingerprint):

@@ -12,8 +12,8 @@ import warnings
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from client.privacy import LedgerEntry, calibrate_noise, check_budget, load_ledger, save_ledger, steps_per_round
-from client.site import Site
+from client.data.site import Site
+from client.training.privacy import LedgerEntry, calibrate_noise, check_budget, load_ledger, save_ledger, steps_per_round
 from shared.config import RunConfig
 from shared.encoding import NUM_INPUTS, SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats
@@ -31,7 +31,7 @@ def train_propensity_round(site: Site, plan: RunConfig, stats: NormalisationStat
                            server_round: int, run_id: str) -> dict[str, float]:
     """One epoch of (DP) training of the propensity model in place; its figures and the privacy spent so far.
 
-    Raises client.privacy.PrivacyBudgetExceeded before training when the round would overspend.
+    Raises client.training.privacy.PrivacyBudgetExceeded before training when the round would overspend.
     """
     grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
     inputs = encode_cohort(site.part("train"), stats, grid).inputs()[:NUM_INPUTS]
@@ -42,7 +42,7 @@ def train_propensity_round(site: Site, plan: RunConfig, stats: NormalisationStat
     trained: torch.nn.Module = model
     ledger, planned = None, None
     if plan.dp:
-        from opacus import PrivacyEngine  # on the first propensity message: client/app.py stays lean
+        from opacus import PrivacyEngine  # on the first propensity message: client/flower/app.py stays lean
 
         delta = site.delta()
         sample_rate, steps = steps_per_round(len(inputs[0]), plan.batch_size, 1)

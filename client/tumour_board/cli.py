@@ -13,8 +13,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from client.run_bundle import RunNotUsable, load_run
-from client.tumour_board import (
+from client.tumour_board.run_bundle import RunNotUsable, load_run
+from client.tumour_board.board import (
     ASSOCIATIONAL_NOTICE,
     PatientComparison,
     PatientInputError,
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(str(error), style="red", markup=False, highlight=False)
         return 2
     if args.command == "serve":
-        from client.tumour_board_web import serve as serve_page
+        from client.tumour_board.web import serve as serve_page
 
         serve_page(bundle, site, patients, port=args.port, top_k=args.top_k, shap_samples=args.shap_samples)
         return 0

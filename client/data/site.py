@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from flwr.app import Context
 
-from client.privacy import default_delta
-from client.site_cache import cached_site_table
+from client.data.cache import cached_site_table
+from client.training.privacy import default_delta
 from shared.config import RunConfig, cohort_directory, run_directory
 from shared.site_config import SiteConfig
 
@@ -41,7 +41,7 @@ class Site:
         return self.state_dir / "privacy_ledger.json"
 
     def delta(self) -> float:
-        """The site's δ: its own setting, else 0.1 / n_train (client/privacy.py default_delta)."""
+        """The site's δ: its own setting, else 0.1 / n_train (client/training/privacy.py default_delta)."""
         return self.target_delta or default_delta(len(self.part("train")))
 
     def part(self, name: str) -> pd.DataFrame:
@@ -77,7 +77,7 @@ def simulated_site_table(csv_path: Path, seed: int, validation_fraction: float, 
 @lru_cache(maxsize=128)
 def _read_simulated_site(csv_path: str, size: int, modified_ns: int, seed: int, validation_fraction: float,
                          test_fraction: float) -> tuple[pd.DataFrame, np.ndarray]:
-    from client.site_data import load_contract_csv  # on first use: the readers load pyarrow, DuckDB, SQLAlchemy
+    from client.data.loader import load_contract_csv  # on first use: the readers load pyarrow, DuckDB, SQLAlchemy
 
     patients = load_contract_csv(csv_path)
     return patients, assign_splits(patients["patient_id"], seed, validation_fraction, test_fraction)
@@ -95,14 +95,14 @@ def simulated_site_dirs(config: RunConfig) -> list[Path]:
 def site_from_config(path: Path, config: RunConfig) -> Site:
     """A site described by its own configuration file: data, mapping, budget and a state dir that persists.
 
-    The validated table comes from the site's disk cache (client/site_cache.py) when the export, the site
+    The validated table comes from the site's disk cache (client/data/cache.py) when the export, the site
     configuration and the split settings are those it was built from: a deployed SuperNode runs every
     message in a fresh process, which would otherwise read and validate the export again each time.
     """
     site_config = SiteConfig.from_file(path)
 
     def load() -> tuple[pd.DataFrame, np.ndarray]:
-        from client.site_data import load_site_frame  # on a cache miss only: readers load DuckDB, SQLAlchemy
+        from client.data.loader import load_site_frame  # on a cache miss only: readers load DuckDB, SQLAlchemy
 
         patients = load_site_frame(site_config)
         return patients, assign_splits(patients["patient_id"], config.seed, config.validation_fraction,

@@ -1,6 +1,6 @@
 """The site's data fingerprint: a keyed hash of its validated export, so a model can name the data it came from.
 
-Only the hash leaves the site (in the feature-summary reply, through client/outbox.py). It is an HMAC keyed with a
+Only the hash leaves the site (in the feature-summary reply, through client/flower/outbox.py). It is an HMAC keyed with a
 secret that never leaves the site's state dir: a plain hash of a table could be tested against guesses of the
 table by whoever knows all of it but one value; a keyed one cannot, yet the site can always recompute it to show
 that a model was trained on this version of its data. Equal data and key give equal fingerprints across runs.

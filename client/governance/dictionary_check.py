@@ -2,7 +2,7 @@
 content hash with every instruction, and a site whose local copy differs refuses before its data is opened.
 
 The site's local copy is the file its site configuration names (`dictionary = "consortium.yaml"`), or the
-app's default dictionary when it names none. Like code approval (client/approval.py) the check is a client
+app's default dictionary when it names none. Like code approval (client/governance/approval.py) the check is a client
 mod, so no handler runs and no row is read on a mismatch.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
-from client import outbox
+from client.flower import outbox
 from shared.dictionary import DataDictionary, DictionaryError, default_dictionary, load_dictionary
 from shared.messages import DICTIONARY_KEY, PLAN_KEY
 from shared.site_config import SiteConfig

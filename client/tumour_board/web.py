@@ -16,8 +16,8 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from matplotlib.figure import Figure
 
-from client.run_bundle import RunBundle
-from client.tumour_board import ASSOCIATIONAL_NOTICE, REGIMEN_FILLED, BoardSite, PatientComparison, compare_patient
+from client.tumour_board.board import ASSOCIATIONAL_NOTICE, REGIMEN_FILLED, BoardSite, PatientComparison, compare_patient
+from client.tumour_board.run_bundle import RunBundle
 from shared.plots import COLOURS, figure_to_data_uri
 
 LOCALHOST = "127.0.0.1"

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from client.audit import AuditSummary
-from client.baselines import fit_baselines
-from client.explanations import OUTPUT_UNITS
+from client.evaluation.baselines import fit_baselines
+from client.evaluation.explanations import OUTPUT_UNITS
+from client.governance.audit import AuditSummary
 from shared import plots
 from shared.html_report import PrivacySpent, RunInfo, render, write_atomically
 from shared.metrics import (

@@ -29,21 +29,13 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, Field
 
-from client.explanations import explain
-from client.run_bundle import RunBundle
-from client.site_data import validated_contract_frame
-from shared.contract import CONTRACT_COLUMNS, MODALITIES, OUTCOMES, DataContractError, Violation
-from shared.encoding import encode_cohort, modality_presence
-from shared.harmonisation import (
-    CATEGORICAL_FEATURES,
-    FLAG_FEATURES,
-    HISTOGRAM_EDGES,
-    NUMERIC_FEATURES,
-    NUMERIC_TRANSFORMS,
-    SUPPRESSED,
-)
-from shared.messages import subgroup_key
-from shared.metrics import subgroup_masks
+from client.data.loader import validated_contract_frame
+from client.evaluation.explanations import explain
+from client.tumour_board.evidence import OutOfDistribution, SubgroupFigure, out_of_distribution, subgroup_performance
+from client.tumour_board.run_bundle import RunBundle
+from shared.contract import CONTRACT_COLUMNS, OUTCOMES, DataContractError, Violation
+from shared.encoding import encode_cohort
+from shared.harmonisation import FLAG_FEATURES
 from shared.model import predict
 from shared.site_config import ColumnMapping
 from shared.vocabulary import REGIMEN_BY_CODE, REGIMEN_CODES, CancerType, regimens_for
@@ -62,7 +54,6 @@ MODEL_SPREAD_NOTE = (
     "Ranges are the spread of the ensemble's global models (last rounds of the federation): they show how "
     "stable the prediction is, NOT a confidence interval. On the simulated default cohort the true response "
     "probability lay inside a 6-model range for only 15% of test patient × regimen pairs (see the model card).")
-Z_LIMIT = 4.0
 OUTPUT_LABELS = {"response": "response probability", "pfs": "expected PFS days (to horizon)",
                  "os": "expected OS days (to horizon)"}
 
@@ -109,27 +100,6 @@ class RegimenPrediction(BaseModel):
     pfs: SurvivalPrediction
     os: SurvivalPrediction
     drivers: dict[str, list[Driver]] = Field(description="output → top SHAP drivers, largest |SHAP| first")
-
-
-class OutOfDistribution(BaseModel):
-    """An input the training data did not cover well; predictions for it are extrapolations."""
-
-    field: str
-    value: str
-    kind: str  # "beyond-range", "extreme-z", "unseen-code", "rare-code", "unseen-modality-pattern"
-    detail: str
-
-
-class SubgroupFigure(BaseModel):
-    """The patient's subgroup and how the model did on it in a validation report (None = not reported)."""
-
-    source: str
-    group: str
-    level: str
-    n: int | None
-    response_auc: str
-    pfs_cindex: str
-    os_cindex: str
 
 
 class PatientComparison(BaseModel):
@@ -203,7 +173,7 @@ def patients_from_records(records: list[Mapping[str, Any]], source: str) -> pd.D
 
 def read_patients(path: str | Path) -> pd.DataFrame:
     """One patient (a JSON object), several (a JSON list), or a CSV of contract rows; all validated."""
-    from client.site_data import read_csv_cells  # the CSV reader's encoding and header checks
+    from client.data.loader import read_csv_cells  # the CSV reader's encoding and header checks
 
     path = Path(path).expanduser()
     if not path.is_file():
@@ -217,138 +187,6 @@ def read_patients(path: str | Path) -> pd.DataFrame:
         return patients_from_records(loaded if isinstance(loaded, list) else [loaded], str(path))
     raw = read_csv_cells(path)
     return _validated(raw, str(path))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Out-of-distribution flags
-# ----------------------------------------------------------------------------------------------------------
-
-def _occupied_range(counts: list[float], edges: tuple[float, ...]) -> tuple[float, float] | None:
-    """Lowest and highest edge of the pooled histogram's non-empty bins (coarsened bins make it approximate)."""
-    occupied = [i for i, c in enumerate(counts) if c > 0]
-    if not occupied:
-        return None
-    return edges[occupied[0]], edges[occupied[-1] + 1]
-
-
-def out_of_distribution(patient: pd.Series, bundle: RunBundle, site_training: pd.DataFrame | None,
-                        ) -> list[OutOfDistribution]:
-    """Fields of one patient far from the consortium's pooled training statistics, and how far."""
-    stats = bundle.stats
-    flags: list[OutOfDistribution] = []
-    for feature in NUMERIC_FEATURES:
-        value = patient.get(feature)
-        if value is None or pd.isna(value):
-            continue
-        value = float(value)
-        if stats.count.get(feature, 0) == 0:
-            flags.append(OutOfDistribution(field=feature, value=f"{value:g}", kind="unseen-code",
-                                           detail="no site shared this field in training; the model never "
-                                                  "learned from it"))
-            continue
-        z = (float(NUMERIC_TRANSFORMS[feature](np.array([value]))[0]) - stats.mean[feature]) / max(
-            stats.std[feature], 1e-6)
-        span = _occupied_range(stats.histogram[feature], HISTOGRAM_EDGES[feature])
-        scale = f" ({stats.transform[feature]} scale)" if stats.transform[feature] != "identity" else ""
-        if span is not None and not span[0] <= value <= span[1]:
-            side = "below" if value < span[0] else "above"
-            distance = span[0] - value if value < span[0] else value - span[1]
-            flags.append(OutOfDistribution(
-                field=feature, value=f"{value:g}", kind="beyond-range",
-                detail=f"{distance:g} {side} the pooled training range {span[0]:g}–{span[1]:g}; z = {z:+.1f}"
-                       f"{scale}"))
-        elif abs(z) > Z_LIMIT:
-            flags.append(OutOfDistribution(field=feature, value=f"{value:g}", kind="extreme-z",
-                                           detail=f"z = {z:+.1f}{scale} from the pooled training mean "
-                                                  f"(flagged beyond ±{Z_LIMIT:g})"))
-    for feature in CATEGORICAL_FEATURES:
-        if feature == "regimen":
-            continue  # every candidate regimen is compared; regimen coverage is shown per regimen
-        value = patient.get(feature)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            continue
-        code = ("true" if float(value) > 0 else "false") if feature in FLAG_FEATURES else str(value)
-        counts = stats.category_counts.get(feature, {})
-        if counts.get(code, 0) > 0:
-            continue
-        if counts.get(SUPPRESSED, 0) > 0:
-            flags.append(OutOfDistribution(field=feature, value=code, kind="rare-code",
-                                           detail="seen in training only at sites where it was too rare to "
-                                                  "report (below the minimum cell size)"))
-        else:
-            flags.append(OutOfDistribution(field=feature, value=code, kind="unseen-code",
-                                           detail="this code never occurred in the consortium's training data"))
-    if site_training is not None and len(site_training):
-        pattern = modality_presence(patient.to_frame().T)[0]
-        seen = modality_presence(site_training)
-        if not (seen == pattern).all(axis=1).any():
-            present = [m for m, p in zip(MODALITIES, pattern, strict=True) if p > 0]
-            flags.append(OutOfDistribution(field="modalities", value="+".join(present), kind="unseen-modality-pattern",
-                                           detail="no training patient at this site had exactly these modalities"))
-    return flags
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Subgroup performance
-# ----------------------------------------------------------------------------------------------------------
-
-def _format_estimate(value: float | None, lower: float | None, upper: float | None) -> str:
-    if value is None:
-        return "not reported"
-    if lower is None or upper is None:
-        return f"{value:.2f}"
-    return f"{value:.2f} ({lower:.2f}–{upper:.2f})"
-
-
-def _from_report(report: dict, wanted: set[tuple[str, str]]) -> list[SubgroupFigure]:
-    rows = []
-    for subgroup in report.get("subgroups", []):
-        if (subgroup["group"], subgroup["level"]) not in wanted:
-            continue
-        shown = {name: _format_estimate(subgroup[name]["value"], subgroup[name].get("lower"),
-                                        subgroup[name].get("upper"))
-                 for name in ("response_auc", "pfs_harrell_c", "os_harrell_c")}
-        rows.append(SubgroupFigure(source=f"site report ({report.get('site_id', 'this site')}, test patients)",
-                                   group=subgroup["group"], level=subgroup["level"], n=subgroup.get("n"),
-                                   response_auc=shown["response_auc"], pfs_cindex=shown["pfs_harrell_c"],
-                                   os_cindex=shown["os_harrell_c"]))
-    return rows
-
-
-def _from_metrics(figures: dict[str, float], site: str, group: str, level: str) -> SubgroupFigure:
-    """The subgroup's figures as the site sent them (keys from shared.messages, the one message schema)."""
-
-    def figure(name: str) -> str:
-        return _format_estimate(figures.get(subgroup_key(group, level, name)),
-                                figures.get(subgroup_key(group, level, f"{name}-lower")),
-                                figures.get(subgroup_key(group, level, f"{name}-upper")))
-
-    n = figures.get(subgroup_key(group, level, "n"))
-    return SubgroupFigure(source=f"federated validation ({site})", group=group, level=level,
-                          n=int(n) if n is not None else None, response_auc=figure("response-auc"),
-                          pfs_cindex=figure("pfs-cindex"), os_cindex=figure("os-cindex"))
-
-
-def subgroup_performance(patient: pd.Series, bundle: RunBundle, site_id: str | None,
-                         site_report: dict | None) -> list[SubgroupFigure]:
-    """The patient's subgroups, with the figures of the site's own report and of the federated validation."""
-    frame = patient.to_frame().T.reset_index(drop=True)
-    memberships = [(group, level) for group, level, rows in subgroup_masks(frame) if bool(rows[0])]
-    rows: list[SubgroupFigure] = []
-    if site_report is not None:
-        rows += _from_report(site_report, set(memberships))
-    reported = {(r.group, r.level) for r in rows}
-    test = bundle.metrics.get("test", {})
-    for site in ([site_id] if site_id in test else sorted(test)):
-        for group, level in memberships:
-            row = _from_metrics(test[site], site, group, level)
-            if row.n is not None or (group, level) not in reported:
-                rows.append(row)
-    if not rows:
-        rows = [SubgroupFigure(source="no validation report found", group=g, level=lv, n=None,
-                               response_auc="not reported", pfs_cindex="not reported", os_cindex="not reported")
-                for g, lv in memberships]
-    return rows
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -462,8 +300,8 @@ class BoardSite:
 def open_board_site(bundle: RunBundle, site: str | None = None, site_config: str | Path | None = None,
                     background_size: int = 200) -> BoardSite:
     """The site's training split (same deterministic split as in training) and its validation report."""
-    from client.site import assign_splits, site_from_config
-    from client.site_data import load_contract_csv
+    from client.data.loader import load_contract_csv
+    from client.data.site import assign_splits, site_from_config
     from shared.config import cohort_directory
 
     config = bundle.config

@@ -25,9 +25,9 @@ from shared.site_config import SiteConfig
 
 CACHE_DIR = "cache"
 SPLIT_COLUMN = "__split__"
-_CODE = ("shared/contract.py", "shared/vocabulary.py", "shared/site_config.py", "client/mapping.py",
-         "client/site_data.py", "client/omop.py", "client/site.py", "client/site_cache.py")
-_ROOT = Path(__file__).resolve().parent.parent
+_CODE = ("shared/contract.py", "shared/vocabulary.py", "shared/site_config.py", "client/data/mapping.py",
+         "client/data/loader.py", "client/data/omop.py", "client/data/site.py", "client/data/cache.py")
+_ROOT = Path(__file__).resolve().parents[2]  # the folder holding shared/ and client/
 
 
 def _hash_file(digest: hashlib._Hash, path: Path) -> None:

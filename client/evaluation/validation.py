@@ -1,7 +1,7 @@
 """The site's side of federated validation: what it shares about subgroups and SHAP, and headline intervals.
 
 Everything here turns per-patient values (kept at the site) into aggregate figures named with the keys of
-shared/messages.py; client/outbox.py checks them again before anything leaves.
+shared/messages.py; client/flower/outbox.py checks them again before anything leaves.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from client.explanations import OUTPUTS, Explanation, explain
+from client.evaluation.explanations import OUTPUTS, Explanation, explain
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats
 from shared.messages import SHAP_COUNT_KEY, SUBGROUP_FIGURE_KEYS, shap_key, subgroup_key

@@ -33,7 +33,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.clientapp.typing import ClientAppCallable, Mod
 from pydantic import BaseModel, Field
 
-from client import outbox
+from client.flower import outbox
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
-from client import outbox
+from client.flower import outbox
 from shared.provenance import app_hash, running_app_hash
 
 logger = logging.getLogger(__name__)

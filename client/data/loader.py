@@ -1,12 +1,12 @@
 """Load a site's own data (CSV, Parquet or an OMOP CDM database) into a validated contract table.
 
 `load_site_frame` is the one door through which patient rows enter the site's client: read the source,
-apply the site's mapping (client.mapping), validate every row against the contract (shared.contract), and
+apply the site's mapping (client.data.mapping), validate every row against the contract (shared.contract), and
 return only contract columns. It reads and never writes, so a failed load leaves nothing half-done.
 
 The returned frame has exactly CONTRACT_COLUMNS, in that order, with dtypes fixed at every site:
 numbers and true/false flags are float64 (flags as 1.0/0.0, NaN = missing); codes and patient_id are
-object columns of str (None = missing). See client.mapping for why.
+object columns of str (None = missing). See client.data.mapping for why.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from client.mapping import map_site_table
+from client.data.mapping import map_site_table
 from shared.contract import DataContractError, Violation, validate_frame
 from shared.site_config import ColumnMapping, CsvSource, OmopSource, ParquetSource, SiteConfig
 
@@ -43,7 +43,7 @@ def load_site_frame(config: SiteConfig) -> pd.DataFrame:
         raw = read_parquet_cells(source.path)
     elif isinstance(source, OmopSource):
         label = source.describe()
-        from client.omop import read_omop  # on use: SQLAlchemy and DuckDB load only for an OMOP site
+        from client.data.omop import read_omop  # on use: SQLAlchemy and DuckDB load only for an OMOP site
 
         raw = read_omop(source.url, source.cdm_schema, mapping=mapping, label=label)
     else:  # pragma: no cover - the config's discriminated union admits nothing else
