@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -109,7 +110,11 @@ def _clinical_features(frame: pd.DataFrame) -> pd.DataFrame:
 def _preprocessor(features: pd.DataFrame) -> ColumnTransformer:
     categorical = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     numeric = [c for c in features.columns if c not in categorical]
-    return ColumnTransformer([("numbers", StandardScaler(), numeric),
+    # clinical fields other than age and cancer type are optional in the data dictionary: a missing number is
+    # set to the training mean (0 once scaled) with a missing flag; complete data pass through unchanged
+    numbers = make_pipeline(StandardScaler(), SimpleImputer(strategy="constant", fill_value=0.0, add_indicator=True,
+                                                            keep_empty_features=True))
+    return ColumnTransformer([("numbers", numbers, numeric),
                               ("categories", OneHotEncoder(handle_unknown="ignore", sparse_output=False),
                                categorical)])
 
