@@ -42,4 +42,4 @@ def test_a_two_round_federation_runs_with_optional_clinical_fields_missing(tmp_p
     assert all(np.isfinite(metrics["test_mean"][key]) for key in ("test-loss", "pfs-cindex", "os-cindex"))
     for site in ("site_0", "site_1", "site_2"):  # each site's full evaluation ran: report, intervals, subgroups
         assert (tmp_path / "runs" / "r" / "sites" / site / "report.html").is_file()
-        assert "pfs-cindex-lower" in metrics["test"][site] and "sub:age:lt70:n" in metrics["test"][site]
+        assert "sub:age:lt70:n" in metrics["test"][site] and "sub:sex:female:n" in metrics["test"][site]
