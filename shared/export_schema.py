@@ -1,8 +1,9 @@
 """Validate a site's export against the data dictionary with pandera: whole columns at a time, every problem
 named by file, row, column and rule.
 
-pandera (not frictionless) because it checks pandas columns vectorised (a 100,000-patient export in about a
-second) and collects every failure case with its row; frictionless validates row by row in Python. The
+pandera (not frictionless) because it checks pandas columns vectorised (a 100,000-patient export in about 4 s
+on a loaded 2-core machine) and collects every failure case with its row; frictionless validates row by row
+in Python. The
 dictionary's fields become pandera columns (type, required, range, codes, uniqueness); the rules that tie
 fields together (a histology of the cancer type, a treatment for it, survival time with its event flag,
 progression not after death) are dataframe checks. Flags arrive as true/false text, Python booleans or 0/1
@@ -11,6 +12,7 @@ numbers and are normalised first, column-wise.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -147,7 +149,9 @@ def normalised(frame: pd.DataFrame, dictionary: DataDictionary) -> pd.DataFrame:
 def failures(frame: pd.DataFrame, dictionary: DataDictionary) -> list[tuple[int, str, str, Any]]:
     """Every (row, column, rule, value) the dictionary's schema finds in a normalised frame, in row order."""
     try:
-        export_schema(dictionary).validate(frame, lazy=True)
+        with warnings.catch_warnings():  # pandera 0.33's failure-case concat warns about pandas' future behaviour
+            warnings.simplefilter("ignore", FutureWarning)
+            export_schema(dictionary).validate(frame, lazy=True)
     except SchemaErrors as error:
         return _located(error.failure_cases, frame, dictionary)
     return []

@@ -1,12 +1,15 @@
-"""The site-side data check: `python -m client.data.check --site-config site.toml [--json summary.json]`.
+"""The site-side data check: `oncofed-check-site --site-config site.toml [--dictionary consortium.yaml]
+[--json summary.json]`.
 
 A data steward runs this before the site joins a training run. It loads the site's data exactly as training
 will (client.data.loader), lists every violation (file or table, row, column, rule), and otherwise prints a
 summary: cohort size, modalities present, missingness per column and outcome counts. Counts between 1 and
 min_cell_size - 1 are shown as "<min_cell_size", so the summary can be shown around the hospital; it is
 not an outgoing message (a suppressed cell can still be recovered from a total by difference).
+With --dictionary, the consortium's data dictionary file must have the same content hash as the site's own
+copy (what a run would check, client/governance/dictionary_check.py), and the export is validated against it.
 
-Exit status: 0 usable, 1 the data breaks the contract, 2 the site config itself is unusable. On 1 and 2 the
+Exit status: 0 usable, 1 the data breaks the contract, 2 the site config or the dictionary is unusable. On 1 and 2 the
 --json file is not written; when written, it appears whole (temporary file, then rename).
 """
 
