@@ -12,10 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from shared.dictionary import DataDictionary
+from shared.dictionary import ENDPOINT_FIELDS, DataDictionary
 from shared.export_schema import failures, normalised
 from shared.vocabulary import DICTIONARY
 
@@ -65,6 +66,13 @@ class DataContractError(ValueError):
             lines.append(f"... and {more} more")
         super().__init__(f"{len(violations)} data-contract violation(s):\n  " + "\n  ".join(lines)
                          + "\nFix the source data or the site's column/code mapping, then run again.")
+
+
+def with_every_endpoint(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with the columns of endpoints its dictionary does not model added empty (unknown for every
+    patient), so the model's heads and the metrics of those endpoints see no outcome rather than no column."""
+    absent = [c for fields in ENDPOINT_FIELDS.values() for c in fields if c not in frame.columns]
+    return frame.assign(**{c: np.nan for c in absent}) if absent else frame
 
 
 class PatientRow(NamedTuple):

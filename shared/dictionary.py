@@ -28,6 +28,7 @@ ENDPOINT_FIELDS: dict[str, tuple[str, ...]] = {"response": ("best_response",), "
 FieldType = Literal["string", "number", "integer", "boolean"]
 Modality = Literal["identifier", "clinical", "pathology", "imaging", "genomic", "treatment", "outcome"]
 Vocabulary = Literal["cancer_types", "histologies", "treatments"]
+MODEL_MODALITIES = ("clinical", "pathology", "imaging", "genomic")  # shared/model.py's input blocks
 
 
 class DictionaryError(ValueError):
@@ -183,6 +184,9 @@ class DataDictionary(_Strict):
                 problems.append(f"schema.fields.{spec.name}: modality {spec.modality!r} is not in modalities")
             if spec.modality == "outcome" and spec.name not in {n for e in self.endpoints for n in ENDPOINT_FIELDS[e]}:
                 problems.append(f"schema.fields.{spec.name}: an outcome field must be an endpoint's field")
+        if self.modalities != MODEL_MODALITIES:
+            problems.append(f"modalities: the model has the input blocks {', '.join(MODEL_MODALITIES)}, in this "
+                            f"order; declare each with at least one field")
         for modality in self.modalities:
             if not any(f.modality == modality for f in self.table_schema.fields):
                 problems.append(f"modalities: {modality!r} has no field")

@@ -28,11 +28,12 @@ def _of_type(modality: str, *types: str) -> tuple[str, ...]:
 
 
 # The encoded columns, read from the default dictionary: per modality its numeric fields, then its boolean
-# flags, then its categorical one-hots (a two-code field gets one column, for its first code).
+# flags, then its categorical one-hots (a two-code enum field such as sex gets one column, for its first code;
+# cancer types and histologies always get one column per code).
 NUMERIC_BY_MODALITY: dict[str, tuple[str, ...]] = {m: _of_type(m, "number", "integer") for m in MODALITIES}
 BOOLEAN_BY_MODALITY: dict[str, tuple[str, ...]] = {m: _of_type(m, "boolean") for m in MODALITIES}
 CATEGORIES: dict[str, tuple[str, ...]] = {
-    f.name: DICTIONARY.codes(f)[:1] if len(DICTIONARY.codes(f)) == 2 else DICTIONARY.codes(f)
+    f.name: DICTIONARY.codes(f)[:1] if len(DICTIONARY.codes(f)) == 2 and f.vocabulary is None else DICTIONARY.codes(f)
     for m in MODALITIES for f in DICTIONARY.fields_of(m) if f.categorical}
 DRUG_CLASSES: tuple[str, ...] = tuple(c.value for c in DrugClass)
 

@@ -26,7 +26,8 @@ def _code_enum(name: str, codes: tuple[str, ...], doc: str) -> type[Enum]:
 
 
 def _field_codes(name: str) -> tuple[str, ...]:
-    return DICTIONARY.codes(DICTIONARY.field(name))
+    """A categorical field's codes; none when this consortium's dictionary has no such field."""
+    return DICTIONARY.codes(DICTIONARY.field(name)) if name in DICTIONARY.columns else ()
 
 
 CancerType = _code_enum("CancerType", tuple(c.code for c in DICTIONARY.cancer_types), "Cancer types.")

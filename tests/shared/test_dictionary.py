@@ -127,6 +127,8 @@ MALFORMED = [
      "schema.fields.1(age_years).units: Extra inputs are not permitted"),
     ("optional treatment", lambda c: _field(c, "regimen")["constraints"].update(required=False),
      "schema.fields.regimen: must be required"),
+    ("a model input block left out", lambda c: c.update(modalities=["clinical", "pathology", "genomic"]),
+     "modalities: the model has the input blocks clinical, pathology, imaging, genomic"),
     ("modality not declared", lambda c: _field(c, "suv_max").update(modality="radiomics"),
      "schema.fields.18(suv_max).modality: Input should be"),
 ]
