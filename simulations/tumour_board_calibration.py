@@ -32,7 +32,7 @@ from client.data.site import assign_splits
 from client.tumour_board.board import candidate_rows, ensemble_predictions, median_days
 from client.tumour_board.run_bundle import load_run
 from shared.config import cohort_directory
-from shared.html_report import write_atomically
+from shared.atomic import write_atomically
 
 RESPONDERS = ("CR", "PR")
 

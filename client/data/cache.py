@@ -13,14 +13,13 @@ per-patient output. A source that cannot be hashed (a database server) is not ca
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from shared.atomic import write_atomically
 from shared.site_config import SiteConfig
 
 CACHE_DIR = "cache"
@@ -63,21 +62,6 @@ def table_key(site_config: SiteConfig, seed: int, validation_fraction: float, te
     return digest.hexdigest()
 
 
-def _write_atomically(frame: pd.DataFrame, target: Path) -> None:
-    """Parquet next to the destination, fsynced, then renamed over it: the cache is absent or complete."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            frame.to_parquet(stream, index=False)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def cached_site_table(site_config: SiteConfig, seed: int, validation_fraction: float, test_fraction: float,
                       load: Callable[[], tuple[pd.DataFrame, np.ndarray]]) -> tuple[pd.DataFrame, np.ndarray]:
     """The site's validated table and splits: from the cache when its key matches, else `load()` and cache it."""
@@ -93,7 +77,8 @@ def cached_site_table(site_config: SiteConfig, seed: int, validation_fraction: f
         except Exception:  # noqa: BLE001 - an unreadable cache is rebuilt from the export, never trusted
             path.unlink(missing_ok=True)
     patients, split = load()
-    _write_atomically(patients.assign(**{SPLIT_COLUMN: split}), path)
+    table = patients.assign(**{SPLIT_COLUMN: split})  # absent or complete, readable by the site only
+    write_atomically(path, lambda stream: table.to_parquet(stream, index=False), mode=0o600)
     for stale in folder.glob("site-table-*.parquet"):  # one table per site: older keys are obsolete
         if stale != path:
             stale.unlink(missing_ok=True)

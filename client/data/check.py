@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +25,7 @@ from pydantic import BaseModel
 
 from client.data.loader import load_site_frame
 from client.governance.dictionary_check import site_dictionary
+from shared.atomic import write_atomically
 from shared.contract import CONTRACT_COLUMNS, MODALITY_FIELDS, DataContractError, check_frame
 from shared.dictionary import DataDictionary, DictionaryError, load_dictionary
 from shared.site_config import SiteConfig, SiteConfigError
@@ -109,22 +108,6 @@ def format_summary(summary: SiteCheckSummary) -> str:
     return "\n".join(lines)
 
 
-def write_json_atomically(payload: dict, path: Path) -> None:
-    """Write JSON under a temporary name in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=False)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="oncofed-check-site",
                                      description="Check a site's data against the OncoFed data contract.")
@@ -171,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Data fingerprint (keyed with {config.state_dir}/fingerprint.key): "
               f"{data_fingerprint(frame, config.state_dir)}")
     if args.json is not None:
-        write_json_atomically(summary.model_dump(mode="json"), args.json)
+        write_atomically(args.json, json.dumps(summary.model_dump(mode="json"), indent=2) + "\n", mode=0o600)
         print(f"Summary written to {args.json}")
     return EXIT_USABLE
 

@@ -16,7 +16,8 @@ from client.evaluation.baselines import fit_baselines
 from client.evaluation.explanations import OUTPUT_UNITS
 from client.governance.audit import AuditSummary
 from shared import plots
-from shared.html_report import PrivacySpent, RunInfo, render, write_atomically
+from shared.atomic import write_atomically
+from shared.html_report import PrivacySpent, RunInfo, render
 from shared.metrics import (
     ENDPOINT_NAMES,
     Comparison,

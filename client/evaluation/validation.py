@@ -13,7 +13,16 @@ import torch
 from client.evaluation.explanations import OUTPUTS, Explanation, explain
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats
-from shared.messages import SHAP_COUNT_KEY, SUBGROUP_FIGURE_KEYS, shap_key, subgroup_key
+from shared.messages import (
+    CINDEX_KEYS,
+    FIGURE_ESTIMATES,
+    RESPONSE_AUC,
+    SHAP_COUNT_KEY,
+    SUBGROUP_COUNT,
+    interval_keys,
+    shap_key,
+    subgroup_key,
+)
 from shared.metrics import (
     ENDPOINTS,
     Estimate,
@@ -67,20 +76,23 @@ def shap_metrics(explanation: Explanation | None, min_cell_size: int) -> dict[st
     return shared
 
 
+def with_interval(key: str, estimate: Estimate) -> dict[str, float]:
+    """A figure and its bootstrap interval under their wire keys; nothing when it is suppressed or has no interval."""
+    if not estimate.available or estimate.lower is None or estimate.upper is None:
+        return {}
+    lower, upper = interval_keys(key)
+    return {key: estimate.value, lower: estimate.lower, upper: estimate.upper}
+
+
 def subgroup_metrics(subgroups: list[SubgroupEvaluation], min_cell_size: int) -> dict[str, float]:
     """Each subgroup's size and figures with intervals; a suppressed subgroup or figure sends nothing at all."""
     shared: dict[str, float] = {}
     for subgroup in subgroups:
         if subgroup.n is None or subgroup.n < min_cell_size:
             continue
-        shared[subgroup_key(subgroup.group, subgroup.level, "n")] = subgroup.n
-        for figure, attribute in SUBGROUP_FIGURE_KEYS.items():
-            estimate: Estimate = getattr(subgroup, attribute)
-            if not estimate.available or estimate.lower is None or estimate.upper is None:
-                continue
-            shared |= {subgroup_key(subgroup.group, subgroup.level, figure): estimate.value,
-                       subgroup_key(subgroup.group, subgroup.level, f"{figure}-lower"): estimate.lower,
-                       subgroup_key(subgroup.group, subgroup.level, f"{figure}-upper"): estimate.upper}
+        shared[subgroup_key(subgroup.group, subgroup.level, SUBGROUP_COUNT)] = subgroup.n
+        for figure, attribute in FIGURE_ESTIMATES.items():
+            shared |= with_interval(subgroup_key(subgroup.group, subgroup.level, figure), getattr(subgroup, attribute))
     return shared
 
 
@@ -91,13 +103,12 @@ def headline_intervals(model: OncoFedNet, test: pd.DataFrame, stats: Normalisati
     predictions = OutcomePredictions(response_prob=raw.response_prob, pfs_survival=raw.pfs_survival,
                                      os_survival=raw.os_survival, time_grid_days=grid.time_grid_days)
     known, responder = responder_labels(test)
-    estimates = {"response-auc": response_auc(predictions.response_prob[known], responder[known], settings, rng)}
+    estimates = {RESPONSE_AUC: response_auc(predictions.response_prob[known], responder[known], settings, rng)}
     for endpoint in ENDPOINTS:
         followed, days, event = survival_outcomes(test, endpoint)
-        estimates[f"{endpoint}-cindex"] = harrell_c(predictions.survival(endpoint)[followed], grid.time_grid_days,
+        estimates[CINDEX_KEYS[endpoint]] = harrell_c(predictions.survival(endpoint)[followed], grid.time_grid_days,
                                                     days[followed], event[followed], settings, rng)
     shared: dict[str, float] = {}
     for key, estimate in estimates.items():
-        if estimate.available and estimate.lower is not None and estimate.upper is not None:
-            shared |= {key: estimate.value, f"{key}-lower": estimate.lower, f"{key}-upper": estimate.upper}
+        shared |= with_interval(key, estimate)
     return shared

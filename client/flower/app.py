@@ -6,7 +6,6 @@ Every reply is built by client/flower/outbox.py; per-patient values stay in this
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +37,13 @@ from shared.harmonisation import NormalisationStats, summarise_site, to_metric_r
 from shared.messages import (
     RECALIBRATION_INTERCEPT_KEY,
     RECALIBRATION_SLOPE_KEY,
-    REPORT_FIGURE_KEYS,
+    COUNT_KEY,
+    EPSILON_KEY,
+    FIGURE_ESTIMATES,
+    LOSS_KEYS,
+    MODEL_ARRAYS_KEY,
+    PLAN_KEY,
+    SPLIT_KEY,
     PhaseInstruction,
     read_instructions,
     read_phase,
@@ -51,6 +56,7 @@ from shared.propensity import (
     inverse_probability_weights,
 )
 from shared.provenance import running_app_hash
+from shared.seeds import local_training_seed
 from shared.site_config import SiteConfig
 
 if TYPE_CHECKING:
@@ -88,8 +94,15 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
     upper, and the subgroup's size), and the mean |SHAP| per field when enough test patients were explained.
     """
     from client.evaluation.site_report import evaluate_site, write_site_report
-    from client.evaluation.validation import explain_test_patients, shap_importances, shap_metrics, subgroup_metrics
-    from shared.html_report import RunInfo, write_atomically
+    from client.evaluation.validation import (
+        explain_test_patients,
+        shap_importances,
+        shap_metrics,
+        subgroup_metrics,
+        with_interval,
+    )
+    from shared.atomic import write_atomically
+    from shared.html_report import RunInfo
     from shared.metrics import EvaluationSettings, OutcomePredictions, site_figures
 
     train, test = site.part("train"), site.part("test")
@@ -98,7 +111,7 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
                                      os_survival=raw.os_survival, time_grid_days=grid.time_grid_days)
     run = RunInfo(run_id=run_id, model_checkpoint=f"global model after round {server_round}",
                   rounds_completed=server_round)
-    settings = EvaluationSettings(min_cell_size=site.min_cell_size, n_bootstrap=plan.bootstrap_samples)
+    settings = EvaluationSettings.from_config(plan, site.min_cell_size)
     explanation = explain_test_patients(model, train, test, stats, grid, plan.shap_patients, plan.shap_samples,
                                         plan.seed)
     evaluation = evaluate_site(site.site_id, train, test, predictions, shap_importances=shap_importances(explanation),
@@ -112,11 +125,9 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
     write_atomically(site.state_dir / "report.json", evaluation.model_dump_json(indent=1))
     headline = site_figures(evaluation.model)
     shared: dict[str, float] = {}
-    for key, name in REPORT_FIGURE_KEYS.items():
-        estimate = headline.get(name)
-        if estimate is None or not estimate.available or estimate.lower is None or estimate.upper is None:
-            continue
-        shared |= {key: estimate.value, f"{key}-lower": estimate.lower, f"{key}-upper": estimate.upper}
+    for key, name in FIGURE_ESTIMATES.items():
+        if (estimate := headline.get(name)) is not None:
+            shared |= with_interval(key, estimate)
     return shared | subgroup_metrics(evaluation.subgroups, site.min_cell_size) | shap_metrics(explanation,
                                                                                               site.min_cell_size)
 
@@ -134,7 +145,7 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
     """
     from client.training.dp_sgd import LocalTrainingPlan, PrivacyPlan, train_locally  # Opacus: on the first train message
 
-    grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
+    grid = SurvivalGrid.from_config(plan)
     cohort = encode_cohort(site.part("train"), stats, grid)
     privacy, ledger, planned = None, None, None
     if plan.dp:
@@ -146,17 +157,16 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
         check_budget(ledger, site.target_epsilon, planned.planned, planned.group, planned.group_budget)
         privacy = PrivacyPlan(noise_multiplier=planned.noise_multiplier, max_grad_norm=plan.max_grad_norm,
                               secure_mode=site.secure_mode)
-    salt = 0 if phase.phase == "federated" else zlib.crc32(f"{phase.phase}:{phase.held_out_site}".encode()) % 100_003
     local = LocalTrainingPlan(local_epochs=plan.local_epochs, batch_size=plan.batch_size,
                               learning_rate=plan.learning_rate,
                               proximal_mu=plan.proximal_mu if plan.strategy == "fedprox" else 0.0,
                               modality_dropout=plan.modality_dropout,
-                              seed=plan.seed * 100_003 + server_round * 101 + zlib.crc32(site.site_id.encode()) % 97
-                              + salt * 7919)
+                              seed=local_training_seed(plan.seed, server_round, site.site_id, phase.phase,
+                                                       phase.held_out_site))
     weights = None if propensity is None else inverse_probability_weights(propensity, cohort.inputs(),
                                                                           plan.propensity_weight_bound)
     result = train_locally(model, cohort, local, privacy, weights)
-    metrics: dict[str, float] = {"num-examples": len(cohort), "train-loss": result.mean_loss}
+    metrics: dict[str, float] = {COUNT_KEY: len(cohort), LOSS_KEYS["train"]: result.mean_loss}
     if ledger is not None and planned is not None:
         label = run_id if phase.phase == "federated" else f"{run_id}:{phase.label()}"
         ledger.entries.append(LedgerEntry(run_id=label, server_round=server_round,
@@ -164,12 +174,19 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
                                           steps=result.steps, epsilon_after=0.0, phase=planned.group))
         ledger.entries[-1].epsilon_after = ledger.epsilon()
         save_ledger(ledger, site.ledger_path)
-        metrics |= {"epsilon": ledger.entries[-1].epsilon_after,
+        metrics |= {EPSILON_KEY: ledger.entries[-1].epsilon_after,
                     "epsilon-round": ledger.round_epsilon(label, server_round), "epsilon-budget": site.target_epsilon,
                     "epsilon-phase": ledger.epsilon(group=planned.group), "epsilon-phase-budget": planned.group_budget,
                     "delta": ledger.delta, "noise-multiplier": planned.noise_multiplier,
                     "sample-rate": result.sample_rate, "steps": result.steps}
     return metrics
+
+
+def _received_model(message: Message, plan: RunConfig) -> OncoFedNet:
+    """The global model an instruction carries, in the run's architecture."""
+    model = build_model(SurvivalGrid.from_config(plan).num_intervals, plan.hidden_size, plan.seed)
+    model.load_state_dict(message.content[MODEL_ARRAYS_KEY].to_torch_state_dict())
+    return model
 
 
 def _trained_reply(message: Message, site: Site, model: torch.nn.Module, train: Callable[[], dict[str, float]]
@@ -252,9 +269,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         if (refused := _secure_mode_refusal(site, plan, message)) is not None:
             return refused
         phase = read_phase(message.content)
-        model = build_model(SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days).num_intervals,
-                            plan.hidden_size, plan.seed)
-        model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+        model = _received_model(message, plan)
         propensity = None
         if plan.propensity_weighting and PROPENSITY_ARRAYS_KEY in message.content:
             propensity = build_propensity_model(plan.seed)
@@ -270,7 +285,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         if (refused := _secure_mode_refusal(site, plan, message)) is not None:
             return refused
         model = build_propensity_model(plan.seed)
-        model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+        model.load_state_dict(message.content[MODEL_ARRAYS_KEY].to_torch_state_dict())
         return _trained_reply(message, site, model, lambda: train_propensity_round(site, plan, stats, model,
                                                                                      server_round, str(context.run_id)))
 
@@ -286,9 +301,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         if (refused := _secure_mode_refusal(site, plan, message)) is not None:
             return refused
         phase = read_phase(message.content)
-        grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
-        model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
-        model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+        grid = SurvivalGrid.from_config(plan)
+        model = _received_model(message, plan)
         metrics: dict[str, float] = {}
         try:
             for local_round in range(1, plan.num_rounds + 1):
@@ -302,8 +316,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         from shared.metrics import EvaluationSettings
 
         test = site.part("test")
-        settings = EvaluationSettings(min_cell_size=site.min_cell_size, n_bootstrap=plan.bootstrap_samples)
-        metrics = {k: v for k, v in metrics.items() if k != "train-loss"} | {"num-examples": len(test)}
+        settings = EvaluationSettings.from_config(plan, site.min_cell_size)
+        metrics = {k: v for k, v in metrics.items() if k != LOSS_KEYS["train"]} | {COUNT_KEY: len(test)}
         metrics |= headline_intervals(model, test, stats, grid, settings, np.random.default_rng(plan.seed))
         if not plan.share_local_models:
             return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size)
@@ -314,24 +328,23 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
     def evaluate(message: Message, context: Context) -> Message:
         site = site_of(context)
         plan, stats, server_round = read_instructions(message.content)
-        split = str(message.content["config"].get("split", "validation"))
+        split = str(message.content[PLAN_KEY].get(SPLIT_KEY, "validation"))
         patients = site.part(split)
         if len(patients) < site.min_cell_size:
             return outbox.refusal(message, outbox.ERROR_DATA, f"site {site.site_id}: the {split} split is "
                                   f"smaller than the minimum cell size; nothing can be reported")
         from client.evaluation.cohort import evaluate_cohort  # scikit-learn and scikit-survival: on first evaluation
 
-        grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
-        model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
-        model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+        grid = SurvivalGrid.from_config(plan)
+        model = _received_model(message, plan)
         figures = evaluate_cohort(model, patients, encode_cohort(patients, stats, grid), grid,
-                                  site.min_cell_size, prefix="test" if split == "test" else "val")
+                                  site.min_cell_size, split)
         phase = read_phase(message.content)
         if split == "test" and phase.intervals:
             from client.evaluation.validation import headline_intervals
             from shared.metrics import EvaluationSettings
 
-            settings = EvaluationSettings(min_cell_size=site.min_cell_size, n_bootstrap=plan.bootstrap_samples)
+            settings = EvaluationSettings.from_config(plan, site.min_cell_size)
             figures |= headline_intervals(model, patients, stats, grid, settings, np.random.default_rng(plan.seed))
         if split == "test" and phase.site_report and plan.site_reports:
             try:
@@ -347,15 +360,14 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
 
         site = site_of(context)
         plan, stats, _ = read_instructions(message.content)
-        grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
-        model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
-        model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+        grid = SurvivalGrid.from_config(plan)
+        model = _received_model(message, plan)
         logit, responder = response_logits(model, site.part("validation"), stats, grid)
         if len(logit) < site.min_cell_size:
             return outbox.refusal(message, outbox.ERROR_DATA, f"site {site.site_id}: fewer validation patients with "
                                   f"a known response than the minimum cell size; no recalibration sums are sent")
-        a = float(message.content["config"][RECALIBRATION_SLOPE_KEY])
-        b = float(message.content["config"][RECALIBRATION_INTERCEPT_KEY])
+        a = float(message.content[PLAN_KEY][RECALIBRATION_SLOPE_KEY])
+        b = float(message.content[PLAN_KEY][RECALIBRATION_INTERCEPT_KEY])
         sums = recalibration_sums(logit, responder, a, b)
         return outbox.reply(message, site_id=site.site_id, metrics=sums, min_cell_size=site.min_cell_size)
 

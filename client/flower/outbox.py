@@ -16,33 +16,27 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp.typing import ClientAppCallable
 
 from shared.config import ConfigError
-
-logger = logging.getLogger(__name__)
-
 from shared.messages import (
+    COUNT_PATTERNS,
     DATA_FINGERPRINT_KEY,
+    FIGURE_PATTERNS,
+    METRICS_KEY,
+    MODEL_ARRAYS_KEY,
     RECALIBRATION_COUNT_KEY,
     RECALIBRATION_SUM_KEYS,
     SHAP_COUNT_KEY,
     SHAP_KEY,
+    SITE_ID_KEY,
+    SITE_KEY,
     SUBGROUP_KEY,
+    subgroup_count_key,
 )
 
-# keys whose value is a count of patients (or events): 0 (suppressed) or at least the minimum cell size
-COUNT_KEYS = re.compile(r"^(num-examples|n-[a-z0-9-]+|events-[a-z0-9-]+"  # evaluation counts
-                        r"|n:\w+|hist:\w+:\d+|cat:\w+:[\w .+-]+|site:n_patients"  # harmonisation counts
-                        r"|sub:[a-z0-9_+.<>=-]+:[a-z0-9_+.<>=-]+:n)$")  # a subgroup's patients
-# aggregate figures: metrics, privacy accounting, harmonisation sums (each guarded by its count)
-FIGURE_KEYS = re.compile(
-    r"^(train-loss|val-loss|test-loss|epsilon|epsilon-round|epsilon-budget|epsilon-phase|epsilon-phase-budget|delta"
-    r"|noise-multiplier|sample-rate|steps"
-    r"|(response-auc|response-brier|pfs-cindex|os-cindex)(-lower|-upper)?"
-    r"|(sum|sumsq):\w+|site:min_cell_size|site:grid_version"
-    r"|sub:[a-z0-9_+.<>=-]+:[a-z0-9_+.<>=-]+:(response-auc|pfs-cindex|os-cindex)(-lower|-upper)?"  # subgroups
-    r"|shap:(response|pfs|os):\w+"  # mean |SHAP| per contract field over the explained test patients
-    r"|recal-(gradient-a|gradient-b|hessian-aa|hessian-ab|hessian-bb))$")  # recalibration sums (validation split)
-MODEL_ARRAYS_KEY = "arrays"
-SITE_KEY = "site"
+# the allow-list, built from the message schema (shared/messages.py): counts, and aggregate figures
+COUNT_KEYS = re.compile("^(?:" + "|".join(COUNT_PATTERNS) + ")$")
+FIGURE_KEYS = re.compile("^(?:" + "|".join(FIGURE_PATTERNS) + ")$")
+
+logger = logging.getLogger(__name__)
 FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 ERROR_BUDGET_EXHAUSTED = 4001
 ERROR_DATA = 4002
@@ -74,7 +68,7 @@ def check_metrics(metrics: dict[str, float], min_cell_size: int) -> MetricRecord
                 raise DisclosureError(f"{key!r} rests on {count} patients, below the minimum cell size "
                                       f"{min_cell_size}; suppress it before sending")
         elif (subgroup := SUBGROUP_KEY.match(key)) is not None:
-            count = metrics.get(f"sub:{subgroup.group(1)}:{subgroup.group(2)}:n", 0)
+            count = metrics.get(subgroup_count_key(subgroup.group(1), subgroup.group(2)), 0)
             if count < min_cell_size:
                 raise DisclosureError(f"{key!r} rests on a subgroup of {count} patients (its :n key), below the "
                                       f"minimum cell size {min_cell_size}; send nothing for a suppressed subgroup")
@@ -93,13 +87,13 @@ def reply(to: Message, *, site_id: str, metrics: dict[str, float], min_cell_size
           data_fingerprint: str | None = None) -> Message:
     """A site's reply: model parameters (if any), aggregate metrics, its site id and (feature summary) the keyed
     hash of its data (client/data/fingerprint.py) — nothing else."""
-    site = {"site-id": site_id}
+    site = {SITE_ID_KEY: site_id}
     if data_fingerprint is not None:
         if not FINGERPRINT.match(data_fingerprint):
             raise DisclosureError("a data fingerprint must be 64 hex digits (an HMAC-SHA256); nothing else may be "
                                   "sent in its place")
         site[DATA_FINGERPRINT_KEY] = data_fingerprint
-    content = RecordDict({"metrics": check_metrics(metrics, min_cell_size), SITE_KEY: ConfigRecord(site)})
+    content = RecordDict({METRICS_KEY: check_metrics(metrics, min_cell_size), SITE_KEY: ConfigRecord(site)})
     if arrays is not None:
         if expected_arrays is None:
             raise DisclosureError("model arrays can only be sent with the model's expected names and shapes")

@@ -15,7 +15,9 @@ from flwr.client.mod.secure_aggregation import secaggplus_mod
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
-from shared.messages import NORMALISATION_KEY, PLAN_KEY
+from shared.messages import COUNT_KEY, METRICS_KEY, NORMALISATION_KEY, PLAN_KEY, SITE_ID_KEY, SITE_KEY
+from shared.messages import MODEL_ARRAYS_KEY as ARRAYS_KEY
+from shared.messages import NORMALISATION_STATS_KEY as STATS_KEY
 from shared.secure_aggregation import (
     ARRAY_NAMES_KEY,
     FITINS_CONFIG,
@@ -25,11 +27,7 @@ from shared.secure_aggregation import (
     FITRES_PARAMETERS,
     FITRES_STATUS,
     NORMALISATION_STATS_KEY,
-    SITE_ID_KEY,
 )
-
-ARRAYS_KEY, METRICS_KEY, SITE_KEY = "arrays", "metrics", "site"
-
 
 def secure_aggregation_mod(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Flower's secaggplus_mod for SecAgg+ training rounds; any other message goes straight to the handler."""
@@ -46,7 +44,7 @@ def _train_in_fit_layout(message: Message, context: Context, call_next: ClientAp
     values = [array.numpy() for array in message.content[FITINS_PARAMETERS].values()]
     message.content[ARRAYS_KEY] = ArrayRecord({n: Array(v) for n, v in zip(names, values, strict=True)})
     message.content[PLAN_KEY] = ConfigRecord(plan)
-    message.content[NORMALISATION_KEY] = ConfigRecord({"stats": stats})
+    message.content[NORMALISATION_KEY] = ConfigRecord({STATS_KEY: stats})
     reply = call_next(message, context)
     if reply.has_error():  # the site sits this round out; SecAgg+ recovers the others' sum without it
         raise RuntimeError(f"secure aggregation: the site did not train: {reply.error.reason}")
@@ -54,7 +52,7 @@ def _train_in_fit_layout(message: Message, context: Context, call_next: ClientAp
     if not all(np.all(np.isfinite(v)) for v in trained):  # a masked NaN would corrupt the sum unseen
         raise ValueError("secure aggregation: the trained model holds NaN or infinite values; not sent")
     figures = dict(reply.content[METRICS_KEY])
-    examples = int(figures["num-examples"])
+    examples = int(figures[COUNT_KEY])
     limit = int(plan["secure-aggregation-max-weight"])
     if examples > limit:
         raise ValueError(f"secure aggregation: {examples} training patients exceed "

@@ -34,6 +34,16 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 from pydantic import BaseModel, Field
 
 from client.flower import outbox
+from shared.messages import (
+    DATA_FINGERPRINT_KEY,
+    HELD_OUT_KEY,
+    METRICS_KEY,
+    PHASE_KEY,
+    PLAN_KEY,
+    SERVER_ROUND_KEY,
+    SITE_KEY,
+    SPLIT_KEY,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -195,9 +205,9 @@ def _records_torn(entry: dict[str, Any], raw: bytes) -> bool:
 # --- what the log records about a message ---------------------------------------------------------------------
 
 def _round_of(message: Message) -> int | None:
-    config = message.content.get("config") if message.has_content() else None
-    if config is not None and "server-round" in config:
-        return int(config["server-round"])
+    config = message.content.get(PLAN_KEY) if message.has_content() else None
+    if config is not None and SERVER_ROUND_KEY in config:
+        return int(config[SERVER_ROUND_KEY])
     return None
 
 
@@ -213,10 +223,10 @@ def instruction_entry(message: Message, app_sha256: str | None, site_id: str) ->
         else:
             records[name] = _record_summary(record)
     entry["records"] = records
-    config = message.content.get("config") if message.has_content() else None
+    config = message.content.get(PLAN_KEY) if message.has_content() else None
     if isinstance(config, ConfigRecord):
         entry["round"] = _round_of(message)
-        for key in ("phase", "split", "held-out-site"):
+        for key in (PHASE_KEY, SPLIT_KEY, HELD_OUT_KEY):
             if key in config and config[key] != "":
                 entry[key.replace("-", "_")] = config[key]
     return entry
@@ -231,10 +241,10 @@ def reply_entry(instruction: Message, reply: Message, site_id: str) -> dict[str,
         return {**base, "kind": "refusal", "code": int(reply.error.code), "reason": str(reply.error.reason)}
     entry: dict[str, Any] = {**base, "kind": "reply",
                              "records": {name: _record_summary(record) for name, record in reply.content.items()}}
-    site = reply.content.get(outbox.SITE_KEY)
-    if isinstance(site, ConfigRecord) and outbox.DATA_FINGERPRINT_KEY in site:
-        entry["data_fingerprint"] = str(site[outbox.DATA_FINGERPRINT_KEY])  # the keyed hash the site announced
-    metrics = reply.content.get("metrics")
+    site = reply.content.get(SITE_KEY)
+    if isinstance(site, ConfigRecord) and DATA_FINGERPRINT_KEY in site:
+        entry["data_fingerprint"] = str(site[DATA_FINGERPRINT_KEY])  # the keyed hash the site announced
+    metrics = reply.content.get(METRICS_KEY)
     if isinstance(metrics, MetricRecord):
         for key, name in EPSILON_KEYS.items():
             if key in metrics:

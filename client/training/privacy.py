@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,6 +25,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
+from shared.atomic import write_atomically
 from shared.html_report import PrivacyRound
 
 
@@ -133,11 +132,7 @@ def load_ledger(path: Path, delta: float) -> PrivacyLedger:
 
 def save_ledger(ledger: PrivacyLedger, path: Path) -> None:
     """Atomic write: a crash never leaves a half-written ledger (that would under-count spending)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".ledger-", suffix=".json")
-    with os.fdopen(handle, "w") as file:
-        file.write(json.dumps(ledger.model_dump(), indent=2))
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps(ledger.model_dump(), indent=2), mode=0o600)
 
 
 def default_delta(num_train: int) -> float:

@@ -18,6 +18,7 @@ from shared.config import RunConfig
 from shared.encoding import NUM_INPUTS, SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats
 from shared.propensity import PROPENSITY_INPUTS, PropensityModel, propensity_losses
+from shared.seeds import propensity_seed
 
 
 def outcome_epsilon(target_epsilon: float, plan: RunConfig) -> float:
@@ -33,9 +34,9 @@ def train_propensity_round(site: Site, plan: RunConfig, stats: NormalisationStat
 
     Raises client.training.privacy.PrivacyBudgetExceeded before training when the round would overspend.
     """
-    grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
+    grid = SurvivalGrid.from_config(plan)
     inputs = encode_cohort(site.part("train"), stats, grid).inputs()[:NUM_INPUTS]
-    seed = plan.seed * 100_003 + server_round * 101 + 7
+    seed = propensity_seed(plan.seed, server_round)
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(TensorDataset(*inputs), batch_size=plan.batch_size, shuffle=True, generator=generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=plan.propensity_learning_rate)

@@ -24,7 +24,7 @@ from client.tumour_board.board import (
 )
 from shared.config import ConfigError
 from shared.contract import DataContractError
-from shared.html_report import write_atomically
+from shared.atomic import write_atomically
 
 
 def _days(value: float | None) -> str:

@@ -23,7 +23,7 @@ from shared.harmonisation import (
     NUMERIC_TRANSFORMS,
     SUPPRESSED,
 )
-from shared.messages import subgroup_key
+from shared.messages import OS_CINDEX, PFS_CINDEX, RESPONSE_AUC, SUBGROUP_COUNT, interval_keys, subgroup_key
 from shared.metrics import subgroup_masks
 
 Z_LIMIT = 4.0
@@ -150,14 +150,14 @@ def _from_metrics(figures: dict[str, float], site: str, group: str, level: str) 
     """The subgroup's figures as the site sent them (keys from shared.messages, the one message schema)."""
 
     def figure(name: str) -> str:
-        return _format_estimate(figures.get(subgroup_key(group, level, name)),
-                                figures.get(subgroup_key(group, level, f"{name}-lower")),
-                                figures.get(subgroup_key(group, level, f"{name}-upper")))
+        key = subgroup_key(group, level, name)
+        lower, upper = interval_keys(key)
+        return _format_estimate(figures.get(key), figures.get(lower), figures.get(upper))
 
-    n = figures.get(subgroup_key(group, level, "n"))
+    n = figures.get(subgroup_key(group, level, SUBGROUP_COUNT))
     return SubgroupFigure(source=f"federated validation ({site})", group=group, level=level,
-                          n=int(n) if n is not None else None, response_auc=figure("response-auc"),
-                          pfs_cindex=figure("pfs-cindex"), os_cindex=figure("os-cindex"))
+                          n=int(n) if n is not None else None, response_auc=figure(RESPONSE_AUC),
+                          pfs_cindex=figure(PFS_CINDEX), os_cindex=figure(OS_CINDEX))
 
 
 def subgroup_performance(patient: pd.Series, bundle: RunBundle, site_id: str | None,
@@ -169,7 +169,7 @@ def subgroup_performance(patient: pd.Series, bundle: RunBundle, site_id: str | N
     if site_report is not None:
         rows += _from_report(site_report, set(memberships))
     reported = {(r.group, r.level) for r in rows}
-    test = bundle.metrics.get("test", {})
+    test = bundle.metrics.test if bundle.metrics is not None else {}
     for site in ([site_id] if site_id in test else sorted(test)):
         for group, level in memberships:
             row = _from_metrics(test[site], site, group, level)

@@ -8,6 +8,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from scipy import special, stats
 
+from shared.config import RunConfig
+
 MIN_CELL_SIZE = 10
 ENDPOINTS: tuple[str, ...] = ("pfs", "os")
 ENDPOINT_NAMES: dict[str, str] = {"pfs": "Progression-free survival", "os": "Overall survival"}
@@ -21,7 +23,8 @@ class EvaluationSettings(BaseModel):
 
     min_cell_size: int = Field(default=MIN_CELL_SIZE, ge=1,
                                description="fewer patients, events or non-events than this: figure suppressed")
-    n_bootstrap: int = Field(default=500, ge=20, description="bootstrap resamples per interval")
+    n_bootstrap: int = Field(default=RunConfig.model_fields["bootstrap_samples"].default, ge=20,
+                             description="bootstrap resamples per interval (the run configuration's default)")
     confidence: float = Field(default=0.95, gt=0, lt=1)
     response_threshold: float = Field(default=0.5, gt=0, lt=1,
                                       description="predicted response probability at which a patient is "
@@ -30,6 +33,11 @@ class EvaluationSettings(BaseModel):
                                              description="1, 2 and 3 years")
     calibration_bins: int = Field(default=10, ge=2)
     decision_thresholds: tuple[float, ...] = tuple(np.round(np.arange(0.05, 0.96, 0.01), 2).tolist())
+
+    @classmethod
+    def from_config(cls, config: RunConfig, min_cell_size: int) -> EvaluationSettings:
+        """A site's settings in a run: the run's bootstrap samples, the site's own minimum cell size."""
+        return cls(min_cell_size=min_cell_size, n_bootstrap=config.bootstrap_samples)
 
 
 def _to_scale(value: float, scale: str) -> float:

@@ -30,7 +30,7 @@ def plain_loop_round(cohort: Path | None, overrides: dict[str, Any], dp: bool) -
     from shared.model import build_model
 
     config = RunConfig.from_mapping({**overrides, "dp": dp, **({"data-dir": str(cohort)} if cohort else {})})
-    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    grid = SurvivalGrid.from_config(config)
     folders = simulated_site_dirs(config)
     sites = [open_site(Context(run_id=0, node_id=i, node_config={"partition-id": i}, state=RecordDict(),
                                run_config={}), config) for i in range(len(folders))]
@@ -76,7 +76,7 @@ def dp_epoch_cost(cohort: Path | None, overrides: dict[str, Any], repeats: int) 
     from shared.model import build_model
 
     config = RunConfig.from_mapping({**overrides, **({"data-dir": str(cohort)} if cohort else {})})
-    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    grid = SurvivalGrid.from_config(config)
     sites = [open_site(Context(run_id=0, node_id=i, node_config={"partition-id": i}, state=RecordDict(),
                                run_config={}), config) for i in range(len(simulated_site_dirs(config)))]
     site = max(sites, key=lambda s: len(s.part("train")))

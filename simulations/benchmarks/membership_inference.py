@@ -51,7 +51,7 @@ from client.training.privacy import calibrate_noise, default_delta, steps_per_ro
 from shared.config import RunConfig
 from shared.encoding import EncodedCohort, SurvivalGrid, encode_cohort
 from shared.harmonisation import pool_summaries, summarise_site
-from shared.html_report import write_atomically
+from shared.atomic import write_atomically
 from shared.losses import patient_losses
 from shared.model import OncoFedNet, build_model
 from simulations.main_job import parse_overrides
@@ -114,7 +114,7 @@ def load_site_pool(config: RunConfig, site_id: str) -> SitePool:
 
 
 def grid_of(config: RunConfig) -> SurvivalGrid:
-    return SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    return SurvivalGrid.from_config(config)
 
 
 def subset(cohort: EncodedCohort, rows: np.ndarray) -> EncodedCohort:

@@ -33,7 +33,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from shared.html_report import write_atomically
+from shared.atomic import write_atomically
 from simulations.benchmarks.compute_cost import dp_epoch_cost, plain_loop_round
 from simulations.benchmarks.message_log import communication_summary, phase_of, read_message_log
 from simulations.benchmarks.process_memory import TreeSampler
@@ -250,7 +250,7 @@ def communication_section(main: dict) -> dict[str, Any]:
     from shared.model import build_model
 
     config = RunConfig.from_mapping(main["overrides"])
-    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    grid = SurvivalGrid.from_config(config)
     model = build_model(grid.num_intervals, config.hidden_size, config.seed)
     phases = main["runs"][0]["communication"]
     per_round = {direction: sum(phases[p][f"{direction}_bytes_median"] for p in ("train", "validation") if p in phases)

@@ -25,11 +25,11 @@ from sklearn.metrics import roc_auc_score
 
 from client.flower.app import build_client_app
 from server.checkpoint import load_checkpoint
-from server.federation import collect
+from server.coordinator import collect
 from server.recalibration import recalibrate_response
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid, encode_cohort
-from shared.html_report import write_atomically
+from shared.atomic import write_atomically
 from shared.metrics import calibration_intercept_value, calibration_slope_value, responder_labels
 from shared.model import build_model, predict
 from simulations.in_process import InProcessGrid
@@ -57,7 +57,7 @@ def recalibrate_run(run_dir: Path, scratch: Path) -> dict:
     config = RunConfig.from_mapping(json.loads((run_dir / "config.json").read_text())
                                     | {"output-dir": str(scratch), "run-name": run_dir.name, "site-reports": False})
     state, weights, _ = load_checkpoint(run_dir)
-    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    grid = SurvivalGrid.from_config(config)
     before = build_model(grid.num_intervals, config.hidden_size, config.seed)
     before.load_state_dict(weights)
     sites = simulated_sites(config)

@@ -40,7 +40,7 @@ from client.tumour_board.run_bundle import load_run
 from shared.config import RunConfig, cohort_directory
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, pool_summaries, summarise_site
-from shared.html_report import write_atomically
+from shared.atomic import write_atomically
 from shared.model import predict
 from shared.vocabulary import CancerType, regimens_for
 from simulations.cohort.io import read_ground_truth
@@ -126,7 +126,7 @@ def run_table(run_dir: Path, candidates: pd.DataFrame) -> pd.DataFrame:
 def row_predictions(row: str, config: RunConfig, sites: list[Site], candidates: pd.DataFrame, progress: Progress
                     ) -> pd.DataFrame:
     """Predictions of one benchmark row for every candidate row (same order)."""
-    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    grid = SurvivalGrid.from_config(config)
     if row.startswith("federated"):
         values = {"dp": row != "federated-no-dp", "propensity-weighting": row == "federated-dp-ipw",
                   "run-name": f"{row}-seed-{config.seed}"}

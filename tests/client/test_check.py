@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from client.data.check import EXIT_BAD_CONFIG, EXIT_USABLE, EXIT_VIOLATIONS, main, suppress, write_json_atomically
+from client.data.check import EXIT_BAD_CONFIG, EXIT_USABLE, EXIT_VIOLATIONS, main, suppress
 from tests.client.test_site_data_examples import example_contract_frame
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,14 +78,6 @@ def test_bad_config_exits_with_its_own_code(tmp_path: Path, capsys: pytest.Captu
     assert main(["--site-config", str(config), "--json", str(tmp_path / "s.json")]) == EXIT_BAD_CONFIG
     assert "field 'target_epsilon'" in capsys.readouterr().err
     assert not (tmp_path / "s.json").exists()
-
-
-def test_json_write_is_all_or_nothing(tmp_path: Path) -> None:
-    out = tmp_path / "summary.json"
-    out.write_text("old")
-    with pytest.raises(TypeError):
-        write_json_atomically({"cohort_size": object()}, out)  # fails half-way through serialising
-    assert out.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 
 
 def test_suppress() -> None:

@@ -90,7 +90,7 @@ def test_the_outcome_round_weights_each_patient_by_the_released_propensity_model
     plan = RunConfig.from_mapping({"dp": False, "propensity-weighting": True, "propensity-weight-bound": 3.0,
                                    "hidden-size": 16, "survival-interval-days": 180})
     stats = pool_summaries([summarise_site(site.part("train"), min_cell_size=1)])
-    grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
+    grid = SurvivalGrid.from_config(plan)
     received = []
 
     def recording_training(model, cohort, local_plan, privacy, patient_weights=None):
