@@ -51,7 +51,7 @@ def dictionary_export(dictionary: DataDictionary, n: int, seed: int, site: str) 
     pfs_days = np.round(os_days * rng.uniform(0.2, 1.0, size=n))
     for endpoint, days in (("pfs", pfs_days), ("os", os_days)):
         if endpoint in dictionary.endpoints:
-            censor = rng.uniform(200, 2000, size=n)
+            censor = rng.uniform(50, 1000, size=n)
             frame[f"{endpoint}_days"] = np.minimum(days, np.round(censor))
             frame[f"{endpoint}_event"] = days <= censor
     if {"pfs", "os"} <= set(dictionary.endpoints):

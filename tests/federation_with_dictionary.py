@@ -22,7 +22,7 @@ from tests.dictionary_cohort import dictionary_export
 def main(out: Path) -> None:
     torch.set_num_threads(1)
     dictionary = default_dictionary()
-    for index, size in enumerate((180, 150, 120)):
+    for index, size in enumerate((260, 220, 180)):
         folder = out / "cohort" / f"site_{index}"
         folder.mkdir(parents=True)
         dictionary_export(dictionary, size, seed=index, site=f"s{index}").to_csv(folder / "patients.csv", index=False)

@@ -33,9 +33,10 @@ def test_a_survival_only_consortium_of_other_cancers_federates_for_two_rounds(tm
     assert result["dictionary"] == "prostate-melanoma-survival"
     assert result["dictionary_sha256"] == load_dictionary(DICTIONARY).content_sha256()
     assert sorted(result["test"]) == ["site_0", "site_1", "site_2"] and not result["test_missing"]
-    for site, figures in result["test"].items():
-        assert 0.0 <= figures["pfs-cindex"] <= 1.0 and 0.0 <= figures["os-cindex"] <= 1.0
+    for site, figures in result["test"].items():  # a C-index needs 10 events and 10 censored (small-cell rule)
+        assert 0.0 <= figures["os-cindex"] <= 1.0 and figures["num-examples"] >= 40
         assert "response-auc" not in figures  # no response endpoint: nothing to report
         assert "sub:cancer-type:melanoma:n" in figures or "sub:cancer-type:prostate:n" in figures
         assert (tmp_path / "out" / "runs" / "r" / "sites" / site / "report.html").is_file()
+    assert any("pfs-cindex" in figures for figures in result["test"].values())
     assert "Traceback" not in finished.stderr, finished.stderr[-3000:]
