@@ -1,7 +1,7 @@
 """How long validating a large export takes: `python -m simulations.benchmarks.export_validation [--patients N]`.
 
 Builds an N-patient contract CSV by repeating the default synthetic cohort's rows (new patient ids), then
-times the site's whole door (read, map, validate: client.site_data.load_contract_csv) and the dictionary
+times the site's whole door (read, map, validate: client.data.loader.load_contract_csv) and the dictionary
 check alone (shared.contract.check_frame). Prints the machine's load average beside the figures, because a
 shared machine's timings are not quiet-machine timings.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from client.site_data import load_contract_csv, read_csv_cells
+from client.data.loader import load_contract_csv, read_csv_cells
 from shared.contract import check_frame
 
 DEFAULT_COHORT = Path.home() / ".oncofed" / "default-cohort"
