@@ -116,10 +116,11 @@ def _flags(values: pd.Series) -> pd.Series:
     return _per_distinct(values, _flag).astype(object).where(lambda s: s.notna(), np.nan)
 
 
-def _empty_to_none(values: pd.Series) -> pd.Series:
+def _empty_to_none(values: pd.Series, missing: frozenset[str]) -> pd.Series:
+    """Blank cells and the dictionary's missingValues (trimmed, any case) as missing."""
     if values.dtype != object:
         return values
-    return _per_distinct(values, lambda v: None if isinstance(v, str) and not v.strip() else v)
+    return _per_distinct(values, lambda v: None if isinstance(v, str) and v.strip().lower() in missing else v)
 
 
 def _as_text(values: pd.Series) -> pd.Series:
@@ -131,13 +132,14 @@ def _as_text(values: pd.Series) -> pd.Series:
 
 
 def normalised(frame: pd.DataFrame, dictionary: DataDictionary) -> pd.DataFrame:
-    """The frame in the dictionary's columns (absent optional ones empty), rows numbered from 0, blank text as
-    missing and flags as 1.0/0.0 (column-wise)."""
+    """The frame in the dictionary's columns (absent optional ones empty), rows numbered from 0, blank text and
+    the dictionary's missingValues as missing, and flags as 1.0/0.0 (column-wise)."""
     out = frame.reset_index(drop=True).reindex(columns=list(dictionary.columns))
+    missing = frozenset({"", *(code.strip().lower() for code in dictionary.table_schema.missing_values)})
     for spec in dictionary.table_schema.fields:
         if spec.name not in out.columns:
             continue
-        column = _empty_to_none(out[spec.name].astype(object))
+        column = _empty_to_none(out[spec.name].astype(object), missing)
         if spec.type == "boolean":
             column = _flags(column)
         elif spec.type == "string":

@@ -162,5 +162,8 @@ def test_a_malformed_export_fails_naming_file_row_column_and_rule(case, change, 
 def test_optional_clinical_fields_may_be_absent_or_empty() -> None:
     frame = _valid().drop(columns=["ecog", "race_ethnicity", "charlson_index", "line_of_therapy"])
     frame.loc[0, "sex"] = None
+    frame = frame.astype({"stage_group": object})
+    frame.loc[1, "stage_group"] = " N/A "  # one of the dictionary's missingValues
     checked = check_frame(frame, "registry.csv")
     assert checked["ecog"].isna().all() and list(checked.columns) == list(default_dictionary().columns)
+    assert checked.loc[1, "stage_group"] is None
