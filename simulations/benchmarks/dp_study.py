@@ -17,13 +17,17 @@ composition), so a setting is judged at no more privacy budget than it will have
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -75,6 +79,42 @@ SETTINGS: dict[str, dict[str, Any]] = {
                                                  "num-rounds": 20, "local-epochs": 1, "strategy": "fedyogi",
                                                  "server-learning-rate": 0.01},
 }
+# the model study (docs/dp_tuning.md, "The network's form"): the chosen recipe above with other forms of
+# shared/model.py's OncoFedNet, given as its constructor's keywords. "recipe:deep" is the network before the wide
+# path (wide off, no interactions): the same weights, draws and figures as h16-b256-lr03-r20.
+RECIPE = SETTINGS["h16-b256-lr03-r20"]
+MODEL_FORMS: dict[str, dict[str, Any]] = {
+    "recipe:deep": {"wide": False, "interaction_rank": 0},
+    "recipe:wide": {"wide": True, "interaction_rank": 0},
+    "recipe:wide-i2": {"wide": True, "interaction_rank": 2},
+    "recipe:wide-i4": {"wide": True, "interaction_rank": 4},
+    "recipe:deep-i2": {"wide": False, "interaction_rank": 2},
+    "recipe:linear": {"wide": True, "interaction_rank": 0, "deep": False},
+    "recipe:linear-i2": {"wide": True, "interaction_rank": 2, "deep": False},
+}
+SETTINGS |= {name: RECIPE for name in MODEL_FORMS if name != "recipe:deep"}
+SETTINGS |= {
+    "recipe:wide-i2-h8": RECIPE | {"hidden-size": 8},
+    "recipe:wide-i2-lr01": RECIPE | {"learning-rate": 0.01},
+}
+MODEL_FORMS |= {"recipe:wide-i2-h8": MODEL_FORMS["recipe:wide-i2"],
+                "recipe:wide-i2-lr01": MODEL_FORMS["recipe:wide-i2"]}
+
+
+@contextlib.contextmanager
+def model_form(keywords: dict[str, Any] | None) -> Iterator[None]:
+    """Every OncoFedNet built in this process (server, sites, readers) takes these keywords for one run.
+
+    Patching the class in shared.model (build_model looks it up at each call) keeps the study out of the
+    product's configuration: only the chosen form becomes the default, with no switch in RunConfig.
+    """
+    if not keywords:
+        yield
+        return
+    import shared.model
+
+    with mock.patch.object(shared.model, "OncoFedNet", functools.partial(shared.model.OncoFedNet, **keywords)):
+        yield
 
 
 def run_setting(name: str, overrides: dict[str, Any], seed: int, runs_dir: Path) -> dict[str, Any]:
@@ -89,10 +129,15 @@ def run_setting(name: str, overrides: dict[str, Any], seed: int, runs_dir: Path)
     sites = simulated_site_dirs(config)
     grid = InProcessGrid(build_client_app(config.to_flower()), num_nodes=len(sites))
     started = time.perf_counter()
-    results = run_federation(grid, config, runs_dir / config.run_name, progress=lambda line: None)
+    with model_form(MODEL_FORMS.get(name)):
+        results = run_federation(grid, config, runs_dir / config.run_name, progress=lambda line: None)
     seconds = time.perf_counter() - started
     final = results["rounds"][-1]
-    return {"setting": name, "seed": seed, "overrides": overrides, "seconds": round(seconds, 1),
+    with model_form(MODEL_FORMS.get(name)):
+        from shared.model import build_model
+        parameters = sum(t.numel() for t in build_model(20, config.hidden_size, seed).parameters())
+    return {"setting": name, "seed": seed, "overrides": overrides, "model": MODEL_FORMS.get(name),
+            "parameters": parameters, "seconds": round(seconds, 1),
             "load_average": os.getloadavg()[0],
             "validation_mean": {k: final["validation_mean"].get(k) for k in FIGURES},
             "validation": {s: {k: f.get(k) for k in (*FIGURES, "num-examples")}
