@@ -33,9 +33,11 @@ import torch
 
 from shared.config import RunConfig
 from shared.html_report import write_atomically
+from shared.model import build_model
 
 RESULTS = Path(__file__).parent / "results" / "dp_study.json"
 FIGURES = ("response-auc", "pfs-cindex", "os-cindex")
+RANKING = ("response_concordance", "os_concordance", "top1_agreement", "regret", "regret_random")
 # the main job's ε = 3 per site less the validation phases' default share of 0.2: a conservative stand-in, since the
 # budget split gives the federated rounds the rest of ε under RDP composition (about 2.9; client/privacy.py)
 FEDERATED_EPSILON = 2.4
@@ -88,11 +90,12 @@ MODEL_FORMS: dict[str, dict[str, Any]] = {
     "recipe:wide": {"wide": True, "interaction_rank": 0},
     "recipe:wide-i2": {"wide": True, "interaction_rank": 2},
     "recipe:wide-i4": {"wide": True, "interaction_rank": 4},
+    "recipe:wide-i8": {"wide": True, "interaction_rank": 8},
     "recipe:deep-i2": {"wide": False, "interaction_rank": 2},
     "recipe:linear": {"wide": True, "interaction_rank": 0, "deep": False},
     "recipe:linear-i2": {"wide": True, "interaction_rank": 2, "deep": False},
 }
-SETTINGS |= {name: RECIPE for name in MODEL_FORMS if name != "recipe:deep"}
+SETTINGS |= {name: RECIPE for name in MODEL_FORMS}
 SETTINGS |= {
     "recipe:wide-i2-h8": RECIPE | {"hidden-size": 8},
     "recipe:wide-i2-lr01": RECIPE | {"learning-rate": 0.01},
@@ -117,6 +120,24 @@ def model_form(keywords: dict[str, Any] | None) -> Iterator[None]:
         yield
 
 
+def validation_ranking(run_dir: Path) -> dict[str, Any]:
+    """The run's final global model ranking each VALIDATION patient's candidate regimens against the generator's
+    truth (simulations/benchmarks/regimen_ranking.py's figures, on the validation split instead of test)."""
+    import pandas as pd
+
+    from client.run_bundle import load_run
+    from shared.config import cohort_directory
+    from simulations.benchmarks.regimen_ranking import candidate_table, network_predictions
+    from simulations.ranking_metrics import ranking_figures
+    from simulations.references import simulated_sites
+
+    bundle = load_run(run_dir, last_rounds=1)
+    candidates = candidate_table(simulated_sites(bundle.config), cohort_directory(bundle.config), part="validation")
+    predicted = network_predictions(bundle.final_model, bundle.stats, bundle.grid, candidates)
+    table = pd.concat([candidates, predicted.set_index(candidates.index)], axis=1)
+    return ranking_figures(table, bundle.config.survival_horizon_days).model_dump()
+
+
 def run_setting(name: str, overrides: dict[str, Any], seed: int, runs_dir: Path) -> dict[str, Any]:
     """One federation in this process; the final model's validation figures and each round's validation mean."""
     from client.app import build_client_app
@@ -134,14 +155,15 @@ def run_setting(name: str, overrides: dict[str, Any], seed: int, runs_dir: Path)
     seconds = time.perf_counter() - started
     final = results["rounds"][-1]
     with model_form(MODEL_FORMS.get(name)):
-        from shared.model import build_model
         parameters = sum(t.numel() for t in build_model(20, config.hidden_size, seed).parameters())
+        ranking = validation_ranking(runs_dir / config.run_name)
     return {"setting": name, "seed": seed, "overrides": overrides, "model": MODEL_FORMS.get(name),
             "parameters": parameters, "seconds": round(seconds, 1),
             "load_average": os.getloadavg()[0],
             "validation_mean": {k: final["validation_mean"].get(k) for k in FIGURES},
             "validation": {s: {k: f.get(k) for k in (*FIGURES, "num-examples")}
                            for s, f in sorted(final["validation"].items())},
+            "validation_ranking": ranking,
             "curve": [{k: r["validation_mean"].get(k) for k in FIGURES} for r in results["rounds"]],
             "epsilon": results["epsilon"],
             "noise_multiplier": max((f.get("noise-multiplier", 0.0) for f in final["train"].values()), default=0.0)}
@@ -158,18 +180,24 @@ def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [p["validation_mean"][key] for p in chosen if p["validation_mean"].get(key) is not None]
             row[key] = statistics.mean(values) if values else None
             row[f"{key}-sd"] = statistics.stdev(values) if len(values) > 1 else None
+        for key in RANKING:
+            values = [p["validation_ranking"][key] for p in chosen if p.get("validation_ranking")]
+            row[key] = statistics.mean(values) if values else None
+            row[f"{key}-sd"] = statistics.stdev(values) if len(values) > 1 else None
         rows.append(row)
     return rows
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| setting | seeds | σ | val response AUC | val PFS C | val OS C | s/run |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| setting | seeds | σ | val response AUC | val PFS C | val OS C | val ranking concordance | "
+             "val regret (random) | s/run |", "|---|---|---|---|---|---|---|---|---|"]
     show = lambda row, key: "—" if row[key] is None else (  # noqa: E731
         f"{row[key]:.3f}" + (f" ± {row[key + '-sd']:.3f}" if row[key + "-sd"] is not None else ""))
     for row in rows:
         lines.append(f"| {row['setting']} | {len(row['seeds'])} | {row['noise_multiplier']:.2f} | "
                      f"{show(row, 'response-auc')} | {show(row, 'pfs-cindex')} | {show(row, 'os-cindex')} | "
+                     f"{show(row, 'response_concordance')} | {show(row, 'regret')} "
+                     f"({'—' if row['regret_random'] is None else format(row['regret_random'], '.3f')}) | "
                      f"{row['seconds']:.0f} |")
     return "\n".join(lines)
 
@@ -182,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/oncofed-dp-study"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--list", action="store_true", help="print the settings and exit")
+    parser.add_argument("--rank-existing", action="store_true", help="add the validation ranking to stored points "
+                        "whose run folder is still under --runs-dir, then exit")
     args = parser.parse_args(argv)
     if args.list:
         for name, overrides in SETTINGS.items():
@@ -190,6 +220,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     stored = json.loads(args.out.read_text()) if args.out.is_file() else {"points": []}
+    if args.rank_existing:
+        for point in stored["points"]:
+            run_dir = args.runs_dir / f"{point['setting']}-seed-{point['seed']}"
+            if "validation_ranking" not in point and (run_dir / "checkpoints").is_dir():
+                with model_form(MODEL_FORMS.get(point["setting"])):
+                    point["validation_ranking"] = validation_ranking(run_dir)
+        stored["summary"] = summarise(stored["points"])
+        write_atomically(args.out, json.dumps(stored, indent=1))
+        print(markdown(stored["summary"]))
+        return 0
     done = {(p["setting"], p["seed"]) for p in stored["points"]}
     for name in args.settings:
         for seed in args.seeds:
