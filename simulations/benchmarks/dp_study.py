@@ -99,9 +99,11 @@ SETTINGS |= {name: RECIPE for name in MODEL_FORMS}
 SETTINGS |= {
     "recipe:wide-i2-h8": RECIPE | {"hidden-size": 8},
     "recipe:wide-i2-lr01": RECIPE | {"learning-rate": 0.01},
+    "recipe:wide-i8-lr01": RECIPE | {"learning-rate": 0.01},
 }
 MODEL_FORMS |= {"recipe:wide-i2-h8": MODEL_FORMS["recipe:wide-i2"],
-                "recipe:wide-i2-lr01": MODEL_FORMS["recipe:wide-i2"]}
+                "recipe:wide-i2-lr01": MODEL_FORMS["recipe:wide-i2"],
+                "recipe:wide-i8-lr01": MODEL_FORMS["recipe:wide-i8"]}
 
 
 @contextlib.contextmanager
