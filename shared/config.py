@@ -68,7 +68,7 @@ class RunConfig(BaseModel):
                                             "spend; the deployed federated model gets the rest (all of it when no "
                                             "validation phase trains)")
     secure_mode: bool = Field(default=False, description="Opacus cryptographically secure noise")
-    # confounding by indication (client/propensity.py): a federated propensity model, then inverse-probability
+    # confounding by indication (client/training/propensity.py): a federated propensity model, then inverse-probability
     # weights in the outcome loss; each weight depends on one patient and the released propensity model only
     propensity_weighting: bool = Field(default=False, description="train a federated DP propensity model first "
                                        "and weight each patient's outcome loss by its bounded inverse probability")

@@ -1,27 +1,25 @@
 """References only a simulation can give: pooled centralised training, and the synthetic generator's oracle.
 
 Both need what no real consortium has: every site's training rows in one place, and the ground truth.
-They are computed after the federated run, on the same splits, and added to metrics.json and the consortium
-report as reference rows (the server's report takes them; the server never imports this module).
+They are computed after the federated run, on the same splits: the main job hands `references` to the ServerApp
+(server/app.py), which adds them to metrics.json and the consortium report before writing either, once (the server
+never imports this module).
 """
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from shared.html_report import write_atomically
-from client.privacy import calibrate_noise, default_delta, steps_per_round
-from client.site import Site, assign_splits, simulated_site_dirs, site_from_config
-from client.site_data import load_contract_csv
-from client.site_validation import headline_intervals
-from client.training import LocalTrainingPlan, PrivacyPlan, train_locally
-from server.consortium_report import ReferenceRow, write_consortium_report
-from server.consortium_summary import estimates, summary_from_results
+from client.data.loader import load_contract_csv
+from client.data.site import Site, assign_splits, simulated_site_dirs, site_from_config
+from client.evaluation.validation import headline_intervals
+from client.training.dp_sgd import LocalTrainingPlan, PrivacyPlan, train_locally
+from client.training.privacy import calibrate_noise, default_delta, steps_per_round
+from server.consortium_report import ReferenceRow
+from server.consortium_summary import estimates
 from shared.config import RunConfig, cohort_directory
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, pool_summaries, summarise_site
@@ -35,7 +33,7 @@ ORACLE_LABEL = "Oracle (synthetic ground truth)"
 
 
 def simulated_sites(config: RunConfig) -> list[Site]:
-    """Every simulated site with the same data and splits its ClientApp uses (client/site.py open_site)."""
+    """Every simulated site with the same data and splits its ClientApp uses (client/data/site.py open_site)."""
     sites = []
     for folder in simulated_site_dirs(config):
         if (folder / "site.toml").is_file():
@@ -55,7 +53,7 @@ def train_pooled(sites: list[Site], config: RunConfig, stats: NormalisationStats
 
     With DP on, the noise is calibrated so the whole training spends the run's target ε (δ from the union's size).
     """
-    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    grid = SurvivalGrid.from_config(config)
     union = pd.concat([site.part("train") for site in sites], ignore_index=True)
     cohort = encode_cohort(union, stats, grid)
     model = build_model(grid.num_intervals, config.hidden_size, config.seed)
@@ -81,10 +79,10 @@ def pooled_reference(sites: list[Site], config: RunConfig) -> tuple[ReferenceRow
     """Pooled centralised training evaluated on each site's test split (figures with bootstrap intervals)."""
     stats = pool_summaries([summarise_site(site.part("train"), min_cell_size=site.min_cell_size) for site in sites])
     model = train_pooled(sites, config, stats)
-    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    grid = SurvivalGrid.from_config(config)
     figures = {}
     for site in sites:
-        settings = EvaluationSettings(min_cell_size=site.min_cell_size, n_bootstrap=config.bootstrap_samples)
+        settings = EvaluationSettings.from_config(config, site.min_cell_size)
         test = site.part("test")
         figures[site.site_id] = {"num-examples": len(test)} | headline_intervals(
             model, test, stats, grid, settings, np.random.default_rng(config.seed))
@@ -123,7 +121,8 @@ def oracle_reference(sites: list[Site], config: RunConfig) -> tuple[ReferenceRow
 
 
 def references(config: RunConfig) -> tuple[list[ReferenceRow], dict[str, dict[str, dict[str, float]]]]:
-    """Every simulation reference: rows for the consortium report and figures for metrics.json."""
+    """Every simulation reference: rows for the consortium report and figures for metrics.json (server.federation
+    References)."""
     sites = simulated_sites(config)
     rows, saved = [], {}
     pooled, figures = pooled_reference(sites, config)
@@ -135,11 +134,3 @@ def references(config: RunConfig) -> tuple[list[ReferenceRow], dict[str, dict[st
         saved["oracle"] = oracle[1]
     return rows, saved
 
-
-def add_references(run_dir: Path, results: dict, config: RunConfig) -> dict:
-    """Compute the references, add them to metrics.json (atomically) and rewrite the consortium report."""
-    rows, saved = references(config)
-    results = {**results, "references": saved}
-    write_atomically(run_dir / "metrics.json", json.dumps(results, indent=2))
-    write_consortium_report(run_dir / "consortium_report.html", summary_from_results(results, run_dir, rows))
-    return results

@@ -1,7 +1,7 @@
 """DP tuning study: which model size, batch, learning rate, clipping, rounds and server optimiser to default to.
 
-Every setting runs the product's own code (client/app.py's ClientApp, server/federation.py's round loop,
-Opacus DP-SGD through client/training.py) on the default consortium, in this process through
+Every setting runs the product's own code (client/flower/app.py's ClientApp, server/federation.py's round loop,
+Opacus DP-SGD through client/training/dp_sgd.py) on the default consortium, in this process through
 simulations/in_process.py (no Ray start-up per run), and is scored ONLY on the sites' validation splits:
 the final global model's weighted validation response AUC and PFS/OS Harrell's C. The round loop also
 scores the test split at its end; this study never reads or stores those figures.
@@ -32,14 +32,14 @@ from unittest import mock
 import torch
 
 from shared.config import RunConfig
-from shared.html_report import write_atomically
+from shared.atomic import write_atomically
 from shared.model import build_model
 
 RESULTS = Path(__file__).parent / "results" / "dp_study.json"
 FIGURES = ("response-auc", "pfs-cindex", "os-cindex")
 RANKING = ("response_concordance", "os_concordance", "top1_agreement", "regret", "regret_random")
 # the main job's ε = 3 per site less the validation phases' default share of 0.2: a conservative stand-in, since the
-# budget split gives the federated rounds the rest of ε under RDP composition (about 2.9; client/privacy.py)
+# budget split gives the federated rounds the rest of ε under RDP composition (about 2.9; client/training/privacy.py)
 FEDERATED_EPSILON = 2.4
 QUIET = {"site-reports": False, "shap-patients": 0, "bootstrap-samples": 20, "share-local-models": False,
          "local-references": False, "leave-one-site-out": False, "target-epsilon": FEDERATED_EPSILON}
@@ -127,7 +127,7 @@ def validation_ranking(run_dir: Path) -> dict[str, Any]:
     truth (simulations/benchmarks/regimen_ranking.py's figures, on the validation split instead of test)."""
     import pandas as pd
 
-    from client.run_bundle import load_run
+    from client.tumour_board.run_bundle import load_run
     from shared.config import cohort_directory
     from simulations.benchmarks.regimen_ranking import candidate_table, network_predictions
     from simulations.ranking_metrics import ranking_figures
@@ -142,8 +142,8 @@ def validation_ranking(run_dir: Path) -> dict[str, Any]:
 
 def run_setting(name: str, overrides: dict[str, Any], seed: int, runs_dir: Path) -> dict[str, Any]:
     """One federation in this process; the final model's validation figures and each round's validation mean."""
-    from client.app import build_client_app
-    from client.site import simulated_site_dirs
+    from client.data.site import simulated_site_dirs
+    from client.flower.app import build_client_app
     from server.federation import run_federation
     from simulations.in_process import InProcessGrid
 
@@ -155,7 +155,7 @@ def run_setting(name: str, overrides: dict[str, Any], seed: int, runs_dir: Path)
     with model_form(MODEL_FORMS.get(name)):
         results = run_federation(grid, config, runs_dir / config.run_name, progress=lambda line: None)
     seconds = time.perf_counter() - started
-    final = results["rounds"][-1]
+    final = results.rounds[-1]
     with model_form(MODEL_FORMS.get(name)):
         parameters = sum(t.numel() for t in build_model(20, config.hidden_size, seed).parameters())
         ranking = validation_ranking(runs_dir / config.run_name)
@@ -166,8 +166,8 @@ def run_setting(name: str, overrides: dict[str, Any], seed: int, runs_dir: Path)
             "validation": {s: {k: f.get(k) for k in (*FIGURES, "num-examples")}
                            for s, f in sorted(final["validation"].items())},
             "validation_ranking": ranking,
-            "curve": [{k: r["validation_mean"].get(k) for k in FIGURES} for r in results["rounds"]],
-            "epsilon": results["epsilon"],
+            "curve": [{k: r["validation_mean"].get(k) for k in FIGURES} for r in results.rounds],
+            "epsilon": results.epsilon,
             "noise_multiplier": max((f.get("noise-multiplier", 0.0) for f in final["train"].values()), default=0.0)}
 
 

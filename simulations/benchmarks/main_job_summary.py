@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.html_report import write_atomically
+from shared.atomic import write_atomically
 
 FIGURES = ("response-auc", "pfs-cindex", "os-cindex")
 TARGETS = {"response-auc": 0.70, "pfs-cindex": 0.66, "os-cindex": 0.68}
