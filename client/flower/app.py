@@ -18,6 +18,7 @@ from flwr.clientapp.typing import Mod
 from client.data.fingerprint import data_fingerprint
 from client.flower import outbox
 from client.governance.approval import ApprovalPolicy, approval_mod
+from client.governance.dictionary_check import LocalDictionary, dictionary_mod
 from client.governance.audit import AUDIT_FILE, AuditTarget, audit_mod, summarise
 from client.training.privacy import (
     LedgerEntry,
@@ -56,6 +57,7 @@ from shared.propensity import (
 )
 from shared.provenance import running_app_hash
 from shared.seeds import local_training_seed
+from shared.site_config import SiteConfig
 
 if TYPE_CHECKING:
     from shared.html_report import PrivacySpent
@@ -180,6 +182,13 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
     return metrics
 
 
+def _received_model(message: Message, plan: RunConfig) -> OncoFedNet:
+    """The global model an instruction carries, in the run's architecture."""
+    model = build_model(SurvivalGrid.from_config(plan).num_intervals, plan.hidden_size, plan.seed)
+    model.load_state_dict(message.content[MODEL_ARRAYS_KEY].to_torch_state_dict())
+    return model
+
+
 def _trained_reply(message: Message, site: Site, model: torch.nn.Module, train: Callable[[], dict[str, float]]
                    ) -> Message:
     """Train `model` in place and reply with it and its figures, or refuse when the site's budget would be passed."""
@@ -223,7 +232,13 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         return ApprovalPolicy(site_id=location.site_id, approved_apps=location.approved_apps,
                               config_file=location.config_file)
 
-    app = ClientApp(mods=[audit_mod(audit_target), approval_mod(approval_policy), secure_aggregation_mod,
+    def local_dictionary(context: Context) -> LocalDictionary:
+        location = locate_site(context, local_config(context))
+        path = SiteConfig.from_file(location.config_file).dictionary if location.config_file is not None else None
+        return LocalDictionary(site_id=location.site_id, path=path)
+
+    app = ClientApp(mods=[audit_mod(audit_target), approval_mod(approval_policy), dictionary_mod(local_dictionary),
+                          secure_aggregation_mod,
                           *(mods or []), outbox.contain_failures])
 
     def site_of(context: Context) -> Site:
@@ -254,9 +269,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         if (refused := _secure_mode_refusal(site, plan, message)) is not None:
             return refused
         phase = read_phase(message.content)
-        model = build_model(SurvivalGrid.from_config(plan).num_intervals,
-                            plan.hidden_size, plan.seed)
-        model.load_state_dict(message.content[MODEL_ARRAYS_KEY].to_torch_state_dict())
+        model = _received_model(message, plan)
         propensity = None
         if plan.propensity_weighting and PROPENSITY_ARRAYS_KEY in message.content:
             propensity = build_propensity_model(plan.seed)
@@ -289,8 +302,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
             return refused
         phase = read_phase(message.content)
         grid = SurvivalGrid.from_config(plan)
-        model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
-        model.load_state_dict(message.content[MODEL_ARRAYS_KEY].to_torch_state_dict())
+        model = _received_model(message, plan)
         metrics: dict[str, float] = {}
         try:
             for local_round in range(1, plan.num_rounds + 1):
@@ -324,8 +336,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         from client.evaluation.cohort import evaluate_cohort  # scikit-learn and scikit-survival: on first evaluation
 
         grid = SurvivalGrid.from_config(plan)
-        model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
-        model.load_state_dict(message.content[MODEL_ARRAYS_KEY].to_torch_state_dict())
+        model = _received_model(message, plan)
         figures = evaluate_cohort(model, patients, encode_cohort(patients, stats, grid), grid,
                                   site.min_cell_size, split)
         phase = read_phase(message.content)
@@ -350,8 +361,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         site = site_of(context)
         plan, stats, _ = read_instructions(message.content)
         grid = SurvivalGrid.from_config(plan)
-        model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
-        model.load_state_dict(message.content[MODEL_ARRAYS_KEY].to_torch_state_dict())
+        model = _received_model(message, plan)
         logit, responder = response_logits(model, site.part("validation"), stats, grid)
         if len(logit) < site.min_cell_size:
             return outbox.refusal(message, outbox.ERROR_DATA, f"site {site.site_id}: fewer validation patients with "
