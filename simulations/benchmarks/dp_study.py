@@ -10,7 +10,11 @@ The validation phases are off here and each site's ε is target-epsilon × (1 �
 main job (2.4 of 3), a little below what the deployed model gets (about 2.9, the rest of ε under RDP
 composition), so a setting is judged at no more privacy budget than it will have. Results are appended run by run to JSON (a rerun skips what is there).
 
-    python -m simulations.benchmarks.dp_study --settings baseline small16 --seeds 42 43
+The "recipe:*" settings keep the chosen recipe and change the network's form (MODEL_FORMS); for every run the
+study also scores the final model's regimen ranking of the VALIDATION patients against the generator's truth.
+
+    python -m simulations.benchmarks.dp_study --settings recipe:deep recipe:wide-i2 --seeds 42 43
+    python -m simulations.benchmarks.dp_study --rank-existing      # add the ranking to stored points
     python -m simulations.benchmarks.dp_study --list
 """
 
