@@ -44,16 +44,19 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def ensure_cohort(config: RunConfig, console: Console) -> Path:
-    """The simulated sites' folders; the default consortium is generated (deterministically) on first use."""
-    from simulations.cohort.config import default_consortium
-    from simulations.cohort.generator import generate_consortium
-    from simulations.cohort.io import write_consortium
+    """The simulated sites' folders; the default consortium is generated (deterministically) on first use.
 
+    The generator is imported only to generate: it knows the default dictionary's cancers and regimens only, and
+    a consortium with its own dictionary brings its own site folders (docs/onboarding.md)."""
     folder = cohort_directory(config)
     if config.data_dir and not folder.is_dir():
         raise FileNotFoundError(f"data-dir {folder} does not exist; generate a cohort there with "
                                 f"`oncofed-cohort --out {folder}` or leave data-dir empty for the default")
     if not folder.is_dir():
+        from simulations.cohort.config import default_consortium
+        from simulations.cohort.generator import generate_consortium
+        from simulations.cohort.io import write_consortium
+
         console.print(f"generating the default synthetic consortium in {folder} …")
         write_consortium(generate_consortium(default_consortium()), folder)
     return folder
