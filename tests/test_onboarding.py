@@ -53,7 +53,8 @@ def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
     finished = subprocess.run(["bash", "-c", script], cwd=REPO, env=environment, capture_output=True, text=True,
                               timeout=1800)
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
-    assert finished.stdout.count("Usable: yes") == 3
+    assert finished.stdout.count("Usable: yes") == 3 and finished.stdout.count("\nOS: events") == 3
+    assert "Best response:" not in finished.stdout  # not an endpoint of this consortium
     dictionary_sha256 = load_dictionary(EXAMPLE / "dictionary.yaml").content_sha256()
     assert finished.stdout.count(f"sha256 {dictionary_sha256}") == 3
     metrics = json.loads((work / "runs" / "first-run" / "metrics.json").read_text())
