@@ -108,6 +108,7 @@ class EncodedCohort:
 
 
 NUM_INPUTS = 6
+MODALITY_MASK_INPUT = 4  # position of modality_mask among the model's inputs (EncodedCohort.inputs)
 
 
 def feature_names() -> dict[str, list[str]]:
