@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import torch
 from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
@@ -79,22 +80,25 @@ def _privacy_spent(site: Site, plan: RunConfig) -> PrivacySpent:
 
 
 def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, grid: SurvivalGrid, plan: RunConfig,
-                   run_id: str, server_round: int) -> dict[str, float]:
+                   run_id: str, server_round: int, evaluated: pd.DataFrame | None = None,
+                   model_label: str | None = None) -> dict[str, float]:
     """Write the site's report (per-patient curves stay on the site's disk); return its shareable intervals.
 
     Only figures that are not suppressed are returned: the headline figures and each subgroup's (value/lower/
     upper, and the subgroup's size), and the mean |SHAP| per field when enough test patients were explained.
+    `evaluated`: the patients to report on (default the test split; an external site's evaluation-only run
+    passes all its patients); the baselines are fitted on the training split either way.
     """
     from client.site_report import evaluate_site, write_site_report
     from client.site_validation import explain_test_patients, shap_importances, shap_metrics, subgroup_metrics
     from shared.html_report import RunInfo, write_atomically
     from shared.metrics import EvaluationSettings, OutcomePredictions, site_figures
 
-    train, test = site.part("train"), site.part("test")
+    train, test = site.part("train"), site.part("test") if evaluated is None else evaluated
     raw = predict(model, encode_cohort(test, stats, grid).inputs())
     predictions = OutcomePredictions(response_prob=raw.response_prob, pfs_survival=raw.pfs_survival,
                                      os_survival=raw.os_survival, time_grid_days=grid.time_grid_days)
-    run = RunInfo(run_id=run_id, model_checkpoint=f"global model after round {server_round}",
+    run = RunInfo(run_id=run_id, model_checkpoint=model_label or f"global model after round {server_round}",
                   rounds_completed=server_round)
     settings = EvaluationSettings(min_cell_size=site.min_cell_size, n_bootstrap=plan.bootstrap_samples)
     explanation = explain_test_patients(model, train, test, stats, grid, plan.shap_patients, plan.shap_samples,
@@ -331,6 +335,13 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
             except Exception:  # the report is the site's own output; the federation's test figures still go out
                 logger.exception("site %s: the site report could not be written", site.site_id)
         return outbox.reply(message, site_id=site.site_id, metrics=figures, min_cell_size=site.min_cell_size)
+
+    @app.evaluate("external")
+    def external(message: Message, context: Context) -> Message:
+        """A registered model evaluated without training (client/evaluation_only.py): no ε for the weights."""
+        from client.evaluation_only import evaluate_registered_model
+
+        return evaluate_registered_model(message, site_of(context), str(context.run_id), report_at_site)
 
     @app.evaluate("recalibration")
     def recalibration(message: Message, context: Context) -> Message:

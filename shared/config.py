@@ -112,6 +112,9 @@ class RunConfig(BaseModel):
     output_dir: str = "runs"
     run_name: str = Field(default="", description="'' = a timestamped name")
     resume_from: str = Field(default="", description="a run directory to continue from its last checkpoint")
+    # evaluation-only runs (server/evaluation_run.py): no training round, no ε spent on weights
+    evaluate_model: str = Field(default="", description="a registered model (a run directory or its checkpoint "
+                                ".pt, with provenance) that the connected sites evaluate without training; '' = train")
 
     @model_validator(mode="after")
     def _coherent(self) -> RunConfig:
@@ -122,6 +125,9 @@ class RunConfig(BaseModel):
         if self.central_dp_noise_multiplier > 0 and self.update_clip_norm == 0:
             raise ValueError("central-dp-noise-multiplier needs update-clip-norm > 0: the noise is calibrated "
                              "to the clipping bound")
+        if self.evaluate_model and self.resume_from:
+            raise ValueError("evaluate-model and resume-from exclude each other: an evaluation-only run trains "
+                             "nothing to resume; leave one of them empty")
         if self.secure_aggregation:
             self._check_secure_aggregation()
             if self.propensity_weighting:

@@ -1,0 +1,53 @@
+"""A site's side of an evaluation-only run: a registered model evaluated on the site's own patients, no training.
+
+Which patients: a site that trained the model (it is named in the instruction's `trained-on`) reports on its
+held-out test split only, since its training and validation patients shaped the model; that is the internal
+figure. Any other site is external: none of its patients touched the model, so it reports on all of them, as an
+external validation does (TRIPOD's external validation uses the whole new cohort: more patients, narrower
+intervals, and no split of a population the model never saw). The baselines in the site report are still fitted
+on the site's training split, so at an external site they are partly scored on their own fitting patients: an
+optimistic baseline, hence a conservative comparison for the model. No ε is spent: the weights are not trained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from flwr.app import Message
+
+from client import outbox
+from client.site import Site
+from shared.encoding import SurvivalGrid, encode_cohort
+from shared.evaluation_run import read_evaluation
+from shared.messages import read_instructions
+from shared.model import build_model
+
+ReportAtSite = Callable[..., dict[str, float]]  # client.app.report_at_site; passed in so this module imports no app
+
+
+def evaluate_registered_model(message: Message, site: Site, run_id: str, report: ReportAtSite) -> Message:
+    """The site's figures on the registered model (with intervals) and its site report; a refusal if too few."""
+    from client.evaluation import evaluate_cohort
+    from client.site_validation import headline_intervals
+    from shared.metrics import EvaluationSettings
+
+    plan, stats, _ = read_instructions(message.content)
+    trained_on, model_label, completed_round = read_evaluation(message.content)
+    internal = site.site_id in trained_on
+    patients = site.part("test") if internal else site.patients.reset_index(drop=True)
+    if len(patients) < site.min_cell_size:
+        return outbox.refusal(message, outbox.ERROR_DATA, f"site {site.site_id}: fewer patients to evaluate than "
+                              f"the minimum cell size; nothing can be reported")
+    grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
+    model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
+    model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+    figures = evaluate_cohort(model, patients, encode_cohort(patients, stats, grid), grid, site.min_cell_size,
+                              prefix="test")
+    settings = EvaluationSettings(min_cell_size=site.min_cell_size, n_bootstrap=plan.bootstrap_samples)
+    figures |= headline_intervals(model, patients, stats, grid, settings, np.random.default_rng(plan.seed))
+    if plan.site_reports:
+        scope = "its test split (a training site)" if internal else "all its patients (external)"
+        figures |= report(site, model, stats, grid, plan, run_id, completed_round, evaluated=patients,
+                          model_label=f"{model_label}, evaluated on {scope}")
+    return outbox.reply(message, site_id=site.site_id, metrics=figures, min_cell_size=site.min_cell_size)
