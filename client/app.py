@@ -51,6 +51,7 @@ from shared.propensity import (
     inverse_probability_weights,
 )
 from shared.provenance import running_app_hash
+from shared.release_privacy import HARMONISATION_RELEASE, TEST_FIGURES_RELEASE, releases_under_dp
 
 if TYPE_CHECKING:
     from shared.html_report import PrivacySpent
@@ -141,9 +142,12 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
     privacy, ledger, planned = None, None, None
     if plan.dp:
         delta = site.delta()
+        from client.release_privacy import planned_release_history
+
         planned = plan_round(outcome_epsilon(site.target_epsilon, plan), delta, plan.validation_epsilon_share,
                              phase.phase, phase.planned_rounds or plan.num_rounds, phase.validation_rounds,
-                             len(cohort), plan.batch_size, plan.local_epochs)
+                             len(cohort), plan.batch_size, plan.local_epochs,
+                             releases=planned_release_history(site, plan))
         ledger = load_ledger(site.ledger_path, delta)
         check_budget(ledger, site.target_epsilon, planned.planned, planned.group, planned.group_budget)
         privacy = PrivacyPlan(noise_multiplier=planned.noise_multiplier, max_grad_norm=plan.max_grad_norm,
@@ -158,7 +162,9 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
     weights = None if propensity is None else inverse_probability_weights(propensity, cohort.inputs(),
                                                                           plan.propensity_weight_bound)
     result = train_locally(model, cohort, local, privacy, weights)
-    metrics: dict[str, float] = {"num-examples": len(cohort), "train-loss": result.mean_loss}
+    metrics: dict[str, float] = {"num-examples": len(cohort)}
+    if not releases_under_dp(plan):  # the training loss is a figure of the training patients outside DP-SGD
+        metrics["train-loss"] = result.mean_loss
     if ledger is not None and planned is not None:
         label = run_id if phase.phase == "federated" else f"{run_id}:{phase.label()}"
         ledger.entries.append(LedgerEntry(run_id=label, server_round=server_round,
@@ -236,7 +242,17 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         if len(train) < site.min_cell_size:
             return outbox.refusal(message, outbox.ERROR_DATA,
                                   f"site {site.site_id}: fewer training patients than the minimum cell size")
-        summary = summarise_site(train, min_cell_size=site.min_cell_size)
+        plan = local_config(context)
+        if releases_under_dp(plan):  # Gaussian noise, charged to the site's ledger (client/release_privacy.py)
+            from client.release_privacy import charge_release, noisy_feature_summary
+
+            try:
+                sigma = charge_release(site, plan, str(context.run_id), HARMONISATION_RELEASE)
+            except PrivacyBudgetExceeded as refused:
+                return outbox.refusal(message, outbox.ERROR_BUDGET_EXHAUSTED, f"site {site.site_id}: {refused}")
+            summary = noisy_feature_summary(train, site.min_cell_size, sigma)
+        else:
+            summary = summarise_site(train, min_cell_size=site.min_cell_size)
         metrics = to_metric_record_dict(summary)
         return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size,
                             data_fingerprint=data_fingerprint(site.patients, site.state_dir))
@@ -311,6 +327,9 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         site = site_of(context)
         plan, stats, server_round = read_instructions(message.content)
         split = str(message.content["config"].get("split", "validation"))
+        if releases_under_dp(plan) and split != "test":
+            return outbox.refusal(message, outbox.ERROR_CONFIG, f"site {site.site_id}: under release-epsilon-share "
+                                  f"only the final test figures are released; {split} figures are not sent")
         patients = site.part(split)
         if len(patients) < site.min_cell_size:
             return outbox.refusal(message, outbox.ERROR_DATA, f"site {site.site_id}: the {split} split is "
@@ -334,6 +353,14 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
                 figures |= report_at_site(site, model, stats, grid, plan, str(context.run_id), server_round)
             except Exception:  # the report is the site's own output; the federation's test figures still go out
                 logger.exception("site %s: the site report could not be written", site.site_id)
+        if releases_under_dp(plan):
+            from client.release_privacy import charge_release, noisy_test_figures
+
+            try:
+                sigma = charge_release(site, plan, str(context.run_id), TEST_FIGURES_RELEASE)
+            except PrivacyBudgetExceeded as refused:
+                return outbox.refusal(message, outbox.ERROR_BUDGET_EXHAUSTED, f"site {site.site_id}: {refused}")
+            figures = noisy_test_figures(figures, patients, site.min_cell_size, sigma)
         return outbox.reply(message, site_id=site.site_id, metrics=figures, min_cell_size=site.min_cell_size)
 
     @app.evaluate("external")

@@ -6,7 +6,8 @@ figure. Any other site is external: none of its patients touched the model, so i
 external validation does (TRIPOD's external validation uses the whole new cohort: more patients, narrower
 intervals, and no split of a population the model never saw). The baselines in the site report are still fitted
 on the site's training split, so at an external site they are partly scored on their own fitting patients: an
-optimistic baseline, hence a conservative comparison for the model. No ε is spent: the weights are not trained.
+optimistic baseline, hence a conservative comparison for the model. No ε is spent on the weights (they are not
+trained); with release-epsilon-share > 0 the figures that leave carry Gaussian noise charged to the site's ledger.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from shared.encoding import SurvivalGrid, encode_cohort
 from shared.evaluation_run import read_evaluation
 from shared.messages import read_instructions
 from shared.model import build_model
+from shared.release_privacy import EXTERNAL_FIGURES_RELEASE, releases_under_dp
 
 ReportAtSite = Callable[..., dict[str, float]]  # client.app.report_at_site; passed in so this module imports no app
 
@@ -50,4 +52,13 @@ def evaluate_registered_model(message: Message, site: Site, run_id: str, report:
         scope = "its test split (a training site)" if internal else "all its patients (external)"
         figures |= report(site, model, stats, grid, plan, run_id, completed_round, evaluated=patients,
                           model_label=f"{model_label}, evaluated on {scope}")
+    if releases_under_dp(plan):  # the figures leave with Gaussian noise, charged to the site's ledger
+        from client.privacy import PrivacyBudgetExceeded
+        from client.release_privacy import charge_release, noisy_test_figures
+
+        try:
+            sigma = charge_release(site, plan, run_id, EXTERNAL_FIGURES_RELEASE)
+        except PrivacyBudgetExceeded as refused:
+            return outbox.refusal(message, outbox.ERROR_BUDGET_EXHAUSTED, f"site {site.site_id}: {refused}")
+        figures = noisy_test_figures(figures, patients, site.min_cell_size, sigma)
     return outbox.reply(message, site_id=site.site_id, metrics=figures, min_cell_size=site.min_cell_size)

@@ -18,6 +18,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from server.central_privacy import central_epsilon
 from server.checkpoint import ServerState, load_checkpoint, save_checkpoint
 from server.propensity import propensity_phase
 from server.consortium_report import write_consortium_report
@@ -34,6 +35,7 @@ from shared.harmonisation import NormalisationStats, from_metric_record_dict, po
 from shared.messages import DATA_FINGERPRINT_KEY, NORMALISATION_KEY, PhaseInstruction, instruction_records
 from shared.model import build_model, fold_response_recalibration
 from shared.propensity import PROPENSITY_ARRAYS_KEY
+from shared.release_privacy import releases_under_dp
 
 Progress = Callable[[str], None]
 
@@ -206,7 +208,9 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
             new_arrays, _ = strategy.aggregate_train(server_round, trained.accepted)
         arrays = new_arrays if new_arrays is not None else arrays
         aggregated_at = time.perf_counter()
-        evaluated = _evaluate(grid, strategy, config, state.normalisation, arrays, server_round, "validation", names)
+        evaluated = (SiteReplies() if releases_under_dp(config)  # only the final test figures are released
+                     else _evaluate(grid, strategy, config, state.normalisation, arrays, server_round, "validation",
+                                    names))
         record = {
             "round": server_round,
             "train": trained.figures, "validation": evaluated.figures, "update_distance": distances,
@@ -238,6 +242,8 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
                "epsilon": _epsilon_by_site(state.history), "budget_split": budget_split(config, planned)}
     if recalibration is not None:
         results["recalibration"] = recalibration.model_dump()
+    if (central := central_epsilon(config, state.history)) is not None:
+        results["central_dp"] = central
     initial = ArrayRecord(build_model(grid_days.num_intervals, config.hidden_size, config.seed).state_dict())
     validation = run_validation(grid, collect, config, state.normalisation, initial, final.figures, planned, names,
                                 progress)
