@@ -8,7 +8,10 @@ Each release is one Gaussian mechanism over a vector: every coordinate is divide
 it by (its sensitivity), so the vector's L2 sensitivity to adding or removing one patient is √K, K being the
 coordinates one patient can touch; noise N(0, (σ·√K)²) goes on each scaled coordinate (Flower's own Gaussian
 noise function, the one its central DP uses) and the ledger records (σ, sample rate 1, 1 step), which Opacus's
-RDP accountant composes with the training rounds. Everything after the noise (clamping, suppressing small noisy
+RDP accountant composes with the training rounds. The noise comes from a numpy Generator seeded afresh from the
+operating system's entropy at every release: not Flower's add_gaussian_noise_inplace, which draws from numpy's global
+generator, and SHAP's GradientExplainer (the site report, computed just before the test figures) re-seeds that one
+with a fixed seed, which would make the noise predictable; nor anything seeded from the run's public seed. Everything after the noise (clamping, suppressing small noisy
 counts, converting back to sums) is post-processing and costs nothing more.
 
 Sensitivities. Harmonisation: a patient adds 1 to the site's count, and for each numeric feature with a value 1
@@ -26,7 +29,6 @@ import math
 
 import numpy as np
 import pandas as pd
-from flwr.supercore.differential_privacy import add_gaussian_noise_inplace
 
 from client.privacy import LedgerEntry, calibrate_noise, check_budget, load_ledger, save_ledger
 from client.site import Site
@@ -77,9 +79,12 @@ def charge_release(site: Site, plan: RunConfig, run_id: str, release: str) -> fl
 
 def _gaussian(scaled: np.ndarray, sigma: float) -> np.ndarray:
     """The Gaussian mechanism on a vector whose every coordinate one patient moves by at most 1."""
-    noisy = np.array(scaled, dtype=float)
-    add_gaussian_noise_inplace([noisy], sigma * math.sqrt(len(noisy)))
-    return noisy
+    return _add_noise(np.array(scaled, dtype=float), sigma * math.sqrt(len(scaled)))
+
+
+def _add_noise(values: np.ndarray, std: float) -> np.ndarray:
+    """values + N(0, std²) per coordinate, from fresh OS entropy (never a seed anyone else could know)."""
+    return values + np.random.default_rng().normal(0.0, std, size=values.shape)
 
 
 def _range(feature: str) -> tuple[float, float]:
@@ -109,8 +114,7 @@ def noisy_feature_summary(train: pd.DataFrame, min_cell_size: int, sigma: float)
     # one patient touches one coordinate per block: n, then per numeric feature its count, sums and one bin, then
     # one code per categorical feature; the mechanism's √K counts the blocks, not the coordinates
     blocks = 1 + 4 * len(NUMERIC_FEATURES) + len(CATEGORICAL_FEATURES)
-    noisy = np.array(exact)
-    add_gaussian_noise_inplace([noisy], sigma * math.sqrt(blocks))
+    noisy = _add_noise(np.array(exact), sigma * math.sqrt(blocks))
     return _summary_from_noisy(noisy, min_cell_size)
 
 

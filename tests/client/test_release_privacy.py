@@ -126,3 +126,14 @@ def test_one_ledger_epsilon_covers_the_weights_the_harmonisation_and_the_test_fi
         test = results["test"][site]
         assert not any(key.startswith(("sub:", "shap:", "test-loss")) for key in test)
         assert "train-loss" not in results["rounds"][0]["train"][site]
+
+
+def test_the_release_noise_does_not_follow_numpys_global_seed():
+    """SHAP's GradientExplainer seeds numpy's global generator in the site's process; the noise must not follow."""
+    patients = patient_table(200, seed=2)
+    figures = {"num-examples": 200, "response-auc": 0.7}
+    np.random.seed(0)
+    first = noisy_test_figures(figures, patients, 10, sigma=0.05)
+    np.random.seed(0)
+    second = noisy_test_figures(figures, patients, 10, sigma=0.05)
+    assert first["response-auc"] != second["response-auc"]
