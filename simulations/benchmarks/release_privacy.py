@@ -10,6 +10,9 @@ and records:
 - the release's cost: the figures the sites released (noisy) against those true figures.
 
     python -m simulations.benchmarks.release_privacy                  # s ∈ {0, 0.1, 0.2}, seed 42
+    python -m simulations.benchmarks.release_privacy --shares 0 0.05 0.1 0.2 0.4 --seeds 42 43
+
+It writes results/release_privacy.json (and prints each point as it ends).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def one_point(share: float, seed: int, out: Path) -> dict:
     from client.app import build_client_app
     from client.evaluation import evaluate_cohort
     from client.privacy import PrivacyLedger
+    from client.release_privacy import figure_sensitivities
     from client.site import simulated_site_dirs, simulated_site_table
     from server.checkpoint import load_checkpoint
     from server.federation import run_federation
@@ -60,12 +64,17 @@ def one_point(share: float, seed: int, out: Path) -> dict:
     grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
     model = build_model(grid.num_intervals, config.hidden_size, config.seed)
     model.load_state_dict(weights)
-    true_test, exact_summaries = {}, []
+    true_test, exact_summaries, noise_std = {}, [], {}
     for folder in sites:
         patients, split = simulated_site_table(folder / "patients.csv", config.seed, config.validation_fraction,
                                                config.test_fraction)
         test = patients[split == "test"].reset_index(drop=True)
         exact_summaries.append(summarise_site(patients[split == "train"], config.min_cell_size))
+        ledger = PrivacyLedger.model_validate_json((run_dir / "sites" / folder.name / "privacy_ledger.json").read_text())
+        sigma = next((e.noise_multiplier for e in ledger.entries if e.phase == "release"), None)
+        if sigma is not None:  # the released figures' noise std: σ·√K·sensitivity, K = coordinates released
+            coordinates = 1 + sum(k in results["test"].get(folder.name, {}) for k in FIGURES)
+            noise_std[folder.name] = {k: sigma * coordinates ** 0.5 * v for k, v in figure_sensitivities(test).items()}
         with torch.no_grad():
             true_test[folder.name] = evaluate_cohort(model, test, encode_cohort(test, state.normalisation, grid), grid,
                                                      config.min_cell_size, prefix="test")
@@ -86,6 +95,7 @@ def one_point(share: float, seed: int, out: Path) -> dict:
         "released_minus_true_by_site": {site: {k: released[site][k] - true_test[site][k] for k in FIGURES
                                                if k in released.get(site, {}) and k in true_test[site]}
                                         for site in true_test},
+        "released_noise_std_by_site": noise_std,
         "epsilon_by_site": {site: ledger.epsilon() for site, ledger in ledgers.items()},
         "release_epsilon_by_site": {site: ledger.epsilon(group="release") for site, ledger in ledgers.items()},
         "release_noise_multiplier": {site: next((e.noise_multiplier for e in ledger.entries if e.phase == "release"),
@@ -99,14 +109,14 @@ def one_point(share: float, seed: int, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="release_privacy", description=__doc__.splitlines()[0])
     parser.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.1, 0.2])
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42])
     parser.add_argument("--out", default="/tmp/oncofed-release-privacy")
     parser.add_argument("--results", default=str(RESULTS_DIR / "release_privacy.json"))
     args = parser.parse_args(argv)
     from flwr.supercore.task_identity import TaskIdentity
 
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1  # as Flower's ServerApp runtime does
-    points = [one_point(share, args.seed, Path(args.out)) for share in args.shares]
+    points = [one_point(share, seed, Path(args.out)) for seed in args.seeds for share in args.shares]
     Path(args.results).write_text(json.dumps({"points": points}, indent=1))
     return 0
 
