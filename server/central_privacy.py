@@ -21,6 +21,7 @@ import warnings
 import numpy as np
 
 from shared.config import RunConfig
+from shared.messages import COUNT_KEY
 
 
 def central_epsilon(config: RunConfig, history: list[dict]) -> dict | None:
@@ -34,7 +35,7 @@ def central_epsilon(config: RunConfig, history: list[dict]) -> dict | None:
     multipliers = []
     sites: set[str] = set()
     for record in history:
-        weights = np.array([float(f.get("num-examples", 0.0)) for f in record["train"].values()])
+        weights = np.array([float(f.get(COUNT_KEY, 0.0)) for f in record["train"].values()])
         if weights.sum() <= 0:
             continue
         sites |= set(record["train"])

@@ -7,8 +7,6 @@ complete round and never repeats or loses an aggregation.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import torch
 from pydantic import BaseModel
 
 from server.provenance import ModelProvenance, RunProvenance, checkpoint_provenance
+from shared.atomic import write_atomically
 from shared.harmonisation import NormalisationStats
 
 
@@ -31,11 +30,7 @@ class ServerState(BaseModel):
 
 
 def _atomic_torch_save(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
-    os.close(handle)
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
+    write_atomically(path, lambda stream: torch.save(payload, stream), mode=0o600)
 
 
 def save_checkpoint(run_dir: Path, state: ServerState, model_state: dict[str, torch.Tensor],

@@ -11,8 +11,9 @@ from pathlib import Path
 from pydantic import BaseModel, Field, model_validator
 
 from shared import plots
+from shared.atomic import write_atomically
+from shared.html_report import PrivacySpent, RunInfo, render
 from shared.messages import SHAP_OUTPUT_UNITS
-from shared.html_report import PrivacySpent, RunInfo, render, write_atomically
 from shared.metrics import SITE_FIGURES, Estimate, MetaAnalysis, pool_site_estimates
 
 

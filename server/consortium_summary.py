@@ -21,11 +21,8 @@ from server.consortium_report import (
 )
 from server.validation import GLOBAL_MODEL, pool_shap
 from shared.html_report import PrivacyRound, PrivacySpent, RunInfo
-from shared.messages import REPORT_FIGURE_KEYS, SUBGROUP_FIGURE_KEYS, SUBGROUP_KEY
+from shared.messages import COUNT_KEY, FIGURE_ESTIMATES, SUBGROUP_KEY, interval_keys, subgroup_count_key
 from shared.metrics import Estimate
-
-MATRIX_FIGURES = ("response_auc", "pfs_harrell_c", "os_harrell_c")
-
 
 def estimates(figures: dict[str, float]) -> dict[str, Estimate]:
     """Shared headline figures (response-auc, pfs-cindex, os-cindex with -lower/-upper) as SITE_FIGURES Estimates.
@@ -33,17 +30,17 @@ def estimates(figures: dict[str, float]) -> dict[str, Estimate]:
     A figure sent without its interval becomes a point estimate (not pooled across sites).
     """
     result = {}
-    for key, name in REPORT_FIGURE_KEYS.items():
+    for key, name in FIGURE_ESTIMATES.items():
         if key in figures:
-            result[name] = Estimate(value=figures[key], lower=figures.get(f"{key}-lower"),
-                                    upper=figures.get(f"{key}-upper"))
+            lower, upper = interval_keys(key)
+            result[name] = Estimate(value=figures[key], lower=figures.get(lower), upper=figures.get(upper))
     return result
 
 
 def _mean_estimates(sites: list[dict[str, float]]) -> dict[str, Estimate]:
     """Unweighted mean of each headline figure over sites (point value, for an in-distribution contrast)."""
     result = {}
-    for key, name in REPORT_FIGURE_KEYS.items():
+    for key, name in FIGURE_ESTIMATES.items():
         values = [f[key] for f in sites if key in f]
         if values:
             result[name] = Estimate(value=sum(values) / len(values), note=f"mean of {len(values)} sites")
@@ -72,12 +69,13 @@ def subgroup_summaries(test: dict[str, dict[str, float]]) -> list[SubgroupSummar
     for site, figures in sorted(test.items()):
         for key, value in figures.items():
             match = SUBGROUP_KEY.match(key)
-            if match is None or match.group(3) not in SUBGROUP_FIGURE_KEYS:
+            if match is None or match.group(3) not in FIGURE_ESTIMATES:
                 continue
             group, level, figure = match.groups()
-            found.setdefault((group, level, SUBGROUP_FIGURE_KEYS[figure]), {})[site] = Estimate(
-                value=value, lower=figures.get(f"{key}-lower"), upper=figures.get(f"{key}-upper"),
-                n=int(figures[f"sub:{group}:{level}:n"]))
+            lower, upper = interval_keys(key)
+            found.setdefault((group, level, FIGURE_ESTIMATES[figure]), {})[site] = Estimate(
+                value=value, lower=figures.get(lower), upper=figures.get(upper),
+                n=int(figures[subgroup_count_key(group, level)]))
     return [SubgroupSummary(group=g, level=lv, figure=f, sites=s) for (g, lv, f), s in found.items()]
 
 
@@ -110,7 +108,7 @@ def cross_site_matrices(matrix: dict[str, dict[str, dict[str, float]]], sites: l
     """One matrix per headline figure: rows = models (global first), columns = test sites."""
     models = [GLOBAL_MODEL] + sorted(m for m in matrix if m != GLOBAL_MODEL)
     result = []
-    for figure in MATRIX_FIGURES:
+    for figure in FIGURE_ESTIMATES.values():
         values = [[estimates(matrix[m].get(site, {})).get(figure) for site in sites] for m in models]
         result.append(CrossSiteMatrix(figure=figure, models=models, sites=sites, values=values))
     return result
@@ -141,7 +139,7 @@ def summary_from_results(results: dict, run_dir: Path, references: list[Referenc
                                max_grad_norm=max_grad_norm if "epsilon" in spent else None,
                                budget_epsilon=spent.get("epsilon-budget"),
                                rounds=_privacy_rounds(site, history, run_dir))
-        count = int(figures.get("num-examples", 0))
+        count = int(figures.get(COUNT_KEY, 0))
         sites.append(SiteSummary(site_id=site, n_patients=count or None, privacy=privacy,
                                  figures={k: e for k, e in estimates(figures).items()
                                           if e.lower is not None and e.upper is not None}))

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from server.consortium_summary import estimates
 from shared import plots
-from shared.html_report import render, write_atomically
-from shared.messages import REPORT_FIGURE_KEYS
+from shared.atomic import write_atomically
+from shared.html_report import render
+from shared.messages import COUNT_KEY, FIGURE_ESTIMATES
 from shared.metrics import SITE_FIGURES, Estimate, MetaAnalysis, pool_site_estimates
 
 GROUPS = ("internal", "external")
@@ -21,7 +22,7 @@ GROUPS = ("internal", "external")
 def _site_estimates(figures: dict[str, dict[str, float]]) -> dict[str, dict[str, Estimate]]:
     result = {}
     for site, shared in sorted(figures.items()):
-        n = int(shared["num-examples"]) if shared.get("num-examples") else None
+        n = int(shared[COUNT_KEY]) if shared.get(COUNT_KEY) else None
         result[site] = {name: estimate.model_copy(update={"n": n}) for name, estimate in estimates(shared).items()}
     return result
 
@@ -30,7 +31,7 @@ def evaluation_summary(results: dict) -> dict:
     """Per figure: each site's estimate by group, and each group's random-effects summary (None below 2 sites)."""
     by_group = {group: _site_estimates(results[group]) for group in GROUPS}
     figures = []
-    for name in REPORT_FIGURE_KEYS.values():
+    for name in FIGURE_ESTIMATES.values():
         spec = SITE_FIGURES[name]
         rows = {group: [(site, f[name]) for site, f in by_group[group].items() if name in f] for group in GROUPS}
         pooled: dict[str, MetaAnalysis | None] = {
@@ -49,5 +50,6 @@ def write_evaluation_report(out_path: Path, results: dict) -> Path:
             rows, title=f"{figure['label']}: training sites vs external sites", xlabel=figure["label"],
             reference=SITE_FIGURES[figure["name"]].reference, summary=figure["pooled"]["external"],
             summary_label="External sites, random-effects summary")
-    html = render("evaluation_report.html.j2", results=results, summary=summary, plots=plots_by_figure)
+    html = render("evaluation_report.html.j2", results=results, summary=summary, plots=plots_by_figure,
+                  count_key=COUNT_KEY)
     return write_atomically(out_path, html)

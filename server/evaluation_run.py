@@ -3,7 +3,7 @@
 A registered model is a global checkpoint that carries its provenance (server/provenance.py): the sites whose
 data trained it (their data fingerprints), its app and dictionary hashes, its DP settings. Every connected site
 evaluates it on its own patients and writes its site report; a site that trained the model reports on its
-held-out test split (internal), any other site on all its patients (external; client/evaluation_only.py). The
+held-out test split (internal), any other site on all its patients (external; client/evaluation/evaluation_only.py). The
 consortium report sets internal against external performance. No weights are trained, so no ε is spent on them.
 
 Run it with the same ServerApp and the run-config key `evaluate-model` (a run directory or a checkpoint file),
@@ -23,13 +23,22 @@ from flwr.serverapp import Grid
 
 from server.checkpoint import ServerState
 from server.evaluation_report import write_evaluation_report
-from server.federation import collect, wait_for_sites, weighted_means
+from server.coordinator import collect, wait_for_sites
+from server.federation import weighted_means
 from server.provenance import ModelProvenance
 from server.validation import headline_only
+from shared.atomic import write_atomically
 from shared.config import ConfigError, RunConfig
 from shared.encoding import SurvivalGrid
-from shared.evaluation_run import EVALUATION_KEY, EXTERNAL_EVALUATION, evaluation_record
-from shared.messages import NORMALISATION_KEY, PLAN_KEY, instruction_records
+from shared.messages import (
+    EVALUATION_KEY,
+    EXTERNAL_EVALUATION,
+    MODEL_ARRAYS_KEY,
+    NORMALISATION_KEY,
+    PLAN_KEY,
+    evaluation_record,
+    instruction_records,
+)
 from shared.model import build_model
 
 Progress = Callable[[str], None]
@@ -73,7 +82,8 @@ def load_registered_model(model: str) -> RegisteredModel:
 def check_architecture(registered: RegisteredModel, config: RunConfig) -> None:
     """The sites rebuild the network from the run configuration: it must be the registered model's."""
     grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
-    expected = {k: tuple(v.shape) for k, v in build_model(grid.num_intervals, config.hidden_size, config.seed).state_dict().items()}
+    network = build_model(grid.num_intervals, config.hidden_size, config.seed)
+    expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
     actual = {k: tuple(v.shape) for k, v in registered.weights.items()}
     if expected != actual:
         different = sorted(set(expected.items()) ^ set(actual.items()))[:3]
@@ -122,7 +132,7 @@ def run_evaluation_only(grid: Grid, config: RunConfig, run_dir: Path, progress: 
     nodes = wait_for_sites(grid, config.min_sites, config.round_timeout_s)
     records = instruction_records(config, registered.state.normalisation)
     arrays = ArrayRecord(registered.weights)
-    messages = [Message(RecordDict({"arrays": arrays, PLAN_KEY: records[PLAN_KEY],
+    messages = [Message(RecordDict({MODEL_ARRAYS_KEY: arrays, PLAN_KEY: records[PLAN_KEY],
                                     NORMALISATION_KEY: records[NORMALISATION_KEY],
                                     EVALUATION_KEY: evaluation_record(trained_on, label,
                                                                       registered.provenance.completed_round)}),
@@ -142,7 +152,7 @@ def run_evaluation_only(grid: Grid, config: RunConfig, run_dir: Path, progress: 
         "epsilon_for_weights": 0.0,
         "seconds": {"evaluation and site reports": time.perf_counter() - started},
     }
-    _write_json(run_dir / "metrics.json", results)
+    write_atomically(run_dir / "metrics.json", json.dumps(results, indent=2))
     try:
         write_evaluation_report(run_dir / "consortium_report.html", results)
     except Exception as error:  # the figures are saved; say what failed
@@ -151,9 +161,3 @@ def run_evaluation_only(grid: Grid, config: RunConfig, run_dir: Path, progress: 
              f"external site(s) on all their patients ({results['seconds']['evaluation and site reports']:.1f} s)"
              + (f" | out: {', '.join(replies.missing)}" if replies.missing else ""))
     return results
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(payload, indent=2))
-    temporary.replace(path)

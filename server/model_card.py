@@ -17,12 +17,12 @@ from server.provenance import ModelProvenance
 from shared.config import RunConfig
 from shared.contract import MODALITIES
 from shared.harmonisation import SUPPRESSED, NormalisationStats
-from shared.html_report import write_atomically
+from shared.messages import FIGURES as HEADLINE_FIGURES
+from shared.atomic import write_atomically
 
-FIGURES = (("response-auc", "Response AUC"), ("pfs-cindex", "PFS C-index"), ("os-cindex", "OS C-index"))
+FIGURES = tuple((figure.key, figure.label) for figure in HEADLINE_FIGURES)
 # A field that stands for each optional modality in the pooled counts (how many training patients had it).
 MODALITY_MARKERS = {"pathology": "grade", "imaging": "tumour_size_mm", "genomic": "tmb_mut_per_mb"}
-SUBGROUP_FIGURES = ("response-auc", "pfs-cindex", "os-cindex")
 
 
 def _estimate(figures: dict[str, float], key: str) -> str:
@@ -71,7 +71,7 @@ def _subgroup_rows(test: dict[str, dict[str, float]]) -> list[list[str]]:
             prefix = f"sub:{group}:{level}:"
             n = test[site].get(prefix + "n")
             rows.append([site, f"{group}: {level}", "suppressed" if n is None else f"{n:.0f}",
-                         *(_estimate(test[site], prefix + f) for f in SUBGROUP_FIGURES)])
+                         *(_estimate(test[site], prefix + f) for f, _ in FIGURES)])
     return rows
 
 

@@ -1,7 +1,7 @@
 """The propensity model's federation: FedAvg rounds before the outcome model's, then its release to the sites.
 
 The global propensity model is sent with every training instruction of the federated phase; each site weights
-its patients' outcome loss by it (client/app.py, shared/propensity.py). It is saved beside the checkpoints so a
+its patients' outcome loss by it (client/flower/app.py, shared/propensity.py). It is saved beside the checkpoints so a
 resumed run weights with the same model.
 """
 
@@ -17,7 +17,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from shared.config import RunConfig
 from shared.harmonisation import NormalisationStats
-from shared.messages import NORMALISATION_KEY, PLAN_KEY, instruction_records
+from shared.messages import MODEL_ARRAYS_KEY, NORMALISATION_KEY, PLAN_KEY, SERVER_ROUND_KEY, instruction_records
 from shared.propensity import PROPENSITY_TRAINING, build_propensity_model
 
 PROPENSITY_FILE = "propensity.pt"
@@ -34,8 +34,8 @@ def propensity_phase(grid: Grid, config: RunConfig, stats: NormalisationStats, n
     arrays = ArrayRecord(build_propensity_model(config.seed).state_dict())
     strategy = FedAvg(fraction_train=1.0, min_train_nodes=config.min_sites, min_available_nodes=config.min_sites)
     for server_round in range(1, config.propensity_rounds + 1):
-        records = instruction_records(config, stats, **{"server-round": server_round})
-        messages = [Message(RecordDict({"arrays": arrays, PLAN_KEY: records[PLAN_KEY],
+        records = instruction_records(config, stats, **{SERVER_ROUND_KEY: server_round})
+        messages = [Message(RecordDict({MODEL_ARRAYS_KEY: arrays, PLAN_KEY: records[PLAN_KEY],
                                         NORMALISATION_KEY: records[NORMALISATION_KEY]}),
                             dst_node_id=node, message_type=PROPENSITY_TRAINING) for node in grid.get_node_ids()]
         reference = {k: v.numpy() for k, v in arrays.items()}

@@ -2,7 +2,7 @@
 
 Recorded in every checkpoint (the round's ε per site and validation figures) and in metrics.json (the final test
 figures); `oncofed-model-card` prints it. The sites' data fingerprints are the keyed hashes each site computed of
-its own export (client/fingerprint.py) and sent with its feature statistics; no data is needed to read them.
+its own export (client/data/fingerprint.py) and sent with its feature statistics; no data is needed to read them.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ over every site's validation split, then folds (a, b) into the response head, so
 
 Newton's method is hand-written because it is two parameters on summed statistics: scikit-learn fits on rows,
 and the rows stay at the sites. Each site sends only the gradient, Hessian and count over its patients
-(client/recalibration.py); no training happens and no ε is spent (the sums are protected by the minimum cell
+(client/training/recalibration.py); no training happens and no ε is spent (the sums are protected by the minimum cell
 size, like every evaluation figure).
 """
 
@@ -24,6 +24,7 @@ from shared.config import RunConfig
 from shared.harmonisation import NormalisationStats
 from shared.model import fold_response_recalibration
 from shared.messages import (
+    MODEL_ARRAYS_KEY,
     NORMALISATION_KEY,
     PLAN_KEY,
     RECALIBRATION,
@@ -78,7 +79,7 @@ def recalibrate_response(grid: Grid, collect: Callable, config: RunConfig, stats
     for iteration in range(1, config.recalibration_iterations + 1):
         records = instruction_records(config, stats, split="validation", **{RECALIBRATION_SLOPE_KEY: a,
                                                                             RECALIBRATION_INTERCEPT_KEY: b})
-        messages = [Message(RecordDict({"arrays": arrays, PLAN_KEY: records[PLAN_KEY],
+        messages = [Message(RecordDict({MODEL_ARRAYS_KEY: arrays, PLAN_KEY: records[PLAN_KEY],
                                         NORMALISATION_KEY: records[NORMALISATION_KEY]}),
                             dst_node_id=node, message_type=RECALIBRATION) for node in nodes]
         replies = collect(grid, messages, config.round_timeout_s, names)

@@ -2,7 +2,7 @@
 
 Flower 1.41 offers SecAgg+ only as a legacy workflow (SecAggPlusWorkflow needs a LegacyContext, a legacy
 Strategy and client manager, and the legacy fit layout), so this module runs that workflow for the train step
-of one round inside the project's Message-API loop; client/secure_aggregation.py is the site's side.
+of one round inside the project's Message-API loop; client/flower/secure_aggregation.py is the site's side.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.serverapp import Grid
 
 from shared.config import RunConfig
-from shared.secure_aggregation import ARRAY_NAMES_KEY, NORMALISATION_STATS_KEY, SITE_ID_KEY
+from shared.messages import NORMALISATION_KEY, PLAN_KEY, SERVER_ROUND_KEY, SITE_ID_KEY
+from shared.messages import NORMALISATION_STATS_KEY as STATS_KEY
+from shared.secure_aggregation import ARRAY_NAMES_KEY, NORMALISATION_STATS_KEY
 
 # SecAgg+ settings: every site shares with every other (consortia are small), two thirds must stay to unmask
 NUM_SHARES, RECONSTRUCTION_THRESHOLD = 1.0, 2 / 3
@@ -62,9 +64,9 @@ def secure_train_round(grid: Grid, config: RunConfig, arrays: ArrayRecord, recor
                        server_round: int, names: dict[int, str]) -> SecureRound:
     """Run Flower's SecAgg+ workflow for one training round; `records` are the plan and the feature scaling."""
     order = list(arrays.keys())
-    instruction: dict[str, Scalar] = {**dict(records["config"]), "server-round": server_round,
+    instruction: dict[str, Scalar] = {**dict(records[PLAN_KEY]), SERVER_ROUND_KEY: server_round,
                                       ARRAY_NAMES_KEY: json.dumps(order),
-                                      NORMALISATION_STATS_KEY: str(records["normalisation"]["stats"])}
+                                      NORMALISATION_STATS_KEY: str(records[NORMALISATION_KEY][STATS_KEY])}
     strategy = _UnmaskedMean(config, instruction)
     run_id = grid.run.run_id
     context = LegacyContext(Context(run_id=run_id, node_id=0, node_config={}, state=RecordDict(), run_config={}),

@@ -5,34 +5,29 @@ their own test patients and send aggregate figures only. Each training round of 
 sites' privacy budgets. The consortium splits each site's ε (`validation-epsilon-share`): the validation
 phases together may spend that share, the federated model the rest. The coordinator tells every site, from
 the first round, how many training rounds each group will do in the whole run (`planned_training_rounds`)
-and the sites calibrate each group's noise to its own share over its own rounds (client/privacy.py).
+and the sites calibrate each group's noise to its own share over its own rounds (client/training/privacy.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
-from flwr.serverapp import Grid
+from flwr.app import ArrayRecord
 
+from server.coordinator import Coordinator, SubsetGrid
 from server.strategies import build_strategy
 from shared.config import RunConfig
-from shared.harmonisation import NormalisationStats
 from shared.messages import (
+    EPSILON_KEY,
     LOCAL_TRAINING,
-    NORMALISATION_KEY,
-    PLAN_KEY,
+    MODEL_ARRAYS_KEY,
     SHAP_COUNT_KEY,
     SHAP_KEY,
     PhaseInstruction,
-    instruction_records,
 )
 
-Progress = Callable[[str], None]
 GLOBAL_MODEL = "Federated (global)"
-Collect = Callable[..., object]  # server.federation.collect; passed in so this module does not import federation
 
 
 def local_model_label(site: str) -> str:
@@ -86,7 +81,7 @@ def budget_split(config: RunConfig, planned: TrainingRounds) -> dict:
     """What metrics.json and the consortium report say about how each site's ε was split.
 
     The validation phases may spend validation-epsilon-share × ε; the federated model gets the rest of the
-    composed budget, which each site computes from its own sampling (client/privacy.py plan_round) and reports
+    composed budget, which each site computes from its own sampling (client/training/privacy.py plan_round) and reports
     as `epsilon-phase-budget` in its training replies.
     """
     share = config.validation_epsilon_share if planned.validation else 0.0
@@ -95,65 +90,28 @@ def budget_split(config: RunConfig, planned: TrainingRounds) -> dict:
             "federated_rounds": planned.federated, "validation_rounds": planned.validation}
 
 
-class SubsetGrid:
-    """The Grid as seen by a federation of some sites only: the strategy samples from `node_ids` alone.
+def run_local_models(coordinator: Coordinator, initial: ArrayRecord, planned: TrainingRounds) -> dict:
+    """Each site trains alone from the federation's initial weights; its own test figures, and its model if shared.
 
-    Every other call goes to the real Grid, so messages travel exactly as in the federation.
-    """
-
-    def __init__(self, grid: Grid, node_ids: Iterable[int]) -> None:
-        self._grid = grid
-        self._allowed = set(node_ids)
-
-    def get_node_ids(self) -> list[int]:
-        return [node for node in self._grid.get_node_ids() if node in self._allowed]
-
-    def __getattr__(self, name: str):  # noqa: ANN204 - delegate everything else to Flower's Grid
-        return getattr(self._grid, name)
-
-
-def _records(config: RunConfig, stats: NormalisationStats, phase: PhaseInstruction, **extra: str | int | float | bool
-             ) -> dict[str, ConfigRecord]:
-    return instruction_records(config, stats, **phase.records(), **extra)
-
-
-def _messages(arrays: ArrayRecord, records: dict[str, ConfigRecord], nodes: Iterable[int], message_type: str
-              ) -> list[Message]:
-    return [Message(RecordDict({"arrays": arrays, PLAN_KEY: records[PLAN_KEY],
-                                NORMALISATION_KEY: records[NORMALISATION_KEY]}),
-                    dst_node_id=node, message_type=message_type) for node in nodes]
-
-
-def evaluate_model(grid: Grid, collect: Collect, config: RunConfig, stats: NormalisationStats, arrays: ArrayRecord,
-                   phase: PhaseInstruction, names: dict[int, str], nodes: Iterable[int] | None = None):
-    """One model evaluated on the test patients of every site (or of `nodes`), with bootstrap intervals."""
-    records = _records(config, stats, phase.model_copy(update={"intervals": True, "site_report": False}),
-                       split="test")
-    targets = list(grid.get_node_ids()) if nodes is None else list(nodes)
-    return collect(grid, _messages(arrays, records, targets, MessageType.EVALUATE), config.round_timeout_s, names)
-
-
-def run_local_models(grid: Grid, collect: Collect, config: RunConfig, stats: NormalisationStats,
-                     initial: ArrayRecord, planned: TrainingRounds, names: dict[int, str], progress: Progress) -> dict:
-    """Each site trains alone from the federation's initial weights; its own test figures, and its model if shared."""
+    One instruction per site covers all its rounds (it aggregates with nobody), so this is not a federated round."""
+    config = coordinator.config
     started = time.perf_counter()
-    phase = validation_phase("local", planned)
-    records = _records(config, stats, phase)
+    records = coordinator.records(validation_phase("local", planned))
     reference = {k: v.numpy() for k, v in initial.items()} if config.share_local_models else None
-    replies = collect(grid, _messages(initial, records, grid.get_node_ids(), LOCAL_TRAINING),
-                      config.round_timeout_s * config.num_rounds, names, reference)
+    replies = coordinator.collect(coordinator.messages(initial, records, coordinator.node_ids(), LOCAL_TRAINING),
+                                  config.round_timeout_s * config.num_rounds, reference)
     models = {}
     if config.share_local_models:
-        models = {names[reply.metadata.src_node_id]: reply.content["arrays"] for reply in replies.accepted}
-    progress(f"local-only models: {len(replies.figures)} site(s) trained for {config.num_rounds} rounds "
-             f"({time.perf_counter() - started:.1f} s)" + (f" | out: {', '.join(replies.missing)}"
-                                                            if replies.missing else ""))
+        models = {coordinator.names[reply.metadata.src_node_id]: reply.content[MODEL_ARRAYS_KEY]
+                  for reply in replies.accepted}
+    coordinator.progress(f"local-only models: {len(replies.figures)} site(s) trained for {config.num_rounds} rounds "
+                         f"({time.perf_counter() - started:.1f} s)" + (f" | out: {', '.join(replies.missing)}"
+                                                                        if replies.missing else ""))
     return {"figures": replies.figures, "missing": replies.missing, "models": models}
 
 
-def run_cross_site(grid: Grid, collect: Collect, config: RunConfig, stats: NormalisationStats,
-                   local_models: dict[str, ArrayRecord], global_test: dict[str, dict[str, float]],
-                   names: dict[int, str], progress: Progress) -> dict[str, dict[str, dict[str, float]]]:
+def run_cross_site(coordinator: Coordinator, local_models: dict[str, ArrayRecord],
+                   global_test: dict[str, dict[str, float]]) -> dict[str, dict[str, dict[str, float]]]:
     """Figures of every shared model at every site: {model label: {test site: figures}}.
 
     The global model's row is its final test evaluation (already done); each local model is sent to every site.
@@ -161,57 +119,48 @@ def run_cross_site(grid: Grid, collect: Collect, config: RunConfig, stats: Norma
     started = time.perf_counter()
     matrix = {GLOBAL_MODEL: global_test}
     for site, arrays in sorted(local_models.items()):
-        replies = evaluate_model(grid, collect, config, stats, arrays, PhaseInstruction(phase="local"), names)
-        matrix[local_model_label(site)] = replies.figures
-    progress(f"cross-site matrix: {len(matrix)} models × {len(global_test)} sites "
-             f"({time.perf_counter() - started:.1f} s)")
+        matrix[local_model_label(site)] = coordinator.evaluate_model(arrays, PhaseInstruction(phase="local")).figures
+    coordinator.progress(f"cross-site matrix: {len(matrix)} models × {len(global_test)} sites "
+                         f"({time.perf_counter() - started:.1f} s)")
     return matrix
 
 
-def run_leave_one_site_out(grid: Grid, collect: Collect, config: RunConfig, stats: NormalisationStats,
-                           initial: ArrayRecord, planned: TrainingRounds, names: dict[int, str],
-                           progress: Progress) -> list[dict]:
-    """For every site: a federation of the others (same strategy, start and DP plan), tested at the left-out site.
+def run_leave_one_site_out(coordinator: Coordinator, initial: ArrayRecord, planned: TrainingRounds) -> list[dict]:
+    """For every site: a federation of the others (same strategy, start, DP plan, screens and robust aggregation:
+    the coordinator's round function), tested at the left-out site.
 
     The held-out site receives no training instruction in its own LOSO federation and no update of it enters
     the model (only replies from the other sites are aggregated); it only evaluates the final LOSO model.
     """
-    nodes = sorted(grid.get_node_ids())
-    reference = {k: v.numpy() for k, v in initial.items()}
+    config = coordinator.config
+    nodes = sorted(coordinator.node_ids())
     results = []
     for held_out in nodes:
         started = time.perf_counter()
-        site = names.get(held_out, f"node-{held_out}")
-        others = SubsetGrid(grid, [n for n in nodes if n != held_out])
+        site = coordinator.site_name(held_out)
+        others = SubsetGrid(coordinator.grid, [n for n in nodes if n != held_out])
         strategy = build_strategy(config)
         phase = validation_phase("loso", planned, held_out_site=site)
         arrays, trained_on, missing, completed, spent = initial, set(), {}, 0, {}
         for server_round in range(1, loso_rounds(config) + 1):
-            records = _records(config, stats, phase)
-            messages = list(strategy.configure_train(server_round, arrays, records[PLAN_KEY], others))
-            for message in messages:
-                message.content[NORMALISATION_KEY] = records[NORMALISATION_KEY]
-            if any(m.metadata.dst_node_id == held_out for m in messages):  # SubsetGrid makes this impossible
-                raise RuntimeError(f"leave-one-site-out without {site}: the strategy addressed the held-out site")
-            trained = collect(grid, messages, config.round_timeout_s, names, reference)
-            missing |= trained.missing
-            if len(trained.accepted) < config.min_sites:
+            trained = coordinator.train_round(strategy, server_round, arrays, phase, grid=others)
+            missing |= trained.replies.missing
+            if not trained.aggregated:
                 break
-            trained_on |= {names[m.metadata.src_node_id] for m in trained.accepted}
-            spent |= {s: f["epsilon"] for s, f in trained.figures.items() if "epsilon" in f}
-            new_arrays, _ = strategy.aggregate_train(server_round, trained.accepted)
-            arrays = new_arrays if new_arrays is not None else arrays
+            trained_on |= set(trained.replies.figures)
+            spent |= {s: f[EPSILON_KEY] for s, f in trained.replies.figures.items() if EPSILON_KEY in f}
+            arrays = trained.arrays
             completed = server_round
         row: dict = {"held_out_site": site, "trained_on": sorted(trained_on), "rounds": completed,
                      "missing": missing, "epsilon": spent}
         if completed:
-            evaluated = evaluate_model(grid, collect, config, stats, arrays, phase, names)
+            evaluated = coordinator.evaluate_model(arrays, phase)
             row["held_out"] = evaluated.figures.get(site, {})
             row["in_distribution"] = {s: f for s, f in evaluated.figures.items() if s != site}
             row["missing"] |= {s: r for s, r in evaluated.missing.items() if s not in missing}
         results.append(row)
-        progress(f"leave-one-site-out without {site}: {completed} round(s) on {len(trained_on)} site(s) "
-                 f"({time.perf_counter() - started:.1f} s)")
+        coordinator.progress(f"leave-one-site-out without {site}: {completed} round(s) on {len(trained_on)} site(s) "
+                             f"({time.perf_counter() - started:.1f} s)")
     return results
 
 
@@ -241,18 +190,18 @@ def headline_only(figures: dict[str, dict[str, float]]) -> dict[str, dict[str, f
             for site, f in figures.items()}
 
 
-def run_validation(grid: Grid, collect: Collect, config: RunConfig, stats: NormalisationStats, initial: ArrayRecord,
-                   global_test: dict[str, dict[str, float]], planned: TrainingRounds, names: dict[int, str],
-                   progress: Progress) -> dict:
+def run_validation(coordinator: Coordinator, initial: ArrayRecord, global_test: dict[str, dict[str, float]],
+                   planned: TrainingRounds) -> dict:
     """The phases after the federation that the run configuration asks for; {} when none.
 
     Returns what metrics.json keeps under "validation": the local-only figures, the cross-site matrix, the
     leave-one-site-out rows, and each site's ε after every phase (the budget they all share).
     """
-    num_sites = len(list(grid.get_node_ids()))
+    config = coordinator.config
+    num_sites = len(coordinator.node_ids())
     if config.leave_one_site_out and not loso_possible(config, num_sites):
-        progress(f"leave-one-site-out skipped: {num_sites} site(s) leave fewer than min-sites={config.min_sites} "
-                 f"to train without one")
+        coordinator.progress(f"leave-one-site-out skipped: {num_sites} site(s) leave fewer than "
+                             f"min-sites={config.min_sites} to train without one")
     if not runs_local_models(config) and not loso_possible(config, num_sites):
         return {}
     result: dict = {"planned_training_rounds": planned.total, "budget_split": budget_split(config, planned)}
@@ -260,20 +209,18 @@ def run_validation(grid: Grid, collect: Collect, config: RunConfig, stats: Norma
     seconds: dict[str, float] = {}  # per phase, for the run's closing summary (metrics.json "seconds")
     if runs_local_models(config):
         started = time.perf_counter()
-        local = run_local_models(grid, collect, config, stats, initial, planned, names, progress)
+        local = run_local_models(coordinator, initial, planned)
         result["local"] = {"figures": local["figures"], "missing": local["missing"],
                            "shared_models": sorted(local["models"])}
-        epsilon |= {s: f["epsilon"] for s, f in local["figures"].items() if "epsilon" in f}
+        epsilon |= {s: f[EPSILON_KEY] for s, f in local["figures"].items() if EPSILON_KEY in f}
         seconds["local-only"] = time.perf_counter() - started
         if config.share_local_models:
             started = time.perf_counter()
-            result["cross_site"] = run_cross_site(grid, collect, config, stats, local["models"], global_test, names,
-                                                  progress)
+            result["cross_site"] = run_cross_site(coordinator, local["models"], global_test)
             seconds["cross-site"] = time.perf_counter() - started
     if loso_possible(config, num_sites):
         started = time.perf_counter()
-        result["leave_one_site_out"] = run_leave_one_site_out(grid, collect, config, stats, initial, planned,
-                                                              names, progress)
+        result["leave_one_site_out"] = run_leave_one_site_out(coordinator, initial, planned)
         seconds["leave-one-site-out"] = time.perf_counter() - started
         for row in result["leave_one_site_out"]:
             for site, spent in row["epsilon"].items():

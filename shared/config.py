@@ -70,9 +70,9 @@ class RunConfig(BaseModel):
     secure_mode: bool = Field(default=False, description="Opacus cryptographically secure noise")
     release_epsilon_share: float = Field(default=0.0, ge=0, lt=1, description="share of each site's ε spent on "
                                          "Gaussian noise over its harmonisation statistics and test figures "
-                                         "(client/release_privacy.py); 0 = those are protected by the minimum cell "
-                                         "size only")
-    # confounding by indication (client/propensity.py): a federated propensity model, then inverse-probability
+                                         "(client/governance/release_privacy.py); 0 = those are protected by the "
+                                         "minimum cell size only")
+    # confounding by indication (client/training/propensity.py): a federated propensity model, then inverse-probability
     # weights in the outcome loss; each weight depends on one patient and the released propensity model only
     propensity_weighting: bool = Field(default=False, description="train a federated DP propensity model first "
                                        "and weight each patient's outcome loss by its bounded inverse probability")

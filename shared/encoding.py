@@ -7,6 +7,7 @@ from the consortium's pooled statistics (shared/harmonisation.py), never from an
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,9 @@ from shared.vocabulary import (
     RaceEthnicity,
     StageGroup,
 )
+
+if TYPE_CHECKING:
+    from shared.config import RunConfig
 
 NUMERIC_BY_MODALITY: dict[str, tuple[str, ...]] = {
     "clinical": ("age_years", "ecog", "charlson_index", "prior_lines"),
@@ -66,6 +70,11 @@ class SurvivalGrid:
     @property
     def num_intervals(self) -> int:
         return len(self.edges) - 1
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> SurvivalGrid:
+        """The run's grid: every side derives it from the run configuration, never by hand."""
+        return cls(config.survival_interval_days, config.survival_horizon_days)
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,7 @@ def coarsen_histogram(counts: Iterable[float], min_cell_size: int) -> list[float
     """Merge runs of adjacent small bins until each run holds at least min_cell_size, reported in its middle bin.
 
     The bins stay the shared fixed grid (so sites still add up) and the total is kept; every value sent is 0
-    or at least min_cell_size, so a receiver never sees a small count (client/outbox.py checks exactly this).
+    or at least min_cell_size, so a receiver never sees a small count (client/flower/outbox.py checks exactly this).
     """
     counts = [float(c) for c in counts]
     if sum(counts) < min_cell_size:

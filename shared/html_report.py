@@ -7,9 +7,7 @@ reader never sees half a report.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,20 +102,3 @@ def render(template_name: str, **context: Any) -> str:
     return _environment().get_template(template_name).render(content_security_policy=CONTENT_SECURITY_POLICY,
                                                              **context)
 
-
-def write_atomically(out_path: str | Path, text: str) -> Path:
-    """Write text next to its destination, then rename over it: the file is either old or complete."""
-    target = Path(out_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return target

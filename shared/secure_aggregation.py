@@ -12,4 +12,3 @@ FITRES_PARAMETERS, FITRES_NUM_EXAMPLES = "fitres.parameters", "fitres.num_exampl
 FITRES_METRICS, FITRES_STATUS = "fitres.metrics", "fitres.status"
 ARRAY_NAMES_KEY = "array-names"  # JSON list: the names of the ordered arrays
 NORMALISATION_STATS_KEY = "normalisation-stats"  # JSON: the pooled feature scaling
-SITE_ID_KEY = "site-id"  # the site's figures go back in plain, with its id, beside the masked vector

@@ -65,8 +65,8 @@ def run(config: RunConfig, console: Console) -> Path:
 
     from flwr.simulation import run_simulation
 
-    from client.app import build_client_app
-    from client.site import simulated_site_dirs
+    from client.flower.app import build_client_app
+    from client.data.site import simulated_site_dirs
     from server.app import build_server_app
     from shared.config import run_directory
     from simulations.main_job import backend_config, quiet_flower

@@ -94,8 +94,8 @@ def run(config: RunConfig, console: Console, client_mods: list | None = None,
         with_references: bool = False) -> tuple[Path, dict]:
     from flwr.simulation import run_simulation
 
-    from client.app import build_client_app
-    from client.site import simulated_site_dirs
+    from client.data.site import simulated_site_dirs
+    from client.flower.app import build_client_app
     from server.app import build_server_app
 
     ensure_cohort(config, console)

@@ -14,17 +14,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared.html_report import write_atomically
-from client.privacy import calibrate_noise, default_delta, steps_per_round
-from client.site import Site, assign_splits, simulated_site_dirs, site_from_config
-from client.site_data import load_contract_csv
-from client.site_validation import headline_intervals
-from client.training import LocalTrainingPlan, PrivacyPlan, train_locally
+from client.data.loader import load_contract_csv
+from client.data.site import Site, assign_splits, simulated_site_dirs, site_from_config
+from client.evaluation.validation import headline_intervals
+from client.training.dp_sgd import LocalTrainingPlan, PrivacyPlan, train_locally
+from client.training.privacy import calibrate_noise, default_delta, steps_per_round
 from server.consortium_report import ReferenceRow, write_consortium_report
 from server.consortium_summary import estimates, summary_from_results
 from shared.config import RunConfig, cohort_directory
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, pool_summaries, summarise_site
+from shared.atomic import write_atomically
 from shared.metrics import Estimate, EvaluationSettings
 from shared.model import OncoFedNet, build_model
 from simulations.cohort.io import GROUND_TRUTH_DIR, read_ground_truth
@@ -35,7 +35,7 @@ ORACLE_LABEL = "Oracle (synthetic ground truth)"
 
 
 def simulated_sites(config: RunConfig) -> list[Site]:
-    """Every simulated site with the same data and splits its ClientApp uses (client/site.py open_site)."""
+    """Every simulated site with the same data and splits its ClientApp uses (client/data/site.py open_site)."""
     sites = []
     for folder in simulated_site_dirs(config):
         if (folder / "site.toml").is_file():
@@ -55,7 +55,7 @@ def train_pooled(sites: list[Site], config: RunConfig, stats: NormalisationStats
 
     With DP on, the noise is calibrated so the whole training spends the run's target ε (δ from the union's size).
     """
-    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    grid = SurvivalGrid.from_config(config)
     union = pd.concat([site.part("train") for site in sites], ignore_index=True)
     cohort = encode_cohort(union, stats, grid)
     model = build_model(grid.num_intervals, config.hidden_size, config.seed)
@@ -81,10 +81,10 @@ def pooled_reference(sites: list[Site], config: RunConfig) -> tuple[ReferenceRow
     """Pooled centralised training evaluated on each site's test split (figures with bootstrap intervals)."""
     stats = pool_summaries([summarise_site(site.part("train"), min_cell_size=site.min_cell_size) for site in sites])
     model = train_pooled(sites, config, stats)
-    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    grid = SurvivalGrid.from_config(config)
     figures = {}
     for site in sites:
-        settings = EvaluationSettings(min_cell_size=site.min_cell_size, n_bootstrap=config.bootstrap_samples)
+        settings = EvaluationSettings.from_config(config, site.min_cell_size)
         test = site.part("test")
         figures[site.site_id] = {"num-examples": len(test)} | headline_intervals(
             model, test, stats, grid, settings, np.random.default_rng(config.seed))

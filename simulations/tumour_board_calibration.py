@@ -27,12 +27,12 @@ from rich.console import Console
 from rich.table import Table
 from scipy.stats import spearmanr
 
-from client.run_bundle import load_run
-from client.site import assign_splits
-from client.site_data import load_contract_csv
-from client.tumour_board import candidate_rows, ensemble_predictions, median_days
+from client.data.loader import load_contract_csv
+from client.data.site import assign_splits
+from client.tumour_board.board import candidate_rows, ensemble_predictions, median_days
+from client.tumour_board.run_bundle import load_run
 from shared.config import cohort_directory
-from shared.html_report import write_atomically
+from shared.atomic import write_atomically
 
 RESPONDERS = ("CR", "PR")
 

@@ -13,9 +13,9 @@ import torch
 from flwr.app import Context, Message
 from rich.console import Console
 
-from client.audit import AUDIT_FILE, verify
-from client.outbox import COUNT_KEYS, DATA_FINGERPRINT_KEY, FIGURE_KEYS, FINGERPRINT
-from client.site_report import SiteEvaluation
+from client.evaluation.site_report import SiteEvaluation
+from client.flower.outbox import COUNT_KEYS, DATA_FINGERPRINT_KEY, FIGURE_KEYS, FINGERPRINT
+from client.governance.audit import AUDIT_FILE, verify
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
 from shared.model import build_model

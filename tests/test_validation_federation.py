@@ -14,7 +14,7 @@ import pytest
 from flwr.app import Context, Message
 from rich.console import Console
 
-from client.outbox import COUNT_KEYS, FIGURE_KEYS
+from client.flower.outbox import COUNT_KEYS, FIGURE_KEYS
 from server.validation import GLOBAL_MODEL, local_model_label
 from shared.messages import HELD_OUT_KEY, PHASE_KEY
 from simulations.main_job import run

@@ -9,7 +9,6 @@ runs one configuration through `flwr.simulation.run_simulation` to show both giv
 from __future__ import annotations
 
 import functools
-import zlib
 from collections.abc import Sequence
 from typing import Literal
 
@@ -20,13 +19,14 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from pydantic import BaseModel, ConfigDict, Field
 
-from client import outbox
-from client.privacy import LedgerEntry, PrivacyLedger, calibrate_noise, check_budget, default_delta, steps_per_round
+from client.flower import outbox
+from client.training.privacy import LedgerEntry, PrivacyLedger, calibrate_noise, check_budget, default_delta, steps_per_round
 from server.strategies import build_strategy
 from shared.config import RunConfig
+from shared.seeds import SITE_SLOTS, name_slot, round_seed
 from simulations.benchmarks.brca_training import Privacy, TrainingSteps, build_model, train_site
-from simulations.in_process import InProcessGrid
 from simulations.datasets.fed_tcga_brca.loader import REGIONS, CenterData, SurvivalArrays, arrays_of, load_centers
+from simulations.in_process import InProcessGrid
 
 Method = Literal["fedavg", "fedprox", "fedadam", "fedyogi", "local", "pooled"]
 FEDERATED: tuple[str, ...] = ("fedavg", "fedprox", "fedadam", "fedyogi")
@@ -114,7 +114,7 @@ def privacy_for(plan: BenchmarkPlan, num_patients: int, planned_passes: int) -> 
 
 
 def site_seed(plan: BenchmarkPlan, server_round: int, center: int) -> int:
-    return plan.seed * 100_003 + server_round * 101 + zlib.crc32(REGIONS[center].encode()) % 97
+    return round_seed(plan.seed, server_round, name_slot(REGIONS[center], SITE_SLOTS))
 
 
 def build_client_app(centers: Sequence[CenterData] | None = None) -> ClientApp:

@@ -6,7 +6,7 @@ deeper model has nothing to gain and more to overfit. Without DP it is fitted by
 the Cox risk set couples patients and per-sample clipping would then bound nothing. Both rank patients by
 the same linear risk x·w, which is what the C-index scores.
 
-client/training.py is bound to the multimodal OncoFedNet (its five inputs and modality dropout), so the
+client/training/dp_sgd.py is bound to the multimodal OncoFedNet (its five inputs and modality dropout), so the
 loop is written here with the same Opacus set-up: Poisson sampling, per-sample clipping, seeded noise.
 """
 
@@ -167,7 +167,7 @@ def _train_private(model: LinearSurvival, features: torch.Tensor, data: Survival
 
 
 def _proximal_step(model: LinearSurvival, anchor: list[torch.Tensor], steps: TrainingSteps) -> None:
-    """FedProx as a decoupled proximal step (as client/training.py): data-independent, so no privacy cost."""
+    """FedProx as a decoupled proximal step (as client/training/dp_sgd.py): data-independent, so no privacy cost."""
     if steps.proximal_mu <= 0:
         return
     with torch.no_grad():

@@ -1,7 +1,7 @@
 """DP tuning study: which model size, batch, learning rate, clipping, rounds and server optimiser to default to.
 
-Every setting runs the product's own code (client/app.py's ClientApp, server/federation.py's round loop,
-Opacus DP-SGD through client/training.py) on the default consortium, in this process through
+Every setting runs the product's own code (client/flower/app.py's ClientApp, server/federation.py's round loop,
+Opacus DP-SGD through client/training/dp_sgd.py) on the default consortium, in this process through
 simulations/in_process.py (no Ray start-up per run), and is scored ONLY on the sites' validation splits:
 the final global model's weighted validation response AUC and PFS/OS Harrell's C. The round loop also
 scores the test split at its end; this study never reads or stores those figures.
@@ -28,12 +28,12 @@ from typing import Any
 import torch
 
 from shared.config import RunConfig
-from shared.html_report import write_atomically
+from shared.atomic import write_atomically
 
 RESULTS = Path(__file__).parent / "results" / "dp_study.json"
 FIGURES = ("response-auc", "pfs-cindex", "os-cindex")
 # the main job's ε = 3 per site less the validation phases' default share of 0.2: a conservative stand-in, since the
-# budget split gives the federated rounds the rest of ε under RDP composition (about 2.9; client/privacy.py)
+# budget split gives the federated rounds the rest of ε under RDP composition (about 2.9; client/training/privacy.py)
 FEDERATED_EPSILON = 2.4
 QUIET = {"site-reports": False, "shap-patients": 0, "bootstrap-samples": 20, "share-local-models": False,
          "local-references": False, "leave-one-site-out": False, "target-epsilon": FEDERATED_EPSILON}
@@ -79,8 +79,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 def run_setting(name: str, overrides: dict[str, Any], seed: int, runs_dir: Path) -> dict[str, Any]:
     """One federation in this process; the final model's validation figures and each round's validation mean."""
-    from client.app import build_client_app
-    from client.site import simulated_site_dirs
+    from client.data.site import simulated_site_dirs
+    from client.flower.app import build_client_app
     from server.federation import run_federation
     from simulations.in_process import InProcessGrid
 

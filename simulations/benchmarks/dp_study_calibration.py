@@ -16,7 +16,7 @@ import torch
 from server.checkpoint import load_checkpoint
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid, encode_cohort
-from shared.html_report import write_atomically
+from shared.atomic import write_atomically
 from shared.metrics import calibration_slope_value
 from shared.model import build_model, predict
 from simulations.references import simulated_sites
@@ -36,7 +36,7 @@ def main() -> None:
             d = args.runs_dir / f"{name}-seed-{seed}"
             cfg = RunConfig.from_mapping(json.loads((d / "config.json").read_text()))
             state, weights, _ = load_checkpoint(d)
-            grid = SurvivalGrid(cfg.survival_interval_days, cfg.survival_horizon_days)
+            grid = SurvivalGrid.from_config(cfg)
             model = build_model(grid.num_intervals, cfg.hidden_size, cfg.seed)
             model.load_state_dict(weights)
             slopes = {}

@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,7 +24,8 @@ import pandas as pd
 import torch
 from lifelines import CoxPHFitter
 
-from shared.html_report import write_atomically
+from shared.atomic import write_atomically
+from shared.seeds import RUN_STRIDE
 from simulations.benchmarks.brca_federation import (
     FEDERATED,
     NUM_CENTERS,
@@ -110,7 +110,7 @@ def train_alone(plan: BenchmarkPlan, data: SurvivalArrays) -> dict[str, np.ndarr
         privacy, *_ = privacy_for(plan, len(data), plan.rounds)
     steps = TrainingSteps(epochs=plan.rounds * plan.epochs, batch_size=plan.batch_size,
                           learning_rate=plan.learning_rate, weight_decay=plan.weight_decay, proximal_mu=0.0,
-                          seed=plan.seed * 100_003)
+                          seed=plan.seed * RUN_STRIDE)
     train_site(model, data, steps, privacy)
     return {k: v.detach().numpy() for k, v in model.state_dict().items()}
 
@@ -302,11 +302,8 @@ def plot(report: dict[str, object], path: Path) -> None:
     axis.set_title("Fed-TCGA-BRCA, mean ± std over seeds")
     axis.legend(fontsize=7, ncol=2, loc="lower left")
     figure.tight_layout()
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".png")
-    os.close(handle)
-    figure.savefig(temporary, dpi=120)
+    write_atomically(path, lambda stream: figure.savefig(stream, format="png", dpi=120))
     plt.close(figure)
-    os.replace(temporary, path)
 
 
 def parse_epsilon(text: str) -> float | None:

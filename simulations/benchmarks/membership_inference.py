@@ -1,8 +1,8 @@
 """Membership-inference audit: can an attacker tell a site's training patients from its held-out patients?
 
 On one site of the default consortium, target models are trained the way a site trains in the federation
-(client.training.train_locally, round after round, with the ClientApp's noise calibration from
-client.privacy): with DP-SGD at ε = 3 (the project default), without DP, and deliberately over-fitted without
+(client.training.dp_sgd.train_locally, round after round, with the ClientApp's noise calibration from
+client.training.privacy): with DP-SGD at ε = 3 (the project default), without DP, and deliberately over-fitted without
 DP (to show the attacks have teeth). Members = the target's training patients; non-members = the same site's
 held-out (validation + test) patients. Two attacks score every patient:
 
@@ -43,15 +43,15 @@ from rich.table import Table
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from shared.html_report import write_atomically
-from client.evaluation import evaluate_cohort
-from client.privacy import calibrate_noise, default_delta, steps_per_round
-from client.site import assign_splits, simulated_site_dirs
-from client.site_data import load_contract_csv
-from client.training import LocalTrainingPlan, PrivacyPlan, train_locally
+from client.data.loader import load_contract_csv
+from client.data.site import assign_splits, simulated_site_dirs
+from client.evaluation.cohort import evaluate_cohort
+from client.training.dp_sgd import LocalTrainingPlan, PrivacyPlan, train_locally
+from client.training.privacy import calibrate_noise, default_delta, steps_per_round
 from shared.config import RunConfig
 from shared.encoding import EncodedCohort, SurvivalGrid, encode_cohort
 from shared.harmonisation import pool_summaries, summarise_site
+from shared.atomic import write_atomically
 from shared.losses import patient_losses
 from shared.model import OncoFedNet, build_model
 from simulations.main_job import parse_overrides
@@ -114,7 +114,7 @@ def load_site_pool(config: RunConfig, site_id: str) -> SitePool:
 
 
 def grid_of(config: RunConfig) -> SurvivalGrid:
-    return SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    return SurvivalGrid.from_config(config)
 
 
 def subset(cohort: EncodedCohort, rows: np.ndarray) -> EncodedCohort:

@@ -33,7 +33,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from shared.html_report import write_atomically
+from shared.atomic import write_atomically
+from simulations.benchmarks.compute_cost import dp_epoch_cost, plain_loop_round
 from simulations.benchmarks.message_log import communication_summary, phase_of, read_message_log
 from simulations.benchmarks.process_memory import TreeSampler
 
@@ -157,100 +158,6 @@ def job_values(run_name: str, runs: Path, cohort: Path | None, **overrides: Any)
     return values
 
 
-# ---------------------------------------------------------------------------------- plain loop and DP cost
-def plain_loop_round(cohort: Path | None, overrides: dict[str, Any], dp: bool) -> Callable[[], float]:
-    """The compute of one round without Flower: every site's local training and validation forward pass.
-
-    Data are loaded and encoded, and the noise calibrated, before timing: a round's sample passes only.
-    Returns a function that runs one such round and returns its seconds.
-    """
-    import torch
-    from flwr.app import Context, RecordDict
-
-    from client.privacy import calibrate_noise, default_delta, steps_per_round
-    from client.site import open_site, simulated_site_dirs
-    from client.training import LocalTrainingPlan, PrivacyPlan, train_locally
-    from shared.config import RunConfig
-    from shared.encoding import SurvivalGrid, encode_cohort
-    from shared.harmonisation import pool_summaries, summarise_site
-    from shared.model import build_model
-
-    config = RunConfig.from_mapping({**overrides, "dp": dp, **({"data-dir": str(cohort)} if cohort else {})})
-    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
-    folders = simulated_site_dirs(config)
-    sites = [open_site(Context(run_id=0, node_id=i, node_config={"partition-id": i}, state=RecordDict(),
-                               run_config={}), config) for i in range(len(folders))]
-    stats = pool_summaries([summarise_site(s.part("train"), min_cell_size=s.min_cell_size) for s in sites])
-    prepared = []
-    for index, site in enumerate(sites):
-        train, validation = encode_cohort(site.part("train"), stats, grid), encode_cohort(site.part("validation"), stats, grid)
-        privacy = None
-        if config.dp:
-            rate, steps = steps_per_round(len(train), config.batch_size, config.local_epochs)
-            sigma = calibrate_noise(config.target_epsilon, default_delta(len(train)), rate, steps * config.num_rounds)
-            privacy = PrivacyPlan(noise_multiplier=sigma, max_grad_norm=config.max_grad_norm, secure_mode=False)
-        plan = LocalTrainingPlan(local_epochs=config.local_epochs, batch_size=config.batch_size,
-                                 learning_rate=config.learning_rate, proximal_mu=0.0,
-                                 modality_dropout=config.modality_dropout, seed=config.seed + index)
-        prepared.append((train, validation, plan, privacy))
-    initial = build_model(grid.num_intervals, config.hidden_size, config.seed).state_dict()
-
-    def one_round() -> float:
-        started = time.perf_counter()
-        for train, validation, plan, privacy in prepared:
-            model = build_model(grid.num_intervals, config.hidden_size, config.seed)
-            model.load_state_dict(initial)
-            train_locally(model, train, plan, privacy)
-            model.eval()
-            with torch.no_grad():
-                model(*validation.inputs())
-        return time.perf_counter() - started
-
-    return one_round
-
-
-def dp_epoch_cost(cohort: Path | None, overrides: dict[str, Any], repeats: int) -> dict[str, Any]:
-    """Seconds per epoch of the largest site's local training, with Opacus DP-SGD and without, alternated."""
-    from flwr.app import Context, RecordDict
-
-    from client.privacy import calibrate_noise, default_delta, steps_per_round
-    from client.site import open_site, simulated_site_dirs
-    from client.training import LocalTrainingPlan, PrivacyPlan, train_locally
-    from shared.config import RunConfig
-    from shared.encoding import SurvivalGrid, encode_cohort
-    from shared.harmonisation import pool_summaries, summarise_site
-    from shared.model import build_model
-
-    config = RunConfig.from_mapping({**overrides, **({"data-dir": str(cohort)} if cohort else {})})
-    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
-    sites = [open_site(Context(run_id=0, node_id=i, node_config={"partition-id": i}, state=RecordDict(),
-                               run_config={}), config) for i in range(len(simulated_site_dirs(config)))]
-    site = max(sites, key=lambda s: len(s.part("train")))
-    stats = pool_summaries([summarise_site(s.part("train"), min_cell_size=s.min_cell_size) for s in sites])
-    cohort_train = encode_cohort(site.part("train"), stats, grid)
-    rate, steps = steps_per_round(len(cohort_train), config.batch_size, config.local_epochs)
-    calibrate_started = time.perf_counter()
-    search = getattr(calibrate_noise, "__wrapped__", calibrate_noise)  # the search itself, not its memo
-    sigma = search(config.target_epsilon, default_delta(len(cohort_train)), rate, steps * config.num_rounds)
-    calibrate_seconds = time.perf_counter() - calibrate_started
-    plan = LocalTrainingPlan(local_epochs=config.local_epochs, batch_size=config.batch_size,
-                             learning_rate=config.learning_rate, proximal_mu=0.0,
-                             modality_dropout=config.modality_dropout, seed=config.seed)
-    privacy = PrivacyPlan(noise_multiplier=sigma, max_grad_norm=config.max_grad_norm, secure_mode=False)
-    timings: dict[str, list[float]] = {"dp": [], "no_dp": []}
-    for _ in range(repeats + 1):  # the first pair warms up imports and allocators; it is not kept
-        for name, chosen in (("no_dp", None), ("dp", privacy)):
-            model = build_model(grid.num_intervals, config.hidden_size, config.seed)
-            started = time.perf_counter()
-            train_locally(model, cohort_train, plan, chosen)
-            timings[name].append((time.perf_counter() - started) / config.local_epochs)
-    dp, no_dp = statistics.median(timings["dp"][1:]), statistics.median(timings["no_dp"][1:])
-    return {"site": site.site_id, "train_patients": len(cohort_train), "epochs_per_timing": config.local_epochs,
-            "seconds_per_epoch_dp": dp, "seconds_per_epoch_no_dp": no_dp, "ratio": dp / no_dp,
-            "noise_calibration_s": calibrate_seconds, "runs_dp": timings["dp"][1:], "runs_no_dp": timings["no_dp"][1:],
-            "note": "each timing includes Opacus's make_private (DP) or the plain DataLoader (no DP); one thread"}
-
-
 # ----------------------------------------------------------------------------------------------- driver
 def median_of(runs: list[dict], key: Callable[[dict], float]) -> float:
     return statistics.median(key(r) for r in runs)
@@ -343,7 +250,7 @@ def communication_section(main: dict) -> dict[str, Any]:
     from shared.model import build_model
 
     config = RunConfig.from_mapping(main["overrides"])
-    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    grid = SurvivalGrid.from_config(config)
     model = build_model(grid.num_intervals, config.hidden_size, config.seed)
     phases = main["runs"][0]["communication"]
     per_round = {direction: sum(phases[p][f"{direction}_bytes_median"] for p in ("train", "validation") if p in phases)

@@ -27,8 +27,8 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
-from shared.html_report import write_atomically
 from shared.config import RunConfig
+from shared.atomic import write_atomically
 from simulations.main_job import parse_overrides, run
 
 RESULTS_DIR = Path(__file__).parent / "results"

@@ -4,7 +4,7 @@ For each run directory: loads the final global model and the feature scaling (ch
 product's recalibration (server/recalibration.py) through the real ClientApp in this process on the sites'
 VALIDATION splits (the default cohort, the run's seed for the splits), then scores the model before and after on
 every site's TEST split (simulation only: this script reads every site's data) with the site report's estimators
-(shared/metrics.py calibration_slope_value / calibration_intercept_value, scikit-learn's AUC).
+(shared/metrics/response.py calibration_slope_value / calibration_intercept_value, scikit-learn's AUC).
 
     python -m simulations.benchmarks.recalibration /tmp/i13-dp/runs/seed-42 /tmp/i13-dp/runs/seed-43 ...
 
@@ -23,13 +23,13 @@ import torch
 from flwr.app import ArrayRecord
 from sklearn.metrics import roc_auc_score
 
-from client.app import build_client_app
+from client.flower.app import build_client_app
 from server.checkpoint import load_checkpoint
-from server.federation import collect
+from server.coordinator import collect
 from server.recalibration import recalibrate_response
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid, encode_cohort
-from shared.html_report import write_atomically
+from shared.atomic import write_atomically
 from shared.metrics import calibration_intercept_value, calibration_slope_value, responder_labels
 from shared.model import build_model, predict
 from simulations.in_process import InProcessGrid
@@ -57,7 +57,7 @@ def recalibrate_run(run_dir: Path, scratch: Path) -> dict:
     config = RunConfig.from_mapping(json.loads((run_dir / "config.json").read_text())
                                     | {"output-dir": str(scratch), "run-name": run_dir.name, "site-reports": False})
     state, weights, _ = load_checkpoint(run_dir)
-    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    grid = SurvivalGrid.from_config(config)
     before = build_model(grid.num_intervals, config.hidden_size, config.seed)
     before.load_state_dict(weights)
     sites = simulated_sites(config)

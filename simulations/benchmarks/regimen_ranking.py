@@ -2,7 +2,7 @@
 
 On the synthetic consortium the generator recorded, for every patient and every candidate regimen of the
 patient's cancer type, the true response probability and true median OS (`_ground_truth/<site>/
-regimen_truth.csv`). For every TEST patient of every site (the sites' own splits, client/site.py) the benchmark
+regimen_truth.csv`). For every TEST patient of every site (the sites' own splits, client/data/site.py) the benchmark
 predicts the patient under each candidate regimen, as the tumour board does, and scores the ranking
 (simulations/ranking_metrics.py): within-patient pairwise concordance, top-1 agreement with its chance level,
 regret of the model's first choice beside a random choice and the regimen actually given, mean |error|.
@@ -34,13 +34,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from client.run_bundle import load_run
-from client.site import Site
-from client.tumour_board import median_days
+from client.data.site import Site
+from client.tumour_board.board import median_days
+from client.tumour_board.run_bundle import load_run
 from shared.config import RunConfig, cohort_directory
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, pool_summaries, summarise_site
-from shared.html_report import write_atomically
+from shared.atomic import write_atomically
 from shared.model import predict
 from shared.vocabulary import CancerType, regimens_for
 from simulations.cohort.io import read_ground_truth
@@ -104,7 +104,7 @@ def train_federated(config: RunConfig, progress: Progress) -> Path:
     from flwr.common.constant import SUPERLINK_NODE_ID
     from flwr.supercore.task_identity import TaskIdentity
 
-    from client.app import build_client_app
+    from client.flower.app import build_client_app
     from server.federation import run_federation
     from simulations.benchmarks.brca_federation import InProcessGrid
 
@@ -126,7 +126,7 @@ def run_table(run_dir: Path, candidates: pd.DataFrame) -> pd.DataFrame:
 def row_predictions(row: str, config: RunConfig, sites: list[Site], candidates: pd.DataFrame, progress: Progress
                     ) -> pd.DataFrame:
     """Predictions of one benchmark row for every candidate row (same order)."""
-    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    grid = SurvivalGrid.from_config(config)
     if row.startswith("federated"):
         values = {"dp": row != "federated-no-dp", "propensity-weighting": row == "federated-dp-ipw",
                   "run-name": f"{row}-seed-{config.seed}"}

@@ -38,11 +38,11 @@ def _weighted(figures: dict[str, dict[str, float]], key: str) -> float | None:
 def one_point(share: float, seed: int, out: Path) -> dict:
     import torch
 
-    from client.app import build_client_app
-    from client.evaluation import evaluate_cohort
-    from client.privacy import PrivacyLedger
-    from client.release_privacy import figure_sensitivities
-    from client.site import simulated_site_dirs, simulated_site_table
+    from client.flower.app import build_client_app
+    from client.evaluation.cohort import evaluate_cohort
+    from client.training.privacy import PrivacyLedger
+    from client.governance.release_privacy import figure_sensitivities
+    from client.data.site import simulated_site_dirs, simulated_site_table
     from server.checkpoint import load_checkpoint
     from server.federation import run_federation
     from shared.config import RunConfig, run_directory
@@ -77,7 +77,7 @@ def one_point(share: float, seed: int, out: Path) -> dict:
             noise_std[folder.name] = {k: sigma * coordinates ** 0.5 * v for k, v in figure_sensitivities(test).items()}
         with torch.no_grad():
             true_test[folder.name] = evaluate_cohort(model, test, encode_cohort(test, state.normalisation, grid), grid,
-                                                     config.min_cell_size, prefix="test")
+                                                     config.min_cell_size, split="test")
     exact = pool_summaries(exact_summaries)
     used = state.normalisation
     mean_error = [abs(used.mean[f] - exact.mean[f]) / exact.std[f] for f in NUMERIC_FEATURES if exact.count[f] > 0]

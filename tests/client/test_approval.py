@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from client import outbox
-from client.approval import ApprovalPolicy, app_hash, approval_mod, main, refusal_reason
+from client.flower import outbox
+from client.governance.approval import ApprovalPolicy, app_hash, approval_mod, main, refusal_reason
 from shared.site_config import SiteConfig, SiteConfigError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,8 +12,8 @@ import time
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
-from client import outbox
-from client.audit import AUDIT_FILE, AuditLog, AuditTarget, audit_mod, main, summarise, verify
+from client.flower import outbox
+from client.governance.audit import AUDIT_FILE, AuditLog, AuditTarget, audit_mod, main, summarise, verify
 from tests.factories import tiny_model
 
 
@@ -55,7 +55,7 @@ def test_a_changed_entry_is_named(tmp_path, capsys):
 
 
 def test_a_changed_entry_with_its_hash_recomputed_breaks_the_next_link(tmp_path):
-    from client.audit import entry_hash
+    from client.governance.audit import entry_hash
 
     path = _filled(tmp_path)
     lines = _lines(path)
@@ -118,7 +118,7 @@ def test_a_half_written_last_line_is_reported_then_recorded_by_the_next_append(t
 _APPENDER = """
 import sys
 from pathlib import Path
-from client.audit import AuditLog
+from client.governance.audit import AuditLog
 log = AuditLog(Path(sys.argv[1]))
 number = 0
 while True:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from client.baselines import choose_biomarkers, fit_baselines
+from client.evaluation.baselines import choose_biomarkers, fit_baselines
 from shared.metrics import EvaluationSettings, evaluate_predictions
 from tests.shared.test_metrics_support import TIME_GRID_DAYS, contract_only, make_site_table
 

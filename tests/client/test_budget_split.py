@@ -3,7 +3,7 @@
 import pytest
 from opacus.accountants import RDPAccountant
 
-from client.privacy import (
+from client.training.privacy import (
     LedgerEntry,
     PrivacyBudgetExceeded,
     PrivacyLedger,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from client.check import EXIT_BAD_CONFIG, EXIT_USABLE, EXIT_VIOLATIONS, main, suppress, write_json_atomically
+from client.data.check import EXIT_BAD_CONFIG, EXIT_USABLE, EXIT_VIOLATIONS, main, suppress
 from tests.client.test_site_data_examples import example_contract_frame
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,29 +80,21 @@ def test_bad_config_exits_with_its_own_code(tmp_path: Path, capsys: pytest.Captu
     assert not (tmp_path / "s.json").exists()
 
 
-def test_json_write_is_all_or_nothing(tmp_path: Path) -> None:
-    out = tmp_path / "summary.json"
-    out.write_text("old")
-    with pytest.raises(TypeError):
-        write_json_atomically({"cohort_size": object()}, out)  # fails half-way through serialising
-    assert out.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
-
-
 def test_suppress() -> None:
     assert [suppress(c, 10) for c in (0, 1, 9, 10, 250)] == [0, "<10", "<10", 10, 250]
 
 
 def test_runs_as_a_module(tmp_path: Path) -> None:
     config = make_site(tmp_path, example_contract_frame(20, seed=2))
-    result = subprocess.run([sys.executable, "-m", "client.check", "--site-config", str(config)], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "client.data.check", "--site-config", str(config)], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "Cohort: 20 patients" in result.stdout
 
 
 def test_the_fingerprint_printed_is_the_one_the_site_sends(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from client.fingerprint import data_fingerprint
-    from client.site_data import load_site_frame
+    from client.data.fingerprint import data_fingerprint
+    from client.data.loader import load_site_frame
     from shared.site_config import SiteConfig
 
     frame = example_contract_frame(60, seed=9)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from client.explanations import OUTPUTS, _ExplainedOutputs, _flat, explain
+from client.evaluation.explanations import OUTPUTS, _ExplainedOutputs, _flat, explain
 from tests.factories import GRID, encoded_cohort, tiny_model
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.mapping import BOOLEAN_SPELLINGS, apply_mapping, cell_text
+from client.data.mapping import BOOLEAN_SPELLINGS, apply_mapping, cell_text
 from shared.contract import CONTRACT_COLUMNS, DataContractError, validate_frame
 from shared.site_config import CATEGORY_CODES, DEFAULT_MISSING_VALUES, ColumnMapping
 

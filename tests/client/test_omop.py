@@ -8,12 +8,13 @@ import duckdb
 import pandas as pd
 import pytest
 
-from client.omop import OMOP_CONCEPTS, read_omop, write_omop_duckdb
-from client.site_data import load_site_frame
+from client.data.loader import load_site_frame
+from client.data.omop import OMOP_CONCEPTS, read_omop
 from shared.contract import DataContractError
 from shared.harmonisation import summarise_site
 from shared.site_config import ColumnMapping, CsvSource, OmopSource, SiteConfig
 from tests.client.test_site_data_examples import example_contract_frame
+from tests.omop_writer import write_omop_duckdb
 
 
 def omop_config(path: Path, mapping: ColumnMapping | None = None) -> SiteConfig:

@@ -3,7 +3,7 @@
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
-from client import outbox
+from client.flower import outbox
 from shared.config import ConfigError
 from tests.factories import tiny_model
 
@@ -36,6 +36,8 @@ def test_aggregates_and_model_parameters_pass():
     ({"patient-risk": 0.3}, "not on the outgoing allow-list"),
     ({"response-auc": [0.1, 0.9]}, "only scalars"),
     ({"val-loss": float("nan")}, "only finite"),
+    ({"response-brier": 0.2}, "not on the outgoing allow-list"),  # no site sends it, so it may not leave
+    ({"n-test": 40}, "not on the outgoing allow-list"),  # counts are named in shared/messages.py, not by prefix
 ])
 def test_anything_else_is_refused_before_it_is_sent(metrics, words):
     with pytest.raises(outbox.DisclosureError, match=words):
@@ -71,13 +73,32 @@ def test_a_failure_inside_the_site_reaches_the_coordinator_without_its_text(capl
 
 
 def test_the_site_app_contains_failures_innermost():
-    from client.app import build_client_app
-    from client.secure_aggregation import secure_aggregation_mod
+    from client.flower.app import build_client_app
+    from client.flower.secure_aggregation import secure_aggregation_mod
 
     recorder = object()
     app = build_client_app(mods=[recorder])
-    # the audit log is outermost and code approval next (client/audit.py, client/approval.py); then SecAgg+ (it
+    # the audit log is outermost and code approval next (client/governance/audit.py, client/governance/approval.py); then SecAgg+ (it
     # passes every other message through), so the recorder sees what is sent
     audit, approval, *inner = app._mods
     assert audit.__qualname__.startswith("audit_mod") and approval.__qualname__.startswith("approval_mod")
     assert inner == [secure_aggregation_mod, recorder, outbox.contain_failures]
+
+
+def test_the_allow_list_is_the_message_schemas():
+    """Every figure, interval, subgroup, SHAP, privacy and recalibration key of shared/messages.py may leave (with
+    its count); the outbox has no list of its own."""
+    from shared import messages
+
+    figures = {key: 0.7 for figure in messages.FIGURES for key in (figure.key, *messages.interval_keys(figure.key))}
+    subgroup = {messages.subgroup_key("Age", "≥ 70", name): 0.6 for name in figures}
+    subgroup[messages.subgroup_key("Age", "≥ 70", "n")] = 40
+    shap = {messages.shap_key(output, "ecog"): 0.1 for output in messages.SHAP_OUTPUT_UNITS}
+    privacy = {key: 0.5 for key in messages.PRIVACY_KEYS}
+    losses = {key: 1.0 for key in messages.LOSS_KEYS.values()}
+    recalibration = {key: 1.0 for key in messages.RECALIBRATION_SUM_KEYS} | {messages.RECALIBRATION_COUNT_KEY: 30}
+    metrics = {messages.COUNT_KEY: 120, messages.SHAP_COUNT_KEY: 30, **figures, **subgroup, **shap, **privacy,
+               **losses, **recalibration}
+    message = outbox.reply(incoming(), site_id="site-a", metrics=metrics, min_cell_size=10)
+    assert dict(message.content[messages.METRICS_KEY]) == metrics
+    assert message.content[messages.SITE_KEY][messages.SITE_ID_KEY] == "site-a"

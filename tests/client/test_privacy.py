@@ -8,7 +8,7 @@ from opacus import PrivacyEngine
 from opacus.accountants import RDPAccountant
 from torch.utils.data import DataLoader, TensorDataset
 
-from client.privacy import (
+from client.training.privacy import (
     LedgerEntry,
     PrivacyBudgetExceeded,
     PrivacyLedger,
@@ -18,7 +18,7 @@ from client.privacy import (
     save_ledger,
     steps_per_round,
 )
-from client.training import LocalTrainingPlan, PrivacyPlan, train_locally
+from client.training.dp_sgd import LocalTrainingPlan, PrivacyPlan, train_locally
 from shared.losses import batch_loss
 from tests.factories import encoded_cohort, tiny_model
 

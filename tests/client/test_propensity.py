@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from client.privacy import PrivacyBudgetExceeded, calibrate_noise, load_ledger, steps_per_round
-from client.propensity import outcome_epsilon, train_propensity_round
-from client.site import Site, assign_splits
+from client.data.site import Site, assign_splits
+from client.training.privacy import PrivacyBudgetExceeded, calibrate_noise, load_ledger, steps_per_round
+from client.training.propensity import outcome_epsilon, train_propensity_round
 from shared.config import RunConfig
 from shared.harmonisation import pool_summaries, summarise_site
 from shared.propensity import build_propensity_model
@@ -78,9 +78,9 @@ def test_without_propensity_weighting_the_outcome_model_gets_the_whole_budget():
 def test_the_outcome_round_weights_each_patient_by_the_released_propensity_model(tmp_path: Path, monkeypatch):
     import torch
 
-    import client.app
-    import client.training
-    from client.training import LocalTrainingResult
+    import client.flower.app
+    import client.training.dp_sgd
+    from client.training.dp_sgd import LocalTrainingResult
     from shared.encoding import SurvivalGrid, encode_cohort
     from shared.messages import PhaseInstruction
     from shared.model import build_model
@@ -90,19 +90,19 @@ def test_the_outcome_round_weights_each_patient_by_the_released_propensity_model
     plan = RunConfig.from_mapping({"dp": False, "propensity-weighting": True, "propensity-weight-bound": 3.0,
                                    "hidden-size": 16, "survival-interval-days": 180})
     stats = pool_summaries([summarise_site(site.part("train"), min_cell_size=1)])
-    grid = SurvivalGrid(plan.survival_interval_days, plan.survival_horizon_days)
+    grid = SurvivalGrid.from_config(plan)
     received = []
 
     def recording_training(model, cohort, local_plan, privacy, patient_weights=None):
         received.append(patient_weights)
         return LocalTrainingResult(mean_loss=0.0, steps=1, sample_rate=1.0)
 
-    monkeypatch.setattr(client.training, "train_locally", recording_training)  # app imports it per message
+    monkeypatch.setattr(client.training.dp_sgd, "train_locally", recording_training)  # app imports it per message
     propensity = build_propensity_model(0)
     with torch.no_grad():
         propensity.heads[0].weight.mul_(30.0)  # far from uniform: some weights reach the bound
     for released in (None, propensity):
-        client.app.train_round(site, plan, stats, build_model(grid.num_intervals, 16, 0), 1, "run",
+        client.flower.app.train_round(site, plan, stats, build_model(grid.num_intervals, 16, 0), 1, "run",
                                PhaseInstruction(), released)
     expected = inverse_probability_weights(propensity, encode_cohort(site.part("train"), stats, grid).inputs(), 3.0)
     assert received[0] is None

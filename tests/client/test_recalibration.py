@@ -5,8 +5,8 @@ import math
 import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from client import outbox
-from client.recalibration import recalibration_sums, response_logits
+from client.flower import outbox
+from client.training.recalibration import recalibration_sums, response_logits
 from shared.harmonisation import pool_summaries, summarise_site
 from tests.factories import GRID, patient_table, tiny_model
 

@@ -10,9 +10,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from sksurv.metrics import concordance_index_censored
 
-from client.app import build_client_app
-from client.privacy import load_ledger, plan_round, rdp_epsilon
-from client.release_privacy import figure_sensitivities, noisy_feature_summary, noisy_test_figures
+from client.flower.app import build_client_app
+from client.training.privacy import load_ledger, plan_round, rdp_epsilon
+from client.governance.release_privacy import figure_sensitivities, noisy_feature_summary, noisy_test_figures
 from server.federation import run_federation
 from shared.config import ConfigError, RunConfig, run_directory
 from shared.harmonisation import CATEGORICAL_FEATURES, NUMERIC_FEATURES, pool_summaries, summarise_site

@@ -3,8 +3,8 @@
 from flwr.app import ArrayRecord, Context, Message, RecordDict
 import pytest
 
-from client import app as client_app
-from client import outbox
+from client.flower import app as client_app
+from client.flower import outbox
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
 from shared.harmonisation import pool_summaries, summarise_site
@@ -26,8 +26,8 @@ def test_secure_mode_without_torchcsprng_is_refused_with_the_reason(tmp_path, mo
     patients.to_csv(tmp_path / "cohort" / "site_a" / "patients.csv", index=False)
     config = RunConfig.from_mapping({"data-dir": str(tmp_path / "cohort"), "output-dir": str(tmp_path / "runs"),
                                      "run-name": "r", "hidden-size": 16, "secure-mode": True})
-    monkeypatch.setattr("client.training.secure_rng_available", lambda: False)  # app.py imports it per message
-    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    monkeypatch.setattr("client.training.dp_sgd.secure_rng_available", lambda: False)  # app.py imports it per message
+    grid = SurvivalGrid.from_config(config)
     model = build_model(grid.num_intervals, config.hidden_size, config.seed)
     records = instruction_records(config, pool_summaries([summarise_site(patients)]), **{"server-round": 1})
     message = Message(RecordDict({"arrays": ArrayRecord(model.state_dict()), **records}), dst_node_id=1,

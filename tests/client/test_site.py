@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from flwr.app import Context, RecordDict
 
-from client.site import _read_simulated_site, assign_splits, open_site
-from client.site_data import load_contract_csv
+from client.data.loader import load_contract_csv
+from client.data.site import _read_simulated_site, assign_splits, open_site
 from shared.config import RunConfig
 from tests.factories import patient_table
 
@@ -76,10 +76,10 @@ def test_a_simulation_with_fewer_supernodes_than_sites_is_refused_and_says_which
     from flwr.app import ConfigRecord, Message
     from flwr.supercore.task_identity import TaskIdentity
 
-    from client.app import build_client_app
+    from client.flower.app import build_client_app
 
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 7, 1  # as inside a Flower run
-    from client.site import partition_count_problem
+    from client.data.site import partition_count_problem
 
     for name in ("site_a", "site_b", "site_c"):
         (tmp_path / name).mkdir()

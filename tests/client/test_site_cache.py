@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from flwr.app import Context, RecordDict
 
-import client.site_cache as site_cache
-from client.site import open_site
-from client.site_data import load_site_frame
+import client.data.cache as site_cache
+from client.data.loader import load_site_frame
+from client.data.site import open_site
 from shared.config import RunConfig
 from shared.site_config import SiteConfig
 from tests.factories import patient_table
@@ -29,14 +29,14 @@ def deployed_site(tmp_path: Path, epsilon: float = 2.5) -> Path:
 
 
 def count_loads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the reads of the export (client/site_data.load_site_frame) that the site makes."""
+    """Counts the reads of the export (client/data/loader.load_site_frame) that the site makes."""
     calls: list[int] = []
 
     def counting(config: SiteConfig) -> pd.DataFrame:
         calls.append(1)
         return load_site_frame(config)
 
-    monkeypatch.setattr("client.site_data.load_site_frame", counting)
+    monkeypatch.setattr("client.data.loader.load_site_frame", counting)
     return calls
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from client.site_data import decode_text, load_contract_csv, load_site_frame
+from client.data.loader import decode_text, load_contract_csv, load_site_frame
 from shared.contract import CONTRACT_COLUMNS, DataContractError
 from shared.site_config import ColumnMapping, CsvSource, ParquetSource, SiteConfig
 from tests.client.test_site_data_examples import example_contract_frame

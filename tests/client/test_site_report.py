@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.site_report import SiteEvaluation, evaluate_site, write_site_report
+from client.evaluation.site_report import SiteEvaluation, evaluate_site, write_site_report
 from shared.html_report import PrivacyRound, PrivacySpent, RunInfo
 from shared.metrics import EvaluationSettings
 from tests.browser import check_page, find_chromium
@@ -105,7 +105,7 @@ def test_report_shows_privacy_spent_round_by_round_against_the_budget(evaluation
 
 
 def test_report_shows_the_audit_log_summary(evaluation: SiteEvaluation, tmp_path: Path) -> None:
-    from client.audit import AUDIT_FILE, AuditLog, summarise
+    from client.governance.audit import AUDIT_FILE, AuditLog, summarise
 
     log = AuditLog(tmp_path / AUDIT_FILE)
     log.append({"kind": "instruction", "run": 11, "message_type": "train", "app_sha256": "ab" * 32})

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from client import outbox
-from client.explanations import Explanation
-from client.site_validation import shap_metrics, subgroup_metrics
+from client.evaluation.explanations import Explanation
+from client.evaluation.validation import shap_metrics, subgroup_metrics
+from client.flower import outbox
 from shared.messages import SHAP_COUNT_KEY, SUBGROUP_KEY, slug, subgroup_key
 from shared.metrics import EvaluationSettings, evaluate_subgroups
 from tests.shared.test_metrics_support import contract_only, make_site_table, predictions_from_prognosis

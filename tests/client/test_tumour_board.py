@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from client.run_bundle import RunNotUsable, load_run
-from client.tumour_board import (
+from client.tumour_board.run_bundle import RunNotUsable, load_run
+from client.tumour_board.board import (
     PatientInputError,
     compare_frame,
     median_days,
@@ -21,8 +21,8 @@ from client.tumour_board import (
     patients_from_records,
     read_patients,
 )
-from client.site_validation import subgroup_metrics
-from client.tumour_board_cli import main
+from client.evaluation.validation import subgroup_metrics
+from client.tumour_board.cli import main
 from shared.contract import DataContractError
 from shared.metrics import Estimate, SubgroupEvaluation, subgroup_masks
 from shared.vocabulary import CancerType, regimens_for

@@ -10,9 +10,9 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from client.run_bundle import load_run
-from client.tumour_board import open_board_site, patients_from_records
-from client.tumour_board_web import CSP, LOCALHOST, create_app
+from client.tumour_board.board import open_board_site, patients_from_records
+from client.tumour_board.run_bundle import load_run
+from client.tumour_board.web import CSP, LOCALHOST, create_app
 from shared.vocabulary import CancerType, regimens_for
 from tests.browser import ChromiumSession, find_chromium
 from tests.client.board_run import SITE, breast_patient, make_run

@@ -19,9 +19,9 @@ import sys
 
 import pytest
 
-from client.approval import app_hash
-from client.audit import AUDIT_FILE, verify
-from client.outbox import ERROR_APP_NOT_APPROVED
+from client.flower.outbox import ERROR_APP_NOT_APPROVED
+from client.governance.approval import app_hash
+from client.governance.audit import AUDIT_FILE, verify
 from shared.config import RunConfig
 from tests.deploy.harness import GENERATE, PREFLIGHT, REPO, Consortium
 
@@ -150,7 +150,7 @@ def _check_audit_logs(consortium: Consortium, run_id: int, metrics: dict) -> Non
     submitted = app_hash(REPO)
     for site_id in ("alpha", "beta"):
         log = consortium.root / "sites" / site_id / "state" / AUDIT_FILE
-        checked = subprocess.run([sys.executable, "-m", "client.audit", "verify", str(log)], capture_output=True,
+        checked = subprocess.run([sys.executable, "-m", "client.governance.audit", "verify", str(log)], capture_output=True,
                                  text=True, cwd=REPO)
         assert checked.returncode == 0, checked.stdout + checked.stderr
         entries = [e for e in verify(log).entries if e["run"] == run_id]

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from client.app import train_round
-from client.privacy import PrivacyLedger
-from client.site import site_from_config
+from client.flower.app import train_round
+from client.training.privacy import PrivacyLedger
+from client.data.site import site_from_config
 from server.checkpoint import load_checkpoint
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid

@@ -7,7 +7,7 @@ from uuid import uuid4
 import pytest
 from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
 
-from server.federation import collect
+from server.coordinator import collect
 
 SUPERLINK_NODE_ID = 1  # the node id Flower's SuperLink signs its own error replies with
 NODE_UNAVAILABLE = 5
@@ -26,6 +26,9 @@ class FakeGrid:
 
     def __init__(self, live: dict[int, str], dead: set[int]):
         self.live, self.dead = live, dead
+
+    def get_node_ids(self):
+        return [*self.live, *self.dead]
 
     def send_and_receive(self, messages, timeout):
         replies = []

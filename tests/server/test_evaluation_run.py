@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from client.app import build_client_app
+from client.flower.app import build_client_app
 from server.evaluation_run import run_evaluation_only
 from server.federation import run_federation
 from shared.config import ConfigError, RunConfig, run_directory

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from client import outbox
-from client.fingerprint import KEY_FILE, data_fingerprint
+from client.data.fingerprint import KEY_FILE, data_fingerprint
+from client.flower import outbox
 from server.checkpoint import ServerState, load_checkpoint, load_provenance, save_checkpoint
 from server.model_card import model_card
 from server.provenance import final_provenance, run_provenance

@@ -7,10 +7,10 @@ import torch
 from flwr.app import ArrayRecord
 from sklearn.linear_model import LogisticRegression
 
-from client.app import build_client_app
-from client.recalibration import recalibration_sums, response_logits
-from client.site import simulated_site_table
-from server.federation import collect, harmonise
+from client.data.site import simulated_site_table
+from client.flower.app import build_client_app
+from client.training.recalibration import recalibration_sums, response_logits
+from server.coordinator import Coordinator, collect
 from server.recalibration import newton_step, recalibrate_response, sum_figures
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
@@ -85,9 +85,9 @@ def test_the_sites_and_the_coordinator_fit_the_validation_splits_of_every_site(t
     config = RunConfig.from_mapping({"data-dir": str(tmp_path / "cohort"), "output-dir": str(tmp_path / "runs"),
                                      "run-name": "r", "survival-interval-days": 180, "recalibration-iterations": 8})
     grid = InProcessGrid(build_client_app(config.to_flower()), num_nodes=3)
-    names: dict[int, str] = {}
-    stats = harmonise(grid, config, names)
-    days = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
+    coordinator = Coordinator(grid, config)
+    stats, names = coordinator.harmonise(), coordinator.names
+    days = SurvivalGrid.from_config(config)
     model = build_model(days.num_intervals, config.hidden_size, seed=7)
     with torch.no_grad():
         model.response_head.weight.mul_(3.0)
@@ -120,7 +120,7 @@ def test_the_sites_and_the_coordinator_fit_the_validation_splits_of_every_site(t
 
 def test_a_slope_near_zero_or_reversed_leaves_the_model_as_it_was(tmp_path):
     """A model that does not rank responders higher on validation is not 'calibrated' by flipping or erasing it."""
-    from server.federation import SiteReplies
+    from server.coordinator import SiteReplies
 
     rng = np.random.default_rng(1)
     z = rng.normal(0, 1, 200)

@@ -10,9 +10,9 @@ import pytest
 
 from server.consortium_report import write_consortium_report
 from server.consortium_summary import summary_from_results
+from server.coordinator import SubsetGrid
 from server.validation import (
     GLOBAL_MODEL,
-    SubsetGrid,
     TrainingRounds,
     budget_split,
     local_model_label,

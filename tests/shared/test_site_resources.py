@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from client.site import site_from_config
+from client.data.site import site_from_config
 from shared.config import RunConfig
 from shared.site_config import SiteConfig, SiteConfigError
 from tests.factories import patient_table

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from client.app import build_client_app
+from client.flower.app import build_client_app
 from server.federation import run_federation
 from shared.config import RunConfig, run_directory
 from simulations.evaluate import main

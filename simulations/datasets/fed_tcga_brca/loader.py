@@ -2,7 +2,7 @@
 
 The data is survival-only (age + 38 one-hot clinical columns, death flag `E`, time `T` in days), with no
 regimen or response, so it cannot be an oncology contract table (shared/contract.py). It enters through the
-same door as a site's CSV instead: `client.site_data.read_csv_cells` (encoding and header checks), then a
+same door as a site's CSV instead: `client.data.loader.read_csv_cells` (encoding and header checks), then a
 pydantic contract for this dataset's columns, and every problem comes back as one `DataContractError`
 listing `Violation`s, as for any site. Every file is checked against its sha256 first: a benchmark on
 altered data must not run.
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from client.site_data import read_csv_cells
+from client.data.loader import read_csv_cells
 from shared.contract import DataContractError, Violation
 
 DATA_DIR = Path(__file__).resolve().parent

@@ -1,0 +1,1 @@
+"""Evaluation at the site: aggregate figures, federated-validation figures, SHAP, baselines, the site report."""

@@ -1,0 +1,105 @@
+"""The compute of a federated round without Flower or Ray, and DP-SGD's price per epoch (for performance.py).
+
+Both load and encode the sites' data and calibrate the noise before timing, so only sample passes are timed.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def plain_loop_round(cohort: Path | None, overrides: dict[str, Any], dp: bool) -> Callable[[], float]:
+    """The compute of one round without Flower: every site's local training and validation forward pass.
+
+    Data are loaded and encoded, and the noise calibrated, before timing: a round's sample passes only.
+    Returns a function that runs one such round and returns its seconds.
+    """
+    import torch
+    from flwr.app import Context, RecordDict
+
+    from client.data.site import open_site, simulated_site_dirs
+    from client.training.dp_sgd import LocalTrainingPlan, PrivacyPlan, train_locally
+    from client.training.privacy import calibrate_noise, default_delta, steps_per_round
+    from shared.config import RunConfig
+    from shared.encoding import SurvivalGrid, encode_cohort
+    from shared.harmonisation import pool_summaries, summarise_site
+    from shared.model import build_model
+
+    config = RunConfig.from_mapping({**overrides, "dp": dp, **({"data-dir": str(cohort)} if cohort else {})})
+    grid = SurvivalGrid.from_config(config)
+    folders = simulated_site_dirs(config)
+    sites = [open_site(Context(run_id=0, node_id=i, node_config={"partition-id": i}, state=RecordDict(),
+                               run_config={}), config) for i in range(len(folders))]
+    stats = pool_summaries([summarise_site(s.part("train"), min_cell_size=s.min_cell_size) for s in sites])
+    prepared = []
+    for index, site in enumerate(sites):
+        train, validation = encode_cohort(site.part("train"), stats, grid), encode_cohort(site.part("validation"), stats, grid)
+        privacy = None
+        if config.dp:
+            rate, steps = steps_per_round(len(train), config.batch_size, config.local_epochs)
+            sigma = calibrate_noise(config.target_epsilon, default_delta(len(train)), rate, steps * config.num_rounds)
+            privacy = PrivacyPlan(noise_multiplier=sigma, max_grad_norm=config.max_grad_norm, secure_mode=False)
+        plan = LocalTrainingPlan(local_epochs=config.local_epochs, batch_size=config.batch_size,
+                                 learning_rate=config.learning_rate, proximal_mu=0.0,
+                                 modality_dropout=config.modality_dropout, seed=config.seed + index)
+        prepared.append((train, validation, plan, privacy))
+    initial = build_model(grid.num_intervals, config.hidden_size, config.seed).state_dict()
+
+    def one_round() -> float:
+        started = time.perf_counter()
+        for train, validation, plan, privacy in prepared:
+            model = build_model(grid.num_intervals, config.hidden_size, config.seed)
+            model.load_state_dict(initial)
+            train_locally(model, train, plan, privacy)
+            model.eval()
+            with torch.no_grad():
+                model(*validation.inputs())
+        return time.perf_counter() - started
+
+    return one_round
+
+
+def dp_epoch_cost(cohort: Path | None, overrides: dict[str, Any], repeats: int) -> dict[str, Any]:
+    """Seconds per epoch of the largest site's local training, with Opacus DP-SGD and without, alternated."""
+    from flwr.app import Context, RecordDict
+
+    from client.data.site import open_site, simulated_site_dirs
+    from client.training.dp_sgd import LocalTrainingPlan, PrivacyPlan, train_locally
+    from client.training.privacy import calibrate_noise, default_delta, steps_per_round
+    from shared.config import RunConfig
+    from shared.encoding import SurvivalGrid, encode_cohort
+    from shared.harmonisation import pool_summaries, summarise_site
+    from shared.model import build_model
+
+    config = RunConfig.from_mapping({**overrides, **({"data-dir": str(cohort)} if cohort else {})})
+    grid = SurvivalGrid.from_config(config)
+    sites = [open_site(Context(run_id=0, node_id=i, node_config={"partition-id": i}, state=RecordDict(),
+                               run_config={}), config) for i in range(len(simulated_site_dirs(config)))]
+    site = max(sites, key=lambda s: len(s.part("train")))
+    stats = pool_summaries([summarise_site(s.part("train"), min_cell_size=s.min_cell_size) for s in sites])
+    cohort_train = encode_cohort(site.part("train"), stats, grid)
+    rate, steps = steps_per_round(len(cohort_train), config.batch_size, config.local_epochs)
+    calibrate_started = time.perf_counter()
+    search = getattr(calibrate_noise, "__wrapped__", calibrate_noise)  # the search itself, not its memo
+    sigma = search(config.target_epsilon, default_delta(len(cohort_train)), rate, steps * config.num_rounds)
+    calibrate_seconds = time.perf_counter() - calibrate_started
+    plan = LocalTrainingPlan(local_epochs=config.local_epochs, batch_size=config.batch_size,
+                             learning_rate=config.learning_rate, proximal_mu=0.0,
+                             modality_dropout=config.modality_dropout, seed=config.seed)
+    privacy = PrivacyPlan(noise_multiplier=sigma, max_grad_norm=config.max_grad_norm, secure_mode=False)
+    timings: dict[str, list[float]] = {"dp": [], "no_dp": []}
+    for _ in range(repeats + 1):  # the first pair warms up imports and allocators; it is not kept
+        for name, chosen in (("no_dp", None), ("dp", privacy)):
+            model = build_model(grid.num_intervals, config.hidden_size, config.seed)
+            started = time.perf_counter()
+            train_locally(model, cohort_train, plan, chosen)
+            timings[name].append((time.perf_counter() - started) / config.local_epochs)
+    dp, no_dp = statistics.median(timings["dp"][1:]), statistics.median(timings["no_dp"][1:])
+    return {"site": site.site_id, "train_patients": len(cohort_train), "epochs_per_timing": config.local_epochs,
+            "seconds_per_epoch_dp": dp, "seconds_per_epoch_no_dp": no_dp, "ratio": dp / no_dp,
+            "noise_calibration_s": calibrate_seconds, "runs_dp": timings["dp"][1:], "runs_no_dp": timings["no_dp"][1:],
+            "note": "each timing includes Opacus's make_private (DP) or the plain DataLoader (no DP); one thread"}
