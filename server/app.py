@@ -9,16 +9,17 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from server.evaluation_run import run_evaluation_only
-from server.federation import run_federation
+from server.federation import References, run_federation
 from shared.config import RunConfig, run_directory
 
 
-def build_server_app(overrides: Mapping[str, Any] | None = None,
-                     progress: Callable[[str], None] | None = None) -> ServerApp:
+def build_server_app(overrides: Mapping[str, Any] | None = None, progress: Callable[[str], None] | None = None,
+                     references: References | None = None) -> ServerApp:
     """A ServerApp; `overrides` replace `[tool.flwr.app.config]` values when the project's own command runs it.
 
     `progress` takes the round and phase lines; the project's own command passes its console and prints the
-    run directory itself, so it appears once. Under `flwr run` the lines go to the ServerApp's log.
+    run directory itself, so it appears once. Under `flwr run` the lines go to the ServerApp's log. `references`
+    (simulations only) adds reference rows to the run's results before they are written.
     """
     app = ServerApp()
 
@@ -29,7 +30,7 @@ def build_server_app(overrides: Mapping[str, Any] | None = None,
         if config.evaluate_model:  # a registered model at the sites, no training (server/evaluation_run.py)
             run_evaluation_only(grid, config, run_dir, progress or print)
         else:
-            run_federation(grid, config, run_dir, progress or print)
+            run_federation(grid, config, run_dir, progress or print, references)
         if progress is None:
             print(f"run directory: {run_dir}")
 

@@ -23,6 +23,7 @@ from server.validation import GLOBAL_MODEL, pool_shap
 from shared.html_report import PrivacyRound, PrivacySpent, RunInfo
 from shared.messages import COUNT_KEY, FIGURE_ESTIMATES, SUBGROUP_KEY, interval_keys, subgroup_count_key
 from shared.metrics import Estimate
+from shared.run_result import RunResult
 
 def estimates(figures: dict[str, float]) -> dict[str, Estimate]:
     """Shared headline figures (response-auc, pfs-cindex, os-cindex with -lower/-upper) as SITE_FIGURES Estimates.
@@ -86,16 +87,16 @@ def short_reason(reason: str, limit: int = 240) -> str:
     return reason if len(reason) <= limit else reason[: limit - 1] + "…"
 
 
-def _absences(results: dict) -> list[SiteAbsence]:
+def _absences(results: RunResult) -> list[SiteAbsence]:
     return [row.model_copy(update={"reason": short_reason(row.reason)}) for row in _all_absences(results)]
 
 
-def _all_absences(results: dict) -> list[SiteAbsence]:
+def _all_absences(results: RunResult) -> list[SiteAbsence]:
     rows = [SiteAbsence(exchange=f"round {r['round']}", site_id=site, reason=reason)
-            for r in results.get("rounds", []) for site, reason in r.get("missing", {}).items()]
+            for r in results.rounds for site, reason in r.get("missing", {}).items()]
     rows += [SiteAbsence(exchange="final test", site_id=site, reason=reason)
-             for site, reason in results.get("test_missing", {}).items()]
-    validation = results.get("validation", {})
+             for site, reason in results.test_missing.items()]
+    validation = results.validation or {}
     rows += [SiteAbsence(exchange="local-only model", site_id=site, reason=reason)
              for site, reason in validation.get("local", {}).get("missing", {}).items()]
     for row in validation.get("leave_one_site_out", []):
@@ -114,25 +115,25 @@ def cross_site_matrices(matrix: dict[str, dict[str, dict[str, float]]], sites: l
     return result
 
 
-def _budget_split(results: dict) -> BudgetSplit | None:
+def _budget_split(results: RunResult) -> BudgetSplit | None:
     """The run's split, with each site's federated-model budget as its training replies stated it."""
-    if not results.get("budget_split"):
+    if not results.budget_split:
         return None
-    federated = {site: f["epsilon-phase-budget"] for site, f in last_training_figures(results["rounds"]).items()
+    federated = {site: f["epsilon-phase-budget"] for site, f in last_training_figures(results.rounds).items()
                  if "epsilon-phase-budget" in f}
-    return BudgetSplit(**results["budget_split"], federated_epsilon=federated)
+    return BudgetSplit(**results.budget_split, federated_epsilon=federated)
 
 
-def summary_from_results(results: dict, run_dir: Path, references: list[ReferenceRow] | None = None
+def summary_from_results(results: RunResult, run_dir: Path, references: list[ReferenceRow] | None = None
                          ) -> ConsortiumSummary:
     """The consortium report's content from a run's metrics.json (plus reference rows an experiment adds)."""
-    history, test = results["rounds"], results["test"]
+    history, test = results.rounds, results.test
     last_train = last_training_figures(history)
-    max_grad_norm = results["config"].get("max-grad-norm")
+    max_grad_norm = results.config.get("max-grad-norm")
     sites = []
     for site, figures in sorted(test.items()):
         spent = last_train.get(site, {})
-        validation_spent = results.get("validation", {}).get("epsilon", {}).get(site)
+        validation_spent = (results.validation or {}).get("epsilon", {}).get(site)
         privacy = PrivacySpent(epsilon=validation_spent if validation_spent is not None else spent.get("epsilon"),
                                delta=spent.get("delta"), accountant="rdp" if "epsilon" in spent else None,
                                noise_multiplier=spent.get("noise-multiplier"),
@@ -143,7 +144,7 @@ def summary_from_results(results: dict, run_dir: Path, references: list[Referenc
         sites.append(SiteSummary(site_id=site, n_patients=count or None, privacy=privacy,
                                  figures={k: e for k, e in estimates(figures).items()
                                           if e.lower is not None and e.upper is not None}))
-    validation = results.get("validation", {})
+    validation = results.validation or {}
     references = list(references or [])
     local = validation.get("local", {}).get("figures", {})
     if local:

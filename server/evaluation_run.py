@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from flwr.app import ArrayRecord, Message, RecordDict
 from flwr.serverapp import Grid
+from pydantic import BaseModel, ConfigDict, Field
 
 from server.checkpoint import ServerState
 from server.evaluation_report import write_evaluation_report
@@ -28,6 +29,7 @@ from server.federation import weighted_means
 from server.provenance import ModelProvenance
 from server.validation import headline_only
 from shared.atomic import write_atomically
+from shared.run_result import RESULTS_FILE
 from shared.config import ConfigError, RunConfig
 from shared.encoding import SurvivalGrid
 from shared.messages import (
@@ -42,6 +44,31 @@ from shared.messages import (
 from shared.model import build_model
 
 Progress = Callable[[str], None]
+Figures = dict[str, float]  # one site's figures under the keys of shared/messages.py
+
+
+class EvaluationResult(BaseModel):
+    """An evaluation-only run's metrics.json: written once, read by `oncofed-evaluate` and the report."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    evaluation_only: bool = True
+    config: dict = Field(description="the run configuration (RunConfig.to_flower)")
+    model: dict = Field(description="the registered model: its path, provenance and training sites (trained_on)")
+    internal: dict[str, Figures] = Field(description="training sites' figures on their held-out test splits")
+    external: dict[str, Figures] = Field(description="other sites' figures on all their patients")
+    internal_mean: Figures
+    external_mean: Figures
+    missing: dict[str, str] = Field(default_factory=dict, description="sites without figures, and why")
+    epsilon_for_weights: float = Field(default=0.0, description="ε spent on the model's weights: none, no training")
+    seconds: dict[str, float] = Field(default_factory=dict)
+
+    def write(self, run_dir: Path) -> Path:
+        return write_atomically(run_dir / RESULTS_FILE, self.model_dump_json(indent=2))
+
+    @classmethod
+    def read(cls, run_dir: Path) -> EvaluationResult:
+        return cls.model_validate_json((run_dir / RESULTS_FILE).read_text(encoding="utf-8"))
 
 
 class RegisteredModel:
@@ -119,7 +146,8 @@ def check_same_splits(registered: RegisteredModel, config: RunConfig) -> None:
                           f"or a training site's 'test' patients would include patients that trained the model")
 
 
-def run_evaluation_only(grid: Grid, config: RunConfig, run_dir: Path, progress: Progress = print) -> dict:
+def run_evaluation_only(grid: Grid, config: RunConfig, run_dir: Path, progress: Progress = print
+                        ) -> EvaluationResult:
     """Send the registered model to every connected site for evaluation; write metrics.json and the report."""
     started = time.perf_counter()
     registered = load_registered_model(config.evaluate_model)
@@ -141,23 +169,19 @@ def run_evaluation_only(grid: Grid, config: RunConfig, run_dir: Path, progress: 
     replies = collect(grid, messages, config.round_timeout_s, names)
     internal = {s: f for s, f in replies.figures.items() if s in trained_on}
     external = {s: f for s, f in replies.figures.items() if s not in trained_on}
-    results = {
-        "evaluation_only": True,
-        "model": {"path": str(registered.path), "provenance": registered.provenance.model_dump(),
-                  "trained_on": trained_on},
-        "internal": internal, "external": external,
-        "internal_mean": weighted_means(headline_only(internal)),
-        "external_mean": weighted_means(headline_only(external)),
-        "missing": replies.missing,
-        "epsilon_for_weights": 0.0,
-        "seconds": {"evaluation and site reports": time.perf_counter() - started},
-    }
-    write_atomically(run_dir / "metrics.json", json.dumps(results, indent=2))
+    results = EvaluationResult(
+        config=config.to_flower(),
+        model={"path": str(registered.path), "provenance": registered.provenance.model_dump(),
+               "trained_on": trained_on},
+        internal=internal, external=external,
+        internal_mean=weighted_means(headline_only(internal)), external_mean=weighted_means(headline_only(external)),
+        missing=replies.missing, seconds={"evaluation and site reports": time.perf_counter() - started})
+    results.write(run_dir)
     try:
-        write_evaluation_report(run_dir / "consortium_report.html", results)
+        write_evaluation_report(run_dir / "consortium_report.html", results.model_dump())
     except Exception as error:  # the figures are saved; say what failed
         progress(f"consortium report not written: {type(error).__name__}: {error}")
     progress(f"evaluation-only run: {len(internal)} training site(s) on their test splits, {len(external)} "
-             f"external site(s) on all their patients ({results['seconds']['evaluation and site reports']:.1f} s)"
+             f"external site(s) on all their patients ({results.seconds['evaluation and site reports']:.1f} s)"
              + (f" | out: {', '.join(replies.missing)}" if replies.missing else ""))
     return results

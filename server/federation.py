@@ -18,7 +18,7 @@ from flwr.serverapp import Grid
 
 from server.central_privacy import central_epsilon
 from server.checkpoint import ServerState, load_checkpoint, save_checkpoint
-from server.consortium_report import write_consortium_report
+from server.consortium_report import ReferenceRow, write_consortium_report
 from server.consortium_summary import last_training_figures, summary_from_results
 from server.coordinator import Coordinator, SiteReplies, collect
 from server.propensity import propensity_phase
@@ -26,15 +26,17 @@ from server.provenance import final_provenance, resumed, run_provenance
 from server.recalibration import recalibrate_response
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from server.validation import budget_split, headline_only, planned_training_rounds, run_validation
-from shared.atomic import write_atomically
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
 from shared.messages import COUNT_KEY, PhaseInstruction
 from shared.model import build_model, fold_response_recalibration
 from shared.propensity import PROPENSITY_ARRAYS_KEY
 from shared.release_privacy import releases_under_dp
+from shared.run_result import RunResult
 
 Progress = Callable[[str], None]
+# an experiment's reference rows for the consortium report, and their figures for metrics.json (by row, by site)
+References = Callable[[RunConfig], tuple[list[ReferenceRow], dict[str, dict[str, dict[str, float]]]]]
 
 
 def weighted_means(figures: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -47,8 +49,12 @@ def weighted_means(figures: dict[str, dict[str, float]]) -> dict[str, float]:
     return means
 
 
-def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progress = print) -> dict:
-    """Run (or resume) every round, checkpoint each, then evaluate the final model on every site's test data."""
+def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progress = print,
+                   references: References | None = None) -> RunResult:
+    """Run (or resume) every round, checkpoint each, then evaluate the final model on every site's test data.
+
+    `references` (simulations only: pooled centralised training, the generator's oracle) gives reference rows for
+    the consortium report and their figures; they are added before metrics.json is written, once."""
     started_at, phase_started = time.time(), time.perf_counter()
     seconds: dict[str, float] = {}  # where the run's time goes, phase by phase (metrics.json "seconds")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -128,16 +134,22 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         seconds |= validation.pop("seconds")
         results["validation"] = validation
         results["epsilon"] = results["epsilon"] | validation["epsilon"]
-    results |= {"started_at": started_at, "seconds": seconds}
     if state.provenance is not None:
         results["provenance"] = final_provenance(state.provenance, state.completed_round, results["epsilon"],
                                                  results["test_mean"]).model_dump()
-    _write_json(run_dir / "metrics.json", results)
+    rows: list[ReferenceRow] = []
+    if references is not None:
+        started = time.perf_counter()
+        rows, results["references"] = references(config)
+        seconds["references"] = time.perf_counter() - started
+        progress(f"references (pooled centralised, oracle) ({seconds['references']:.1f} s)")
+    result = RunResult(**results, started_at=started_at, seconds=seconds)
+    result.write(run_dir)
     try:
-        write_consortium_report(run_dir / "consortium_report.html", summary_from_results(results, run_dir))
+        write_consortium_report(run_dir / "consortium_report.html", summary_from_results(result, run_dir, rows))
     except Exception as error:  # the run's figures are already saved; say what failed and carry on
         progress(f"consortium report not written: {type(error).__name__}: {error}")
-    return results
+    return result
 
 
 def initial_model(config: RunConfig):
@@ -167,6 +179,3 @@ def _round_line(record: dict, num_rounds: int) -> str:
             f" | PFS C {show('pfs-cindex')} | OS C {show('os-cindex')}"
             f" | max ε {max(eps) if eps else float('nan'):.2f} | {sum(record['seconds'].values()):.1f} s{missing}")
 
-
-def _write_json(path: Path, payload: dict) -> None:
-    write_atomically(path, json.dumps(payload, indent=2))

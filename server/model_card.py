@@ -18,6 +18,7 @@ from shared.config import RunConfig
 from shared.contract import MODALITIES
 from shared.harmonisation import SUPPRESSED, NormalisationStats
 from shared.messages import FIGURES as HEADLINE_FIGURES
+from shared.run_result import RunResult
 from shared.atomic import write_atomically
 
 FIGURES = tuple((figure.key, figure.label) for figure in HEADLINE_FIGURES)
@@ -90,10 +91,10 @@ def _range_calibration(path: Path | None) -> str:
                                     "Spearman(width, error)"], rows))
 
 
-def _provenance(metrics: dict, epsilon: dict[str, float]) -> str:
-    if "provenance" not in metrics:
+def _provenance(metrics: RunResult, epsilon: dict[str, float]) -> str:
+    if metrics.provenance is None:
         return "Not recorded: this run was made before OncoFed recorded provenance."
-    record = ModelProvenance.model_validate(metrics["provenance"])
+    record = ModelProvenance.model_validate(metrics.provenance)
     settings = lambda values: ", ".join(f"{k} = {v}" for k, v in values.items())  # noqa: E731
     resumed = (f"\n- Resumed with other app versions: {', '.join(f'`{h}`' for h in record.resumed_with_app_sha256)}"
                if record.resumed_with_app_sha256 else "")
@@ -122,10 +123,10 @@ SIMULATED_DATA = "synthetic patients of the simulated consortium (oncofed-simula
 def model_card(run_dir: Path, range_calibration: Path | None = None, data_description: str = SIMULATED_DATA) -> str:
     """The card as Markdown, from the run's outputs only."""
     config = RunConfig.from_mapping(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics = RunResult.read(run_dir)
     state, _, _ = load_checkpoint(run_dir)
     stats, history = state.normalisation, state.history
-    test, missing, epsilon = metrics.get("test", {}), metrics.get("test_missing", {}), metrics.get("epsilon", {})
+    test, missing, epsilon = metrics.test, metrics.test_missing, metrics.epsilon
     train = _last_train(history)
     sites = sorted(set(train) | set(test) | set(missing))
     data_rows = [[s, f"{train[s]['num-examples']:.0f}" if s in train else "—",
@@ -137,7 +138,7 @@ def model_card(run_dir: Path, range_calibration: Path | None = None, data_descri
                     for s in sites]
     performance_rows = [[s, *(_estimate(test[s], key) for key, _ in FIGURES)] if s in test
                         else [s, f"not reported: {missing.get(s, 'no figures')}", "", ""] for s in sites]
-    performance_rows.append(["**weighted mean**", *(_estimate(metrics.get("test_mean", {}), k) for k, _ in FIGURES)])
+    performance_rows.append(["**weighted mean**", *(_estimate(metrics.test_mean, k) for k, _ in FIGURES)])
     subgroups = _subgroup_rows(test)
     return f"""# Model card — OncoFed run `{run_dir.name}`
 

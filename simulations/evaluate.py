@@ -9,7 +9,6 @@ The network's shape, seed and split fractions are taken from the model's own run
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -48,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, RuntimeError, ValueError) as error:
         console.print(f"[red]{error}[/red]")
         return 1
-    results = json.loads((run_dir / "metrics.json").read_text())
+    from server.evaluation_run import EvaluationResult
+
+    results = EvaluationResult.read(run_dir).model_dump()
     for group in ("internal", "external"):
         mean = results[f"{group}_mean"]
         shown = " | ".join(f"{k} {mean[k]:.3f}" for k in ("response-auc", "pfs-cindex", "os-cindex") if k in mean)

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.config import ConfigError, RunConfig, cohort_directory, run_directory
+from shared.run_result import RESULTS_FILE, RunResult
 
 
 # rounds of each leave-one-site-out federation in the main job: every LOSO round also spends each site's ε,
@@ -91,7 +92,7 @@ def quiet_flower() -> None:
 
 
 def run(config: RunConfig, console: Console, client_mods: list | None = None,
-        with_references: bool = False) -> tuple[Path, dict]:
+        with_references: bool = False) -> tuple[Path, RunResult]:
     from flwr.simulation import run_simulation
 
     from client.data.site import simulated_site_dirs
@@ -113,22 +114,16 @@ def run(config: RunConfig, console: Console, client_mods: list | None = None,
         console.print(budget_split_line(budget_split(config, planned_training_rounds(config, len(sites)))),
                       highlight=False, soft_wrap=True)
     quiet_flower()
-    run_simulation(server_app=build_server_app(overrides, progress=lambda line: console.print(line, highlight=False, soft_wrap=True)),
+    references = None
+    if with_references:
+        from simulations.references import references
+    progress = lambda line: console.print(line, highlight=False, soft_wrap=True)  # noqa: E731
+    run_simulation(server_app=build_server_app(overrides, progress=progress, references=references),
                    client_app=build_client_app(overrides, client_mods), num_supernodes=len(sites),
                    backend_config=backend_config(len(sites)))
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file():
-        raise RuntimeError(f"the federation ended without writing {metrics_path}; see the log above")
-    results = json.loads(metrics_path.read_text())
-    if with_references:
-        from simulations.references import add_references
-
-        started = time.perf_counter()
-        results = add_references(run_dir, results, config)
-        seconds = time.perf_counter() - started
-        results.setdefault("seconds", {})["references"] = seconds
-        console.print(f"references (pooled centralised, oracle) ({seconds:.1f} s)", highlight=False, soft_wrap=True)
-    return run_dir, results
+    if not (run_dir / RESULTS_FILE).is_file():
+        raise RuntimeError(f"the federation ended without writing {run_dir / RESULTS_FILE}; see the log above")
+    return run_dir, RunResult.read(run_dir)
 
 
 def budget_split_line(split: dict) -> str:
@@ -142,31 +137,31 @@ def budget_split_line(split: dict) -> str:
             f"--no-cross-site/--no-loso)")
 
 
-def time_summary(results: dict, started_at: float, finished_at: float) -> str:
+def time_summary(results: RunResult, started_at: float, finished_at: float) -> str:
     """Where the job's time went: start-up (cohort, imports, Ray, sites connecting) then each phase."""
-    seconds = dict(results.get("seconds", {}))
-    if "started_at" in results:
-        seconds = {"start-up": results["started_at"] - started_at, **seconds}
+    seconds = dict(results.seconds)
+    if results.started_at is not None:
+        seconds = {"start-up": results.started_at - started_at, **seconds}
     seconds["other (shutdown, reports)"] = max(finished_at - started_at - sum(seconds.values()), 0.0)
     parts = " | ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
     return f"time: {finished_at - started_at:.0f} s = {parts}"
 
 
-def summary_table(results: dict) -> Table:
+def summary_table(results: RunResult) -> Table:
     table = Table(title="Each site's held-out test patients (final global model)")
     for column in ("site", "n test", "response AUC", "PFS C-index", "OS C-index", "ε spent"):
         table.add_column(column, justify="left" if column == "site" else "right")
     show = lambda figures, key: f"{figures[key]:.3f}" if key in figures else "suppressed"  # noqa: E731
-    for site in sorted(set(results["test"]) | set(results["test_missing"])):
-        figures = results["test"].get(site)
+    for site in sorted(set(results.test) | set(results.test_missing)):
+        figures = results.test.get(site)
         if figures is None:
-            table.add_row(site, "—", "—", "—", "—", results["test_missing"][site][:40])
+            table.add_row(site, "—", "—", "—", "—", results.test_missing[site][:40])
             continue
-        epsilon = results["epsilon"].get(site)
+        epsilon = results.epsilon.get(site)
         table.add_row(site, str(int(figures["num-examples"])), show(figures, "response-auc"),
                       show(figures, "pfs-cindex"), show(figures, "os-cindex"),
                       f"{epsilon:.2f}" if epsilon is not None else "no DP")
-    mean = results["test_mean"]
+    mean = results.test_mean
     table.add_row("weighted mean", "", show(mean, "response-auc"), show(mean, "pfs-cindex"),
                   show(mean, "os-cindex"), "", style="bold")
     return table

@@ -1,15 +1,14 @@
 """References only a simulation can give: pooled centralised training, and the synthetic generator's oracle.
 
 Both need what no real consortium has: every site's training rows in one place, and the ground truth.
-They are computed after the federated run, on the same splits, and added to metrics.json and the consortium
-report as reference rows (the server's report takes them; the server never imports this module).
+They are computed after the federated run, on the same splits: the main job hands `references` to the ServerApp
+(server/app.py), which adds them to metrics.json and the consortium report before writing either, once (the server
+never imports this module).
 """
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,12 +18,11 @@ from client.data.site import Site, assign_splits, simulated_site_dirs, site_from
 from client.evaluation.validation import headline_intervals
 from client.training.dp_sgd import LocalTrainingPlan, PrivacyPlan, train_locally
 from client.training.privacy import calibrate_noise, default_delta, steps_per_round
-from server.consortium_report import ReferenceRow, write_consortium_report
-from server.consortium_summary import estimates, summary_from_results
+from server.consortium_report import ReferenceRow
+from server.consortium_summary import estimates
 from shared.config import RunConfig, cohort_directory
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, pool_summaries, summarise_site
-from shared.atomic import write_atomically
 from shared.metrics import Estimate, EvaluationSettings
 from shared.model import OncoFedNet, build_model
 from simulations.cohort.io import GROUND_TRUTH_DIR, read_ground_truth
@@ -123,7 +121,8 @@ def oracle_reference(sites: list[Site], config: RunConfig) -> tuple[ReferenceRow
 
 
 def references(config: RunConfig) -> tuple[list[ReferenceRow], dict[str, dict[str, dict[str, float]]]]:
-    """Every simulation reference: rows for the consortium report and figures for metrics.json."""
+    """Every simulation reference: rows for the consortium report and figures for metrics.json (server.federation
+    References)."""
     sites = simulated_sites(config)
     rows, saved = [], {}
     pooled, figures = pooled_reference(sites, config)
@@ -135,11 +134,3 @@ def references(config: RunConfig) -> tuple[list[ReferenceRow], dict[str, dict[st
         saved["oracle"] = oracle[1]
     return rows, saved
 
-
-def add_references(run_dir: Path, results: dict, config: RunConfig) -> dict:
-    """Compute the references, add them to metrics.json (atomically) and rewrite the consortium report."""
-    rows, saved = references(config)
-    results = {**results, "references": saved}
-    write_atomically(run_dir / "metrics.json", json.dumps(results, indent=2))
-    write_consortium_report(run_dir / "consortium_report.html", summary_from_results(results, run_dir, rows))
-    return results

@@ -74,10 +74,10 @@ def federate(data_dir, output_dir, name: str, mods=None, **changes) -> dict:
 
 
 def figures(results: dict) -> dict[str, float]:
-    assert not results["test_missing"], results["test_missing"]
-    mean = results["test_mean"]
+    assert not results.test_missing, results.test_missing
+    mean = results.test_mean
     shown = {key: round(mean[key], 3) for key in ("response-auc", "pfs-cindex", "os-cindex")}
-    print(f"{results['config']['run-name']}: test {shown}; last round out: {results['rounds'][-1]['missing']}")
+    print(f"{results.config['run-name']}: test {shown}; last round out: {results.rounds[-1]['missing']}")
     return {key: mean[key] for key in ("response-auc", "pfs-cindex", "os-cindex")}
 
 
@@ -97,14 +97,14 @@ def test_without_any_defence_one_scaled_site_ruins_the_model(four_sites, clean, 
     """The premise of the other tests: a plain mean with the size screen off takes the attack in full."""
     results = federate(four_sites, tmp_path, "undefended", [PoisonedSites(scaled=SCALED_SITE)],
                        **{"update-norm-ratio": 0})
-    assert all(not r["missing"] for r in results["rounds"])  # nothing was rejected
+    assert all(not r["missing"] for r in results.rounds)  # nothing was rejected
     assert np.mean(list(figures(results).values())) < np.mean(list(clean.values())) - RUINED
 
 
 def test_nan_and_scaled_updates_are_rejected_with_their_reasons_and_the_model_stays_close_to_clean(
         four_sites, clean, tmp_path):
     results = federate(four_sites, tmp_path, "screened", [PoisonedSites(scaled=SCALED_SITE, nan=NAN_SITE)])
-    for record in results["rounds"]:
+    for record in results.rounds:
         assert "NaN or infinite" in record["missing"][NAN_SITE]
         assert "update-norm-ratio" in record["missing"][SCALED_SITE]
         assert set(record["train"]) == set(SITES) - {NAN_SITE, SCALED_SITE}
@@ -117,7 +117,7 @@ def test_nan_and_scaled_updates_are_rejected_with_their_reasons_and_the_model_st
 def test_the_median_bounds_a_scaled_update_that_the_size_screen_lets_through(four_sites, clean, tmp_path):
     results = federate(four_sites, tmp_path, "median", [PoisonedSites(scaled=SCALED_SITE, nan=NAN_SITE)],
                        **{"update-norm-ratio": 0, "aggregation": "median"})
-    for record in results["rounds"]:
+    for record in results.rounds:
         assert SCALED_SITE in record["train"] and set(record["missing"]) == {NAN_SITE}
     for key, value in figures(results).items():
         assert abs(value - clean[key]) <= MEDIAN_TOLERANCE, (key, value, clean[key])

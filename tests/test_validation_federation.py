@@ -55,20 +55,20 @@ def test_loso_never_trains_on_the_held_out_site_and_the_matrix_is_complete(three
     run_dir, results = run(config, Console(quiet=True), client_mods=[recorder])
     sites = ["site_0", "site_1", "site_2"]
     seen = recorder.seen
-    validation = results["validation"]
+    validation = results.validation
 
     # privacy: 1 federated + 1 local-only + 1 round in each of the 2 LOSO federations a site takes part in
     assert validation["planned_training_rounds"] == 4
     for site in sites:
         ledger = json.loads((run_dir / "sites" / site / "privacy_ledger.json").read_text())
         assert len(ledger["entries"]) == 4
-        assert ledger["entries"][-1]["epsilon_after"] == pytest.approx(results["epsilon"][site])
-        assert results["epsilon"][site] <= config.target_epsilon * 1.001
+        assert ledger["entries"][-1]["epsilon_after"] == pytest.approx(results.epsilon[site])
+        assert results.epsilon[site] <= config.target_epsilon * 1.001
         # one calibration per budget group covers its rounds: the federated one, and the 3 validation rounds
         assert [e["phase"] for e in ledger["entries"]] == ["federated"] + ["validation"] * 3
         assert len({e["noise_multiplier"] for e in ledger["entries"][1:]}) == 1
         assert ledger["entries"][0]["noise_multiplier"] < ledger["entries"][1]["noise_multiplier"]  # the larger share
-        assert results["epsilon"][site] >= config.target_epsilon - 0.02  # the split spends the whole ε, no more
+        assert results.epsilon[site] >= config.target_epsilon - 0.02  # the split spends the whole ε, no more
 
     # leave-one-site-out: the held-out site is never asked to train in its own phase, and never enters the model
     rows = {row["held_out_site"]: row for row in validation["leave_one_site_out"]}
@@ -92,7 +92,7 @@ def test_loso_never_trains_on_the_held_out_site_and_the_matrix_is_complete(three
 
     # what the sites shared from their final test evaluation: subgroups and SHAP, through the allow-list
     for site in sites:
-        figures = results["test"][site]
+        figures = results.test[site]
         assert figures["n-shap-explained"] == 15 and "shap:response:ecog" in figures
         assert figures["sub:age:lt70:n"] >= 10
     for record in seen:

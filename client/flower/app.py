@@ -190,6 +190,13 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
     return metrics
 
 
+def _received_model(message: Message, plan: RunConfig) -> OncoFedNet:
+    """The global model an instruction carries, in the run's architecture."""
+    model = build_model(SurvivalGrid.from_config(plan).num_intervals, plan.hidden_size, plan.seed)
+    model.load_state_dict(message.content[MODEL_ARRAYS_KEY].to_torch_state_dict())
+    return model
+
+
 def _trained_reply(message: Message, site: Site, model: torch.nn.Module, train: Callable[[], dict[str, float]]
                    ) -> Message:
     """Train `model` in place and reply with it and its figures, or refuse when the site's budget would be passed."""
@@ -274,9 +281,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         if (refused := _secure_mode_refusal(site, plan, message)) is not None:
             return refused
         phase = read_phase(message.content)
-        model = build_model(SurvivalGrid.from_config(plan).num_intervals,
-                            plan.hidden_size, plan.seed)
-        model.load_state_dict(message.content[MODEL_ARRAYS_KEY].to_torch_state_dict())
+        model = _received_model(message, plan)
         propensity = None
         if plan.propensity_weighting and PROPENSITY_ARRAYS_KEY in message.content:
             propensity = build_propensity_model(plan.seed)
@@ -309,8 +314,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
             return refused
         phase = read_phase(message.content)
         grid = SurvivalGrid.from_config(plan)
-        model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
-        model.load_state_dict(message.content[MODEL_ARRAYS_KEY].to_torch_state_dict())
+        model = _received_model(message, plan)
         metrics: dict[str, float] = {}
         try:
             for local_round in range(1, plan.num_rounds + 1):
@@ -347,8 +351,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         from client.evaluation.cohort import evaluate_cohort  # scikit-learn and scikit-survival: on first evaluation
 
         grid = SurvivalGrid.from_config(plan)
-        model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
-        model.load_state_dict(message.content[MODEL_ARRAYS_KEY].to_torch_state_dict())
+        model = _received_model(message, plan)
         figures = evaluate_cohort(model, patients, encode_cohort(patients, stats, grid), grid,
                                   site.min_cell_size, split)
         phase = read_phase(message.content)
@@ -388,8 +391,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         site = site_of(context)
         plan, stats, _ = read_instructions(message.content)
         grid = SurvivalGrid.from_config(plan)
-        model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
-        model.load_state_dict(message.content[MODEL_ARRAYS_KEY].to_torch_state_dict())
+        model = _received_model(message, plan)
         logit, responder = response_logits(model, site.part("validation"), stats, grid)
         if len(logit) < site.min_cell_size:
             return outbox.refusal(message, outbox.ERROR_DATA, f"site {site.site_id}: fewer validation patients with "

@@ -169,7 +169,7 @@ def subgroup_performance(patient: pd.Series, bundle: RunBundle, site_id: str | N
     if site_report is not None:
         rows += _from_report(site_report, set(memberships))
     reported = {(r.group, r.level) for r in rows}
-    test = bundle.metrics.get("test", {})
+    test = bundle.metrics.test if bundle.metrics is not None else {}
     for site in ([site_id] if site_id in test else sorted(test)):
         for group, level in memberships:
             row = _from_metrics(test[site], site, group, level)

@@ -19,6 +19,7 @@ from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
 from shared.harmonisation import NormalisationStats
 from shared.model import OncoFedNet, build_model, fold_response_recalibration
+from shared.run_result import RESULTS_FILE, RunResult
 
 _ROUND_FILE = re.compile(r"round_(\d{3,})\.pt$")
 
@@ -42,7 +43,7 @@ class RunBundle:
     grid: SurvivalGrid
     stats: NormalisationStats
     members: list[EnsembleMember]  # last member = the run's final global model
-    metrics: dict  # metrics.json ({} while a run has not finished)
+    metrics: RunResult | None  # metrics.json (None while a run has not finished)
 
     @property
     def final_model(self) -> OncoFedNet:
@@ -76,9 +77,8 @@ def read_config(run_dir: Path) -> RunConfig:
     return RunConfig.from_mapping(json.loads(path.read_text(encoding="utf-8")))
 
 
-def read_metrics(run_dir: Path) -> dict:
-    path = run_dir / "metrics.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+def read_metrics(run_dir: Path) -> RunResult | None:
+    return RunResult.read(run_dir) if (run_dir / RESULTS_FILE).is_file() else None
 
 
 def load_members(run_dir: Path, config: RunConfig, grid: SurvivalGrid, last_rounds: int,

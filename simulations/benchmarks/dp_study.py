@@ -91,14 +91,14 @@ def run_setting(name: str, overrides: dict[str, Any], seed: int, runs_dir: Path)
     started = time.perf_counter()
     results = run_federation(grid, config, runs_dir / config.run_name, progress=lambda line: None)
     seconds = time.perf_counter() - started
-    final = results["rounds"][-1]
+    final = results.rounds[-1]
     return {"setting": name, "seed": seed, "overrides": overrides, "seconds": round(seconds, 1),
             "load_average": os.getloadavg()[0],
             "validation_mean": {k: final["validation_mean"].get(k) for k in FIGURES},
             "validation": {s: {k: f.get(k) for k in (*FIGURES, "num-examples")}
                            for s, f in sorted(final["validation"].items())},
-            "curve": [{k: r["validation_mean"].get(k) for k in FIGURES} for r in results["rounds"]],
-            "epsilon": results["epsilon"],
+            "curve": [{k: r["validation_mean"].get(k) for k in FIGURES} for r in results.rounds],
+            "epsilon": results.epsilon,
             "noise_multiplier": max((f.get("noise-multiplier", 0.0) for f in final["train"].values()), default=0.0)}
 
 

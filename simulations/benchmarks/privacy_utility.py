@@ -64,10 +64,10 @@ def one_point(config: RunConfig, epsilon: float) -> dict[str, Any]:
 def point_from_results(results: dict[str, Any], epsilon: float, seed: int, seconds: float) -> dict[str, Any]:
     """One point of the curve from a run's metrics.json (test figures only, never validation)."""
     return {"epsilon": _label(epsilon), "seed": seed, "seconds": round(seconds, 1),
-            "rounds": len(results["rounds"]), "test_mean": {k: results["test_mean"].get(k) for k in FIGURES},
+            "rounds": len(results.rounds), "test_mean": {k: results.test_mean.get(k) for k in FIGURES},
             "test": {site: {k: figures.get(k) for k in (*FIGURES, "num-examples")}
-                     for site, figures in sorted(results["test"].items())},
-            "epsilon_spent": results["epsilon"], "sites_missing": results["test_missing"]}
+                     for site, figures in sorted(results.test.items())},
+            "epsilon_spent": results.epsilon, "sites_missing": results.test_missing}
 
 
 def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -73,7 +73,7 @@ def one_point(share: float, seed: int, out: Path) -> dict:
         ledger = PrivacyLedger.model_validate_json((run_dir / "sites" / folder.name / "privacy_ledger.json").read_text())
         sigma = next((e.noise_multiplier for e in ledger.entries if e.phase == "release"), None)
         if sigma is not None:  # the released figures' noise std: σ·√K·sensitivity, K = coordinates released
-            coordinates = 1 + sum(k in results["test"].get(folder.name, {}) for k in FIGURES)
+            coordinates = 1 + sum(k in results.test.get(folder.name, {}) for k in FIGURES)
             noise_std[folder.name] = {k: sigma * coordinates ** 0.5 * v for k, v in figure_sensitivities(test).items()}
         with torch.no_grad():
             true_test[folder.name] = evaluate_cohort(model, test, encode_cohort(test, state.normalisation, grid), grid,
@@ -82,7 +82,7 @@ def one_point(share: float, seed: int, out: Path) -> dict:
     used = state.normalisation
     mean_error = [abs(used.mean[f] - exact.mean[f]) / exact.std[f] for f in NUMERIC_FEATURES if exact.count[f] > 0]
     std_ratio = [used.std[f] / exact.std[f] for f in NUMERIC_FEATURES if exact.count[f] > 0]
-    released = results["test"]
+    released = results.test
     ledgers = {folder.name: PrivacyLedger.model_validate_json((run_dir / "sites" / folder.name /
                                                                "privacy_ledger.json").read_text()) for folder in sites}
     point = {

@@ -210,7 +210,7 @@ def test_the_board_finds_the_federated_figures_a_site_sent_for_each_of_the_patie
     sent = subgroup_metrics([SubgroupEvaluation(group=g, level=lv, n=40, response_auc=figure, response_brier=figure,
                                                 pfs_harrell_c=figure, os_harrell_c=figure)
                              for g, lv in memberships], min_cell_size=10)
-    federated = replace(bundle, metrics={**bundle.metrics, "test": {SITE: sent}})
+    federated = replace(bundle, metrics=bundle.metrics.model_copy(update={"test": {SITE: sent}}))
     [comparison] = compare_frame(federated, replace(site, report=None), patients, top_k=1, shap_samples=4)
     found = {(s.group, s.level): s for s in comparison.subgroup_performance if s.source.startswith("federated")}
     assert set(memberships) <= set(found)

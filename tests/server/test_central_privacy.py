@@ -37,3 +37,33 @@ def test_a_site_with_more_patients_weighs_more_and_the_guarantee_weakens():
 def test_central_dp_with_a_coordinatewise_median_is_refused_with_its_reason():
     with pytest.raises(ConfigError, match="aggregation=mean"):
         RunConfig.from_mapping({"update-clip-norm": 0.5, "central-dp-noise-multiplier": 1.0, "aggregation": "median"})
+
+
+def test_a_federation_with_central_noise_records_its_site_level_epsilon(tmp_path):
+    """Through the ClientApp and the round loop: metrics.json carries central_dp, from the rounds' real weights."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from client.flower.app import build_client_app
+    from server.federation import run_federation
+    from shared.config import run_directory
+    from shared.run_result import RunResult
+    from simulations.in_process import InProcessGrid
+    from tests.factories import patient_table
+
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    for index, size in enumerate((200, 150, 120)):
+        (tmp_path / "cohort" / f"site_{index}").mkdir(parents=True)
+        patient_table(size, seed=index, site=f"s{index}").to_csv(tmp_path / "cohort" / f"site_{index}" /
+                                                                  "patients.csv", index=False)
+    config = RunConfig.from_mapping({"data-dir": str(tmp_path / "cohort"), "output-dir": str(tmp_path / "runs"),
+                                     "run-name": "central", "num-rounds": 2, "dp": False, "min-sites": 3,
+                                     "update-clip-norm": 0.5, "central-dp-noise-multiplier": 2.0,
+                                     "recalibrate-response": False, "site-reports": False,
+                                     "survival-interval-days": 180})
+    run_federation(InProcessGrid(build_client_app(config.to_flower()), num_nodes=3), config,
+                   run_directory(config, 1), progress=lambda line: None)
+    saved = RunResult.read(run_directory(config, 1))
+    weights = [saved.rounds[0]["train"][f"site_{i}"]["num-examples"] for i in range(3)]
+    assert saved.central_dp["rounds"] == 2 and saved.central_dp["delta"] == pytest.approx(0.1 / 3)
+    assert saved.central_dp["effective_noise_multiplier"][0] == pytest.approx(2.0 / (3 * max(weights) / sum(weights)))
+    assert saved.central_dp["epsilon"] > 0

@@ -56,18 +56,18 @@ def _evaluate(root, **extra):
 def test_a_new_site_evaluates_the_registered_model_on_all_its_patients_without_spending_epsilon(trained):
     root, training = trained
     results, config = _evaluate(root)
-    assert results["model"]["trained_on"] == list(TRAINING_SITES)
-    assert sorted(results["internal"]) == list(TRAINING_SITES) and sorted(results["external"]) == ["site_new"]
-    assert results["missing"] == {}
+    assert results.model["trained_on"] == list(TRAINING_SITES)
+    assert sorted(results.internal) == list(TRAINING_SITES) and sorted(results.external) == ["site_new"]
+    assert results.missing == {}
     # the external site reports on all its patients; a training site on its held-out test split only, and there its
     # figures are exactly the training run's final test figures (same model, same patients)
-    assert results["external"]["site_new"]["num-examples"] == 180
+    assert results.external["site_new"]["num-examples"] == 180
     for site in TRAINING_SITES:
-        assert results["internal"][site]["num-examples"] == training["test"][site]["num-examples"] < 220
+        assert results.internal[site]["num-examples"] == training.test[site]["num-examples"] < 220
         for key in ("response-auc", "pfs-cindex", "os-cindex"):
-            if key in training["test"][site]:
-                assert results["internal"][site][key] == pytest.approx(training["test"][site][key], abs=1e-9)
-    assert {"response-auc-lower", "pfs-cindex-upper"} <= set(results["external"]["site_new"])
+            if key in training.test[site]:
+                assert results.internal[site][key] == pytest.approx(training.test[site][key], abs=1e-9)
+    assert {"response-auc-lower", "pfs-cindex-upper"} <= set(results.external["site_new"])
     # every site wrote its report on its own disk; nothing was trained, so no site keeps a privacy ledger
     run_dir = run_directory(config, 1)
     for site in (*TRAINING_SITES, "site_new"):

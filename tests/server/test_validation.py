@@ -20,6 +20,7 @@ from server.validation import (
     pool_shap,
 )
 from shared.config import RunConfig
+from shared.run_result import RunResult
 from tests.browser import check_page, find_chromium
 
 SITES = ("north", "south", "east")
@@ -103,7 +104,7 @@ def results() -> dict:
 
 
 def test_the_summary_holds_the_matrix_loso_subgroups_importance_and_absences(results):
-    summary = summary_from_results(results, Path("runs/test-run"))
+    summary = summary_from_results(RunResult.model_validate(results), Path("runs/test-run"))
     assert [m.figure for m in summary.cross_site] == ["response_auc", "pfs_harrell_c", "os_harrell_c"]
     matrix = summary.cross_site[0]
     assert matrix.models[0] == GLOBAL_MODEL
@@ -122,7 +123,7 @@ def test_the_summary_holds_the_matrix_loso_subgroups_importance_and_absences(res
 
 
 def test_the_consortium_report_from_a_run_renders_every_plot_in_headless_chromium(results, tmp_path):
-    summary = summary_from_results(results, tmp_path / "run")
+    summary = summary_from_results(RunResult.model_validate(results), tmp_path / "run")
     out = write_consortium_report(tmp_path / "consortium_report.html", summary)
     text = out.read_text(encoding="utf-8")
     for section in ("subgroups", "absences", "cross-site", "leave-one-site-out", "references", "importance",
