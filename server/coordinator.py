@@ -22,6 +22,7 @@ from shared.encoding import SurvivalGrid
 from shared.harmonisation import NormalisationStats, from_metric_record_dict, pool_summaries
 from shared.messages import (
     DATA_FINGERPRINT_KEY,
+    DICTIONARY_KEY,
     METRICS_KEY,
     MODEL_ARRAYS_KEY,
     NORMALISATION_KEY,
@@ -33,6 +34,7 @@ from shared.messages import (
     PhaseInstruction,
     instruction_records,
 )
+from shared.provenance import dictionary_sha256
 
 Progress = Callable[[str], None]
 
@@ -181,7 +183,8 @@ class Coordinator:
 
         `fingerprints` receives each site's data fingerprint (a keyed hash computed at the site) for provenance."""
         nodes = wait_for_sites(self.grid, self.config.min_sites, self.config.round_timeout_s)
-        query = [Message(RecordDict({PLAN_KEY: ConfigRecord({SERVER_ROUND_KEY: 0})}), dst_node_id=node,
+        plan = ConfigRecord({SERVER_ROUND_KEY: 0, DICTIONARY_KEY: dictionary_sha256()})  # sites check the dictionary
+        query = [Message(RecordDict({PLAN_KEY: plan}), dst_node_id=node,
                          message_type=f"{MessageType.QUERY}.feature_summary") for node in nodes]
         replies = self.collect(query)
         if len(replies.accepted) < self.config.min_sites:

@@ -13,42 +13,33 @@ import numpy as np
 import pandas as pd
 import torch
 
-from shared.contract import GENES, MODALITIES, MODALITY_FIELDS
+from shared.contract import MODALITIES, MODALITY_FIELDS
 from shared.harmonisation import NUMERIC_TRANSFORMS, NormalisationStats
 from shared.vocabulary import (
-    ALL_HISTOLOGIES,
+    DICTIONARY,
     REGIMEN_BY_CODE,
     REGIMEN_CODES,
     RESPONDER,
     BestResponse,
-    CancerType,
     DrugClass,
-    RaceEthnicity,
-    StageGroup,
 )
 
 if TYPE_CHECKING:
     from shared.config import RunConfig
 
-NUMERIC_BY_MODALITY: dict[str, tuple[str, ...]] = {
-    "clinical": ("age_years", "ecog", "charlson_index", "prior_lines"),
-    "pathology": ("grade", "ki67_percent", "pdl1_tps_percent"),
-    "imaging": ("tumour_size_mm", "suv_max", "mtv_ml", "lesion_count"),
-    "genomic": ("tmb_mut_per_mb",),
-}
-BOOLEAN_BY_MODALITY: dict[str, tuple[str, ...]] = {
-    "clinical": (),
-    "pathology": ("er_positive", "pr_positive", "her2_positive", "msi_high"),
-    "imaging": (),
-    "genomic": GENES,
-}
+
+def _of_type(modality: str, *types: str) -> tuple[str, ...]:
+    return tuple(f.name for f in DICTIONARY.fields_of(modality) if f.type in types)
+
+
+# The encoded columns, read from the default dictionary: per modality its numeric fields, then its boolean
+# flags, then its categorical one-hots (a two-code enum field such as sex gets one column, for its first code;
+# cancer types and histologies always get one column per code).
+NUMERIC_BY_MODALITY: dict[str, tuple[str, ...]] = {m: _of_type(m, "number", "integer") for m in MODALITIES}
+BOOLEAN_BY_MODALITY: dict[str, tuple[str, ...]] = {m: _of_type(m, "boolean") for m in MODALITIES}
 CATEGORIES: dict[str, tuple[str, ...]] = {
-    "sex": ("female",),  # one column is enough for a binary field
-    "race_ethnicity": tuple(r.value for r in RaceEthnicity),
-    "stage_group": tuple(s.value for s in StageGroup),
-    "cancer_type": tuple(c.value for c in CancerType),
-    "histology": ALL_HISTOLOGIES,
-}
+    f.name: DICTIONARY.codes(f)[:1] if len(DICTIONARY.codes(f)) == 2 and f.vocabulary is None else DICTIONARY.codes(f)
+    for m in MODALITIES for f in DICTIONARY.fields_of(m) if f.categorical}
 DRUG_CLASSES: tuple[str, ...] = tuple(c.value for c in DrugClass)
 
 
@@ -110,16 +101,24 @@ class EncodedCohort:
 NUM_INPUTS = 6
 
 
+def _indicated(modality: str) -> tuple[str, ...]:
+    """The fields of a modality whose missingness gets its own column (the dictionary's missingIndicator)."""
+    ordered = (*NUMERIC_BY_MODALITY[modality], *BOOLEAN_BY_MODALITY[modality],
+               *(f for f in CATEGORIES if DICTIONARY.field(f).modality == modality))
+    return tuple(f for f in ordered if DICTIONARY.field(f).missing_indicator)
+
+
+def _categories_of(modality: str) -> dict[str, tuple[str, ...]]:
+    return {f: codes for f, codes in CATEGORIES.items() if DICTIONARY.field(f).modality == modality}
+
+
 def feature_names() -> dict[str, list[str]]:
     """Column names of each block, in encoding order (for SHAP and reports)."""
     names: dict[str, list[str]] = {}
     for modality in MODALITIES:
-        block = list(NUMERIC_BY_MODALITY[modality])
-        if modality == "clinical":
-            block += [f"{field}={code}" for field, codes in CATEGORIES.items() for code in codes]
-        else:
-            block += list(BOOLEAN_BY_MODALITY[modality])
-            block += [f"{f} missing" for f in (*NUMERIC_BY_MODALITY[modality], *BOOLEAN_BY_MODALITY[modality])]
+        block = [*NUMERIC_BY_MODALITY[modality], *BOOLEAN_BY_MODALITY[modality]]
+        block += [f"{field}={code}" for field, codes in _categories_of(modality).items() for code in codes]
+        block += [f"{f} missing" for f in _indicated(modality)]
         names[modality] = block
     names["treatment"] = [f"regimen={c}" for c in REGIMEN_CODES] + [f"drug class={c}" for c in DRUG_CLASSES] \
         + ["line_of_therapy"]
@@ -147,13 +146,12 @@ def _scaled(frame: pd.DataFrame, column: str, stats: NormalisationStats) -> np.n
 def _modality_block(frame: pd.DataFrame, modality: str, stats: NormalisationStats) -> np.ndarray:
     columns = [_scaled(frame, c, stats) for c in NUMERIC_BY_MODALITY[modality]]
     columns += [_boolean(frame, c) for c in BOOLEAN_BY_MODALITY[modality]]
-    block = np.column_stack(columns)
-    if modality == "clinical":
-        onehots = [(frame[field].astype(str).to_numpy()[:, None] == np.array(codes)[None, :]).astype(np.float64)
-                   for field, codes in CATEGORIES.items()]
-        return np.nan_to_num(np.column_stack([block, *onehots]))
-    missing = np.isnan(block).astype(np.float64)
-    return np.column_stack([np.nan_to_num(block), missing])
+    columns += [(frame[field].astype(str).to_numpy()[:, None] == np.array(codes)[None, :]).astype(np.float64)
+                for field, codes in _categories_of(modality).items()]
+    missing = [frame[f].isna().to_numpy(dtype=np.float64) if f in CATEGORIES else np.isnan(
+        _numeric(frame, f) if f in NUMERIC_BY_MODALITY[modality] else _boolean(frame, f)) for f in _indicated(modality)]
+    block = np.nan_to_num(np.column_stack(columns))
+    return np.column_stack([block, *missing]) if missing else block
 
 
 def encode_treatment(regimens: pd.Series | list[str], line_of_therapy: np.ndarray,
@@ -163,8 +161,8 @@ def encode_treatment(regimens: pd.Series | list[str], line_of_therapy: np.ndarra
     onehot = (codes[:, None] == np.array(REGIMEN_CODES, dtype=object)[None, :]).astype(np.float64)
     classes = np.array([[float(DrugClass(c) in REGIMEN_BY_CODE[code].classes) for c in DRUG_CLASSES]
                         for code in codes]).reshape(len(codes), len(DRUG_CLASSES))
-    line = (np.asarray(line_of_therapy, dtype=np.float64) - stats.mean["line_of_therapy"]) / max(
-        stats.std["line_of_therapy"], 1e-6)
+    line = np.nan_to_num((np.asarray(line_of_therapy, dtype=np.float64) - stats.mean["line_of_therapy"]) / max(
+        stats.std["line_of_therapy"], 1e-6))  # an unrecorded line of therapy sits at the consortium mean
     return np.column_stack([onehot, classes, line])
 
 

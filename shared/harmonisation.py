@@ -22,13 +22,20 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.site_config import BOOLEAN_COLUMNS, CATEGORY_CODES
+from shared.vocabulary import DICTIONARY
 
 GRID_VERSION = 1  # bump when HISTOGRAM_EDGES or the feature lists change; sites and server must agree
 
-NUMERIC_FEATURES: tuple[str, ...] = ("age_years", "charlson_index", "prior_lines", "ecog", "ki67_percent",
-                                     "pdl1_tps_percent", "tumour_size_mm", "suv_max", "mtv_ml", "lesion_count",
-                                     "tmb_mut_per_mb", "line_of_therapy", "grade")
-LOG1P_FEATURES: tuple[str, ...] = ("tumour_size_mm", "suv_max", "mtv_ml", "lesion_count", "tmb_mut_per_mb")
+# The model's numeric inputs (the dictionary's numeric fields, outcome times excluded), in the order their
+# summaries are sent and pooled: the default dictionary's in their historical order, any others after them in the
+# dictionary's order. log1p ones are the dictionary's `transform`.
+_DEFAULT_ORDER = ("age_years", "charlson_index", "prior_lines", "ecog", "ki67_percent", "pdl1_tps_percent",
+                  "tumour_size_mm", "suv_max", "mtv_ml", "lesion_count", "tmb_mut_per_mb", "line_of_therapy", "grade")
+_NUMERIC_FIELDS = tuple(f.name for f in DICTIONARY.table_schema.fields
+                        if f.type in ("number", "integer") and f.modality != "outcome")
+NUMERIC_FEATURES: tuple[str, ...] = (*(f for f in _DEFAULT_ORDER if f in _NUMERIC_FIELDS),
+                                     *(f for f in _NUMERIC_FIELDS if f not in _DEFAULT_ORDER))
+LOG1P_FEATURES: tuple[str, ...] = tuple(f.name for f in DICTIONARY.table_schema.fields if f.transform == "log1p")
 
 
 def _identity(values: np.ndarray) -> np.ndarray:
@@ -57,7 +64,7 @@ def _integer_edges(low: int, high: int) -> tuple[float, ...]:
 
 
 # Fixed bin edges in contract units (values outside are counted in the end bins).
-HISTOGRAM_EDGES: Mapping[str, tuple[float, ...]] = MappingProxyType({
+_DEFAULT_EDGES: dict[str, tuple[float, ...]] = {
     "age_years": tuple(float(x) for x in range(18, 111, 4)),
     "charlson_index": _integer_edges(0, 24),
     "prior_lines": _integer_edges(0, 10),
@@ -71,7 +78,24 @@ HISTOGRAM_EDGES: Mapping[str, tuple[float, ...]] = MappingProxyType({
     "tmb_mut_per_mb": (0.0, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 100, 200, 500),
     "line_of_therapy": _integer_edges(1, 10),
     "grade": _integer_edges(1, 3),
-})
+}
+
+
+def _edges_from_range(name: str) -> tuple[float, ...]:
+    """Edges for a field the default grid does not know: its dictionary range in 20 bins (whole numbers: one
+    bin per value when the range is short)."""
+    spec = DICTIONARY.field(name)
+    low = spec.constraints.minimum if spec.constraints.minimum is not None else spec.constraints.exclusive_minimum
+    low, high = low if low is not None else 0.0, spec.constraints.maximum
+    if high is None:
+        high = low + 1000.0
+    if spec.type == "integer" and high - low <= 30:
+        return _integer_edges(int(low), int(high))
+    return tuple(float(x) for x in np.linspace(low, high, 21))
+
+
+HISTOGRAM_EDGES: Mapping[str, tuple[float, ...]] = MappingProxyType(
+    {name: _DEFAULT_EDGES[name] if name in _DEFAULT_EDGES else _edges_from_range(name) for name in NUMERIC_FEATURES})
 
 
 class NumericSummary(BaseModel):

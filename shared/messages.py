@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import RunConfig
 from shared.harmonisation import NormalisationStats
+from shared.provenance import dictionary_sha256
 
 # ----------------------------------------------------------------------------------------------------------
 # The records of a message (keys of Flower's RecordDict)
@@ -26,6 +27,7 @@ SITE_KEY = "site"  # ConfigRecord: who replies
 SITE_ID_KEY = "site-id"  # in the site record: the site's id
 DATA_FINGERPRINT_KEY = "data-fingerprint"  # in a reply's site record: the site's keyed hash of its data (provenance)
 PLAN_KEY = "config"  # ConfigRecord: the run plan (RunConfig.to_flower) and the instruction-only keys below
+DICTIONARY_KEY = "dictionary-sha256"  # in every plan: the run's data dictionary (client/governance/dictionary_check.py)
 NORMALISATION_KEY = "normalisation"  # ConfigRecord: the pooled feature scaling
 NORMALISATION_STATS_KEY = "stats"  # in the normalisation record: NormalisationStats as JSON
 SERVER_ROUND_KEY = "server-round"  # in the plan: the round this instruction belongs to
@@ -66,7 +68,7 @@ def interval_keys(key: str) -> tuple[str, str]:
 def instruction_records(config: RunConfig, stats: NormalisationStats, **extra: str | int | float | bool
                         ) -> dict[str, ConfigRecord]:
     """The records (besides the model's arrays) of a train or evaluate instruction."""
-    plan = ConfigRecord({**config.to_flower(), **extra})
+    plan = ConfigRecord({**config.to_flower(), DICTIONARY_KEY: dictionary_sha256(), **extra})
     return {PLAN_KEY: plan, NORMALISATION_KEY: ConfigRecord({NORMALISATION_STATS_KEY: stats.model_dump_json()})}
 
 
@@ -92,7 +94,7 @@ HELD_OUT_KEY = "held-out-site"  # loso: the site left out of this federation
 INTERVALS_KEY = "intervals"  # evaluate: add bootstrap intervals to the headline figures
 RECALIBRATION_SLOPE_KEY = "recalibration-a"  # evaluate.recalibration: the current a of p = σ(a·z + b)
 RECALIBRATION_INTERCEPT_KEY = "recalibration-b"  # evaluate.recalibration: the current b
-INSTRUCTION_ONLY_KEYS = (SPLIT_KEY, PHASE_KEY, PLANNED_ROUNDS_KEY, VALIDATION_ROUNDS_KEY, SITE_REPORT_KEY, HELD_OUT_KEY,
+INSTRUCTION_ONLY_KEYS = (SPLIT_KEY, DICTIONARY_KEY, PHASE_KEY, PLANNED_ROUNDS_KEY, VALIDATION_ROUNDS_KEY, SITE_REPORT_KEY, HELD_OUT_KEY,
                          INTERVALS_KEY, RECALIBRATION_SLOPE_KEY, RECALIBRATION_INTERCEPT_KEY)
 LOCAL_TRAINING = "train.local_only"  # message type: train a local-only model for the run's rounds in one go
 # message type: the sums of one Newton step of the response logit's recalibration over the validation split

@@ -87,12 +87,7 @@ def running_app_hash(root: Path = RUNNING_APP_ROOT) -> str | None:
 
 
 def dictionary_sha256() -> str:
-    """A hash of the consortium's data dictionary: the contract's columns per modality, their kinds and codes."""
-    from shared.contract import CONTRACT_COLUMNS, MODALITY_FIELDS
-    from shared.site_config import BOOLEAN_COLUMNS, CATEGORY_CODES, DECIMAL_COLUMNS, INTEGER_COLUMNS, REQUIRED_COLUMNS
+    """The content hash of the consortium's data dictionary (shared/dictionaries/default.yaml, as loaded)."""
+    from shared.dictionary import default_dictionary
 
-    modalities = {modality: list(fields) for modality, fields in MODALITY_FIELDS.items()}
-    return canonical_sha256({"columns": list(CONTRACT_COLUMNS), "modalities": modalities,
-                             "boolean": list(BOOLEAN_COLUMNS), "integer": list(INTEGER_COLUMNS),
-                             "decimal": list(DECIMAL_COLUMNS), "required": list(REQUIRED_COLUMNS),
-                             "codes": {column: list(codes) for column, codes in CATEGORY_CODES.items()}})
+    return default_dictionary().content_sha256()

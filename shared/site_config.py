@@ -42,16 +42,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from shared.contract import CLINICAL, CONTRACT_COLUMNS, GENES, MODALITIES, TREATMENT
-from shared.vocabulary import (
-    ALL_HISTOLOGIES,
-    REGIMEN_CODES,
-    BestResponse,
-    CancerType,
-    RaceEthnicity,
-    Sex,
-    StageGroup,
-)
+from shared.contract import CONTRACT_COLUMNS, MODALITIES
+from shared.vocabulary import DICTIONARY
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -60,37 +52,20 @@ else:  # pragma: no cover - Python 3.10
 
 # --- What kind of value each contract column holds (mapping and harmonisation both read these) -----------
 
-BOOLEAN_COLUMNS: tuple[str, ...] = ("er_positive", "pr_positive", "her2_positive", "msi_high", *GENES,
-                                    "pfs_event", "os_event")
-INTEGER_COLUMNS: tuple[str, ...] = ("ecog", "charlson_index", "prior_lines", "grade", "lesion_count",
-                                    "line_of_therapy")
-DECIMAL_COLUMNS: tuple[str, ...] = ("age_years", "ki67_percent", "pdl1_tps_percent", "tumour_size_mm", "suv_max",
-                                    "mtv_ml", "tmb_mut_per_mb", "pfs_days", "os_days")
-CATEGORY_CODES: dict[str, tuple[str, ...]] = {
-    "sex": tuple(s.value for s in Sex),
-    "race_ethnicity": tuple(r.value for r in RaceEthnicity),
-    "stage_group": tuple(s.value for s in StageGroup),
-    "cancer_type": tuple(c.value for c in CancerType),
-    "histology": ALL_HISTOLOGIES,
-    "regimen": REGIMEN_CODES,
-    "best_response": tuple(b.value for b in BestResponse),
-}
-REQUIRED_COLUMNS: tuple[str, ...] = ("patient_id", *CLINICAL, *TREATMENT)
+_FIELDS = DICTIONARY.table_schema.fields
+BOOLEAN_COLUMNS: tuple[str, ...] = tuple(f.name for f in _FIELDS if f.type == "boolean")
+INTEGER_COLUMNS: tuple[str, ...] = tuple(f.name for f in _FIELDS if f.type == "integer")
+DECIMAL_COLUMNS: tuple[str, ...] = tuple(f.name for f in _FIELDS if f.type == "number")
+CATEGORY_CODES: dict[str, tuple[str, ...]] = {f.name: DICTIONARY.codes(f) for f in _FIELDS if f.categorical}
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(f.name for f in _FIELDS if f.constraints.required)
 
 # The units a site may declare per column, and the factor that turns one of them into the contract's unit.
 # Months and years are calendar averages (30.4375 and 365.25 days), the usual convention in survival data.
-UNIT_FACTORS: dict[str, dict[str, float]] = {
-    "age_years": {"years": 1.0, "months": 1.0 / 12.0},
-    "tumour_size_mm": {"mm": 1.0, "cm": 10.0},
-    "mtv_ml": {"ml": 1.0, "cm3": 1.0},
-    "ki67_percent": {"percent": 1.0, "fraction": 100.0},
-    "pdl1_tps_percent": {"percent": 1.0, "fraction": 100.0},
-    "pfs_days": {"days": 1.0, "weeks": 7.0, "months": 30.4375, "years": 365.25},
-    "os_days": {"days": 1.0, "weeks": 7.0, "months": 30.4375, "years": 365.25},
-}
+UNIT_FACTORS: dict[str, dict[str, float]] = {f.name: {str(f.unit): 1.0, **f.unit_factors}
+                                             for f in _FIELDS if f.unit_factors}
 
 # Cells that mean "not recorded" unless the site says otherwise (compared case-insensitively, after trimming).
-DEFAULT_MISSING_VALUES: tuple[str, ...] = ("", "na", "n/a", "nan", "null", "none", ".")
+DEFAULT_MISSING_VALUES: tuple[str, ...] = DICTIONARY.table_schema.missing_values
 
 
 class SiteConfigError(ValueError):
@@ -288,6 +263,9 @@ class SiteConfig(BaseModel):
                             description="the site's own folder for its privacy ledger, per-patient outputs "
                                         "and report; relative to this file")
     resources: SiteResources = Field(default_factory=SiteResources)
+    dictionary: Path | None = Field(
+        None, description="the site's copy of the consortium data dictionary (relative to this file); a run whose "
+                          "dictionary hash differs is refused. None: the app's default dictionary")
     approved_apps: list[str] | None = Field(
         None, description="FAB hashes (SHA-256, from `oncofed-app-hash <app folder>`) of the app versions this site "
                           "runs; any other app is refused before the site's data is opened. None: every app runs "
@@ -309,6 +287,11 @@ class SiteConfig(BaseModel):
     @classmethod
     def _state_relative_to_config(cls, path: Path, info: ValidationInfo) -> Path:
         return _resolve(path, info)
+
+    @field_validator("dictionary")
+    @classmethod
+    def _dictionary_relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return None if path is None else _resolve(path, info)
 
     @model_validator(mode="before")
     @classmethod

@@ -1,83 +1,51 @@
-"""Controlled vocabularies of the data contract: cancer types, histologies and named regimens.
+"""Controlled vocabularies of the data contract: cancer types, histologies, treatments and field codes.
 
-One place lists every code a site may send; everything else (validation, encoding, the synthetic
-generator, the tumour-board comparison) reads these tables.
+Every table here is a view of the default consortium data dictionary (shared/dictionaries/default.yaml, read
+by shared/dictionary.py): the codes a site may send are edited there, never here. Validation, encoding, the
+synthetic generator and the tumour-board comparison read these views.
 """
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict
 
+from shared.dictionary import DataDictionary, default_dictionary
 
-class CancerType(str, Enum):
-    BREAST = "breast"
-    NSCLC = "nsclc"
-    COLORECTAL = "colorectal"
-    OVARIAN = "ovarian"
+DICTIONARY: DataDictionary = default_dictionary()
 
 
-class Sex(str, Enum):
-    FEMALE = "female"
-    MALE = "male"
+def _code_enum(name: str, codes: tuple[str, ...], doc: str) -> type[Enum]:
+    """A str Enum whose members are the dictionary's codes (member name: the code upper-cased)."""
+    members = [(re.sub(r"[^A-Za-z0-9]+", "_", code).strip("_").upper(), code) for code in codes]
+    enum = Enum(name, members, type=str, module=__name__)  # type: ignore[misc]
+    enum.__doc__ = doc
+    return enum
 
 
-class RaceEthnicity(str, Enum):
-    """OMB-style categories; 'unknown' is a real value (not reported), not a missing cell."""
-
-    WHITE = "white"
-    BLACK = "black"
-    HISPANIC = "hispanic"
-    ASIAN = "asian"
-    OTHER = "other"
-    UNKNOWN = "unknown"
+def _field_codes(name: str) -> tuple[str, ...]:
+    """A categorical field's codes; none when this consortium's dictionary has no such field."""
+    return DICTIONARY.codes(DICTIONARY.field(name)) if name in DICTIONARY.columns else ()
 
 
-class StageGroup(str, Enum):
-    I = "I"  # noqa: E741 - AJCC stage group names
-    II = "II"
-    III = "III"
-    IV = "IV"
+CancerType = _code_enum("CancerType", tuple(c.code for c in DICTIONARY.cancer_types), "Cancer types.")
+Sex = _code_enum("Sex", _field_codes("sex"), "Sex as recorded.")
+RaceEthnicity = _code_enum("RaceEthnicity", _field_codes("race_ethnicity"),
+                           "OMB-style categories; 'unknown' is a real value (not reported), not a missing cell.")
+StageGroup = _code_enum("StageGroup", _field_codes("stage_group"), "AJCC stage groups.")
+BestResponse = _code_enum("BestResponse", _field_codes("best_response"), "RECIST 1.1 best overall response.")
+DrugClass = _code_enum("DrugClass", DICTIONARY.drug_classes, "Drug classes of the treatments.")
 
+RESPONDER = frozenset(BestResponse(code) for code in DICTIONARY.responders)
 
-class BestResponse(str, Enum):
-    """RECIST 1.1 best overall response."""
-
-    CR = "CR"
-    PR = "PR"
-    SD = "SD"
-    PD = "PD"
-
-
-RESPONDER = frozenset({BestResponse.CR, BestResponse.PR})
-
-HISTOLOGIES: dict[CancerType, tuple[str, ...]] = {
-    CancerType.BREAST: ("breast_ductal", "breast_lobular", "breast_other"),
-    CancerType.NSCLC: ("nsclc_adenocarcinoma", "nsclc_squamous", "nsclc_other"),
-    CancerType.COLORECTAL: ("crc_adenocarcinoma", "crc_mucinous"),
-    CancerType.OVARIAN: ("ovarian_high_grade_serous", "ovarian_other"),
-}
+HISTOLOGIES: dict[CancerType, tuple[str, ...]] = {CancerType(c.code): c.histologies for c in DICTIONARY.cancer_types}
 ALL_HISTOLOGIES: tuple[str, ...] = tuple(h for hs in HISTOLOGIES.values() for h in hs)
 
 
-class DrugClass(str, Enum):
-    ANTHRACYCLINE = "anthracycline"
-    TAXANE = "taxane"
-    ALKYLATING = "alkylating"
-    PLATINUM = "platinum"
-    ANTIFOLATE = "antifolate"
-    FLUOROPYRIMIDINE = "fluoropyrimidine"
-    TOPOISOMERASE = "topoisomerase_inhibitor"
-    ANTI_HER2 = "anti_her2"
-    ANTI_EGFR = "anti_egfr"
-    ANTI_VEGF = "anti_vegf"
-    IMMUNOTHERAPY = "immune_checkpoint_inhibitor"
-    LIPOSOMAL_ANTHRACYCLINE = "liposomal_anthracycline"
-
-
 class Regimen(BaseModel):
-    """A named regimen: its code is what sites send, its drugs and classes drive biology and display."""
+    """A named treatment: its code is what sites send, its drugs and classes drive biology and display."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -86,56 +54,14 @@ class Regimen(BaseModel):
     drugs: tuple[str, ...]
     classes: frozenset[DrugClass]
     cancer_types: frozenset[CancerType]
+    radiotherapy: bool = False
 
 
-def _regimen(code: str, name: str, drugs: tuple[str, ...], classes: set[DrugClass],
-             cancers: set[CancerType]) -> Regimen:
-    return Regimen(code=code, name=name, drugs=drugs, classes=frozenset(classes),
-                   cancer_types=frozenset(cancers))
-
-
-_C = DrugClass
-REGIMENS: tuple[Regimen, ...] = (
-    # Breast
-    _regimen("AC-T", "Doxorubicin + cyclophosphamide, then paclitaxel",
-             ("doxorubicin", "cyclophosphamide", "paclitaxel"),
-             {_C.ANTHRACYCLINE, _C.ALKYLATING, _C.TAXANE}, {CancerType.BREAST}),
-    _regimen("TC", "Docetaxel + cyclophosphamide", ("docetaxel", "cyclophosphamide"),
-             {_C.TAXANE, _C.ALKYLATING}, {CancerType.BREAST}),
-    _regimen("TCHP", "Docetaxel + carboplatin + trastuzumab + pertuzumab",
-             ("docetaxel", "carboplatin", "trastuzumab", "pertuzumab"),
-             {_C.TAXANE, _C.PLATINUM, _C.ANTI_HER2}, {CancerType.BREAST}),
-    _regimen("PACLITAXEL-CARBOPLATIN", "Paclitaxel + carboplatin", ("paclitaxel", "carboplatin"),
-             {_C.TAXANE, _C.PLATINUM}, {CancerType.BREAST}),
-    # Non-small-cell lung
-    _regimen("CARBOPLATIN-PEMETREXED", "Carboplatin + pemetrexed", ("carboplatin", "pemetrexed"),
-             {_C.PLATINUM, _C.ANTIFOLATE}, {CancerType.NSCLC}),
-    _regimen("CARBOPLATIN-PACLITAXEL", "Carboplatin + paclitaxel", ("carboplatin", "paclitaxel"),
-             {_C.PLATINUM, _C.TAXANE}, {CancerType.NSCLC, CancerType.OVARIAN}),
-    _regimen("CARBOPLATIN-PEMETREXED-PEMBROLIZUMAB", "Carboplatin + pemetrexed + pembrolizumab",
-             ("carboplatin", "pemetrexed", "pembrolizumab"),
-             {_C.PLATINUM, _C.ANTIFOLATE, _C.IMMUNOTHERAPY}, {CancerType.NSCLC}),
-    # Colorectal
-    _regimen("FOLFOX", "Fluorouracil + leucovorin + oxaliplatin",
-             ("fluorouracil", "leucovorin", "oxaliplatin"),
-             {_C.FLUOROPYRIMIDINE, _C.PLATINUM}, {CancerType.COLORECTAL}),
-    _regimen("FOLFIRI", "Fluorouracil + leucovorin + irinotecan",
-             ("fluorouracil", "leucovorin", "irinotecan"),
-             {_C.FLUOROPYRIMIDINE, _C.TOPOISOMERASE}, {CancerType.COLORECTAL}),
-    _regimen("FOLFOX-BEVACIZUMAB", "FOLFOX + bevacizumab",
-             ("fluorouracil", "leucovorin", "oxaliplatin", "bevacizumab"),
-             {_C.FLUOROPYRIMIDINE, _C.PLATINUM, _C.ANTI_VEGF}, {CancerType.COLORECTAL}),
-    _regimen("FOLFIRI-CETUXIMAB", "FOLFIRI + cetuximab",
-             ("fluorouracil", "leucovorin", "irinotecan", "cetuximab"),
-             {_C.FLUOROPYRIMIDINE, _C.TOPOISOMERASE, _C.ANTI_EGFR}, {CancerType.COLORECTAL}),
-    # Ovarian
-    _regimen("CARBOPLATIN-PACLITAXEL-BEVACIZUMAB", "Carboplatin + paclitaxel + bevacizumab",
-             ("carboplatin", "paclitaxel", "bevacizumab"),
-             {_C.PLATINUM, _C.TAXANE, _C.ANTI_VEGF}, {CancerType.OVARIAN}),
-    _regimen("CARBOPLATIN-PLD", "Carboplatin + pegylated liposomal doxorubicin",
-             ("carboplatin", "pegylated liposomal doxorubicin"),
-             {_C.PLATINUM, _C.LIPOSOMAL_ANTHRACYCLINE}, {CancerType.OVARIAN}),
-)
+REGIMENS: tuple[Regimen, ...] = tuple(
+    Regimen(code=t.code, name=t.name, drugs=t.drugs, radiotherapy=t.radiotherapy,
+            classes=frozenset(DrugClass(c) for c in DICTIONARY.treatment_classes(t)),
+            cancer_types=frozenset(CancerType(c) for c in t.cancer_types))
+    for t in DICTIONARY.treatments)
 
 REGIMEN_BY_CODE: dict[str, Regimen] = {r.code: r for r in REGIMENS}
 REGIMEN_CODES: tuple[str, ...] = tuple(r.code for r in REGIMENS)

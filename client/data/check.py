@@ -1,12 +1,15 @@
-"""The site-side data check: `python -m client.data.check --site-config site.toml [--json summary.json]`.
+"""The site-side data check: `oncofed-check-site --site-config site.toml [--dictionary consortium.yaml]
+[--json summary.json]`.
 
 A data steward runs this before the site joins a training run. It loads the site's data exactly as training
 will (client.data.loader), lists every violation (file or table, row, column, rule), and otherwise prints a
 summary: cohort size, modalities present, missingness per column and outcome counts. Counts between 1 and
 min_cell_size - 1 are shown as "<min_cell_size", so the summary can be shown around the hospital; it is
 not an outgoing message (a suppressed cell can still be recovered from a total by difference).
+With --dictionary, the consortium's data dictionary file must have the same content hash as the site's own
+copy (what a run would check, client/governance/dictionary_check.py), and the export is validated against it.
 
-Exit status: 0 usable, 1 the data breaks the contract, 2 the site config itself is unusable. On 1 and 2 the
+Exit status: 0 usable, 1 the data breaks the contract, 2 the site config or the dictionary is unusable. On 1 and 2 the
 --json file is not written; when written, it appears whole (temporary file, then rename).
 """
 
@@ -21,8 +24,10 @@ import pandas as pd
 from pydantic import BaseModel
 
 from client.data.loader import load_site_frame
+from client.governance.dictionary_check import site_dictionary
 from shared.atomic import write_atomically
-from shared.contract import CONTRACT_COLUMNS, MODALITY_FIELDS, DataContractError
+from shared.contract import CONTRACT_COLUMNS, MODALITY_FIELDS, DataContractError, check_frame
+from shared.dictionary import DataDictionary, DictionaryError, load_dictionary
 from shared.site_config import SiteConfig, SiteConfigError
 
 EXIT_USABLE, EXIT_VIOLATIONS, EXIT_BAD_CONFIG = 0, 1, 2
@@ -45,6 +50,8 @@ class SiteCheckSummary(BaseModel):
     best_response: dict[str, Count]  # CR, PR, SD, PD, missing
     pfs: dict[str, Count]  # events, censored, missing
     os: dict[str, Count]
+    dictionary: str = ""  # name and version of the data dictionary the data was checked against
+    dictionary_sha256: str = ""
 
 
 def suppress(count: int, min_cell_size: int) -> Count:
@@ -92,7 +99,8 @@ def format_summary(summary: SiteCheckSummary) -> str:
     for column, count in summary.missing.items():
         percent = summary.missing_percent[column]
         lines.append(f"  {column:<18} {count}" + (f" ({percent:g}%)" if percent is not None else ""))
-    lines += [f"Best response: {listing(summary.best_response)}",
+    lines += [f"Data dictionary: {summary.dictionary} (sha256 {summary.dictionary_sha256})",
+              f"Best response: {listing(summary.best_response)}",
               f"PFS: {listing(summary.pfs)}",
               f"OS: {listing(summary.os)}",
               f"Counts below {summary.min_cell_size} are shown as <{summary.min_cell_size}.",
@@ -106,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--site-config", required=True, type=Path, help="the site's TOML or JSON config")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT",
                         help="also write the summary as JSON (only when the data is usable)")
+    parser.add_argument("--dictionary", type=Path, default=None, metavar="FILE",
+                        help="the consortium's data dictionary (YAML/JSON) to check against; the site's own copy "
+                             "(`dictionary` in its config, else the app's default) must have the same content hash")
     parser.add_argument("--fingerprint", action="store_true",
                         help="also print the data fingerprint this site sends with its feature statistics (a keyed "
                              "hash; compare it with a model card's to see which version of the data trained it)")
@@ -118,7 +129,15 @@ def main(argv: list[str] | None = None) -> int:
         print("Usable: no (fix the site config)", file=sys.stderr)
         return EXIT_BAD_CONFIG
     try:
+        dictionary = _agreed_dictionary(config, args.dictionary)
+    except DictionaryError as error:
+        print(error, file=sys.stderr)
+        print("Usable: no (fix the data dictionary or the site config)", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    try:
         frame = load_site_frame(config)
+        unused = [c for c in frame.columns if c not in dictionary.columns and frame[c].isna().all()]
+        check_frame(frame.drop(columns=unused), config.data.describe(), dictionary)
     except DataContractError as error:
         print(f"{len(error.violations)} data-contract violation(s) in {config.data.describe()}:", file=sys.stderr)
         for violation in error.violations:
@@ -126,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         print("Usable: no. Fix the source data or the site's mapping, then run the check again.", file=sys.stderr)
         return EXIT_VIOLATIONS
 
-    summary = summarise(frame, config)
+    summary = summarise(frame, config).model_copy(update={
+        "dictionary": f"{dictionary.name} {dictionary.version}", "dictionary_sha256": dictionary.content_sha256()})
     print(format_summary(summary))
     if args.fingerprint:
         from client.data.fingerprint import data_fingerprint  # its key lives in the site's state dir
@@ -137,6 +157,21 @@ def main(argv: list[str] | None = None) -> int:
         write_atomically(args.json, json.dumps(summary.model_dump(mode="json"), indent=2) + "\n", mode=0o600)
         print(f"Summary written to {args.json}")
     return EXIT_USABLE
+
+
+def _agreed_dictionary(config: SiteConfig, consortium_file: Path | None) -> DataDictionary:
+    """The site's copy of the dictionary, refused (DictionaryError) when it differs from the consortium's file."""
+    local = site_dictionary(config)
+    if consortium_file is None:
+        return local
+    consortium = load_dictionary(consortium_file)
+    if consortium.content_sha256() != local.content_sha256():
+        copy = str(config.dictionary) if config.dictionary is not None else "the app's default dictionary"
+        raise DictionaryError(
+            f"the consortium's dictionary {consortium_file} (sha256 {consortium.content_sha256()}) differs from "
+            f"this site's copy, {copy} (sha256 {local.content_sha256()}); a run of the consortium would be refused. "
+            f"Point `dictionary` in the site config at the consortium's file (or update the copy), then check again")
+    return consortium
 
 
 if __name__ == "__main__":

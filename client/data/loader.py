@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from client.data.mapping import map_site_table
-from shared.contract import DataContractError, Violation, validate_frame
+from shared.contract import DataContractError, Violation, validate_frame, with_every_endpoint
 from shared.site_config import ColumnMapping, CsvSource, OmopSource, ParquetSource, SiteConfig
 
 # A valid UTF-8 multi-byte sequence; finding one in a file that is not valid UTF-8 means mixed encodings.
@@ -87,7 +87,7 @@ def validated_contract_frame(raw: pd.DataFrame, mapping: ColumnMapping, source: 
             violations.append(violation)
     if violations:
         raise DataContractError(sorted(violations, key=lambda v: v.row or 0))
-    return mapped.frame
+    return with_every_endpoint(mapped.frame)
 
 
 def read_csv_cells(path: str | Path, encoding: str = "auto", delimiter: str = ",") -> pd.DataFrame:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -52,12 +53,17 @@ class BaselinePredictions(BaseModel):
 
 
 def _codes(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A field's codes; all missing where the consortium's dictionary has no such field."""
+    if column not in frame.columns:
+        return pd.Series(np.nan, index=frame.index, dtype=object)
     return frame[column].map(lambda v: getattr(v, "value", v))
 
 
 def _number(frame: pd.DataFrame, column: str) -> pd.Series:
     if column == "stage_number":
         return _codes(frame, "stage_group").map(STAGE_NUMBER).astype(float)
+    if column not in frame.columns:
+        return pd.Series(np.nan, index=frame.index, dtype=float)
     return pd.to_numeric(frame[column], errors="coerce").astype(float)
 
 
@@ -109,7 +115,11 @@ def _clinical_features(frame: pd.DataFrame) -> pd.DataFrame:
 def _preprocessor(features: pd.DataFrame) -> ColumnTransformer:
     categorical = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     numeric = [c for c in features.columns if c not in categorical]
-    return ColumnTransformer([("numbers", StandardScaler(), numeric),
+    # clinical fields other than age and cancer type are optional in the data dictionary: a missing number is
+    # set to the training mean (0 once scaled) with a missing flag; complete data pass through unchanged
+    numbers = make_pipeline(StandardScaler(), SimpleImputer(strategy="constant", fill_value=0.0, add_indicator=True,
+                                                            keep_empty_features=True))
+    return ColumnTransformer([("numbers", numbers, numeric),
                               ("categories", OneHotEncoder(handle_unknown="ignore", sparse_output=False),
                                categorical)])
 
@@ -127,21 +137,28 @@ def _fit_predict(features: Callable[[pd.DataFrame], pd.DataFrame], train_frame: 
     """Logistic regression for response and Cox PH for PFS/OS on the same features, fitted on training rows."""
     train_x, test_x = features(train_frame), features(test_frame)
     known, responder = responder_labels(train_frame)
-    if len(np.unique(responder[known])) < 2:
-        raise ValueError("the training split needs both responders and non-responders to fit a baseline")
-    response_model: Pipeline = make_pipeline(_preprocessor(train_x), LogisticRegression(max_iter=2000))
-    response_model.fit(train_x[known], responder[known])
+    # an endpoint the dictionary does not model has no known outcome for any patient, so no figure is ever
+    # computed from its predictions: they are left at "no information" (probability 0.5, survival 1)
+    response_prob = np.full(len(test_x), 0.5)
+    if known.any():
+        if len(np.unique(responder[known])) < 2:
+            raise ValueError("the training split needs both responders and non-responders to fit a baseline")
+        response_model: Pipeline = make_pipeline(_preprocessor(train_x), LogisticRegression(max_iter=2000))
+        response_model.fit(train_x[known], responder[known])
+        response_prob = response_model.predict_proba(test_x)[:, 1]
     curves: dict[str, np.ndarray] = {}
     for endpoint in ENDPOINTS:
         rows, days, event = survival_outcomes(train_frame, endpoint)
+        if not rows.any():  # an endpoint the dictionary does not model
+            curves[endpoint] = np.ones((len(test_x), len(time_grid_days)))
+            continue
         if event[rows].sum() == 0:
             raise ValueError(f"the training split has no {endpoint.upper()} events to fit a Cox baseline")
         cox: Pipeline = make_pipeline(_preprocessor(train_x), CoxPHSurvivalAnalysis(alpha=0.1, ties="efron"))
         cox.fit(train_x[rows], Surv.from_arrays(event=event[rows], time=days[rows]))
         survival = cox.predict_survival_function(test_x, return_array=True)
         curves[endpoint] = _step_at(cox[-1].unique_times_, survival, time_grid_days)
-    return OutcomePredictions(response_prob=response_model.predict_proba(test_x)[:, 1],
-                              pfs_survival=curves["pfs"], os_survival=curves["os"], time_grid_days=time_grid_days)
+    return OutcomePredictions(response_prob=response_prob, pfs_survival=curves["pfs"], os_survival=curves["os"], time_grid_days=time_grid_days)
 
 
 def fit_baselines(train_frame: pd.DataFrame, test_frame: pd.DataFrame, time_grid_days: np.ndarray,
@@ -162,6 +179,7 @@ def fit_baselines(train_frame: pd.DataFrame, test_frame: pd.DataFrame, time_grid
                            "regimen",
          _clinical_features),
     ]
+    recorded = {"ECOG alone": "ecog", "Stage alone": "stage_group"}  # single-field baselines need their field
     return [BaselinePredictions(name=name, description=description,
                                 predictions=_fit_predict(features, train_frame, test_frame, grid))
-            for name, description, features in plans]
+            for name, description, features in plans if recorded.get(name, "age_years") in train_frame.columns]

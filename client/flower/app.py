@@ -19,6 +19,7 @@ from flwr.clientapp.typing import Mod
 from client.data.fingerprint import data_fingerprint
 from client.flower import outbox
 from client.governance.approval import ApprovalPolicy, approval_mod
+from client.governance.dictionary_check import LocalDictionary, dictionary_mod
 from client.governance.audit import AUDIT_FILE, AuditTarget, audit_mod, summarise
 from client.training.privacy import (
     LedgerEntry,
@@ -58,6 +59,7 @@ from shared.propensity import (
 from shared.provenance import running_app_hash
 from shared.release_privacy import HARMONISATION_RELEASE, TEST_FIGURES_RELEASE, releases_under_dp
 from shared.seeds import local_training_seed
+from shared.site_config import SiteConfig
 
 if TYPE_CHECKING:
     from shared.html_report import PrivacySpent
@@ -240,7 +242,13 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         return ApprovalPolicy(site_id=location.site_id, approved_apps=location.approved_apps,
                               config_file=location.config_file)
 
-    app = ClientApp(mods=[audit_mod(audit_target), approval_mod(approval_policy), secure_aggregation_mod,
+    def local_dictionary(context: Context) -> LocalDictionary:
+        location = locate_site(context, local_config(context))
+        path = SiteConfig.from_file(location.config_file).dictionary if location.config_file is not None else None
+        return LocalDictionary(site_id=location.site_id, path=path)
+
+    app = ClientApp(mods=[audit_mod(audit_target), approval_mod(approval_policy), dictionary_mod(local_dictionary),
+                          secure_aggregation_mod,
                           *(mods or []), outbox.contain_failures])
 
     def site_of(context: Context) -> Site:

@@ -26,13 +26,16 @@ def subgroup_masks(frame: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
     age = pd.to_numeric(frame["age_years"], errors="coerce").to_numpy()
     masks += [("Age", "< 70", age < 70), ("Age", "≥ 70", age >= 70)]
     for column, group in (("sex", "Sex"), ("race_ethnicity", "Race/ethnicity"), ("cancer_type", "Cancer type")):
+        if column not in frame.columns:  # a field this consortium's dictionary does not have
+            continue
         values = _value(frame, column)
         for level in sorted(values.dropna().unique()):
             masks.append((group, str(level), (values == level).to_numpy()))
-    charlson = pd.to_numeric(frame["charlson_index"], errors="coerce").to_numpy()
-    masks += [("Comorbidity (Charlson)", "0", charlson == 0),
-              ("Comorbidity (Charlson)", "1–2", (charlson >= 1) & (charlson <= 2)),
-              ("Comorbidity (Charlson)", "≥ 3", charlson >= 3)]
+    if "charlson_index" in frame.columns:
+        charlson = pd.to_numeric(frame["charlson_index"], errors="coerce").to_numpy()
+        masks += [("Comorbidity (Charlson)", "0", charlson == 0),
+                  ("Comorbidity (Charlson)", "1–2", (charlson >= 1) & (charlson <= 2)),
+                  ("Comorbidity (Charlson)", "≥ 3", charlson >= 3)]
     for modality, fields in MODALITY_FIELDS.items():
         if modality == "clinical":
             continue

@@ -149,7 +149,7 @@ def linear_predictors(patients: pd.DataFrame, regimen_code: str,
         if DrugClass.ANTIFOLATE in classes:
             response += mod.squamous_with_antifolate_response * squamous
             progression += mod.squamous_with_antifolate_progression * squamous
-        if DrugClass.IMMUNOTHERAPY in classes:
+        if DrugClass.IMMUNE_CHECKPOINT_INHIBITOR in classes:
             tps = np.nan_to_num(patients["pdl1_tps_percent"].to_numpy(dtype=float), nan=0.0)
             high = tps >= 50
             tmb_high = np.nan_to_num(patients["tmb_mut_per_mb"].to_numpy(dtype=float), nan=0.0) >= 10

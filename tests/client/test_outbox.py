@@ -78,10 +78,12 @@ def test_the_site_app_contains_failures_innermost():
 
     recorder = object()
     app = build_client_app(mods=[recorder])
-    # the audit log is outermost and code approval next (client/governance/audit.py, client/governance/approval.py); then SecAgg+ (it
-    # passes every other message through), so the recorder sees what is sent
-    audit, approval, *inner = app._mods
+    # the audit log is outermost, code approval next (client/governance/audit.py, client/governance/approval.py), then
+    # the data dictionary's check (client/governance/dictionary_check.py); then SecAgg+ (it passes every other
+    # message through), so the recorder sees what is sent
+    audit, approval, dictionary, *inner = app._mods
     assert audit.__qualname__.startswith("audit_mod") and approval.__qualname__.startswith("approval_mod")
+    assert dictionary.__qualname__.startswith("dictionary_mod")
     assert inner == [secure_aggregation_mod, recorder, outbox.contain_failures]
 
 

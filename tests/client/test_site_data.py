@@ -122,7 +122,7 @@ def _unknown_column(frame: pd.DataFrame) -> pd.DataFrame:
 
 MALFORMED = [
     # (case, change to a valid export, site mapping, expected (row, column, words in the rule))
-    ("missing required column", _drop("ecog"), None, [(None, "ecog", "required column is missing")]),
+    ("missing required column", _drop("age_years"), None, [(None, "age_years", "required column is missing")]),
     ("unknown column", _unknown_column, None, [(None, "hospital_number", "not in the data contract")]),
     ("unknown regimen code", _set(3, "regimen", "FOLFOXIRI"), None, [(3, "regimen", "unknown code")]),
     ("unknown sex code", _set(4, "sex", "W"), None, [(4, "sex", "unknown code")]),

@@ -126,7 +126,7 @@ def test_cli_table_output(run: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     ({"cancer_type": "melanoma"}, "cancer_type", "melanoma"),
     ({"age_years": 150}, "age_years", "less than or equal to 110"),
     ({"ki67_percent": -5}, "ki67_percent", "greater than or equal to 0"),
-    ({"ecog": None}, "ecog", "required column is missing"),
+    ({"age_years": None}, "age_years", "required column is missing"),
     ({"tumour_size": 30}, "tumour_size", "not in the data contract"),
     ({"pfs_days": 400, "os_days": 200, "pfs_event": True, "os_event": False}, "pfs_days", "cannot outlast"),
 ])

@@ -1,7 +1,8 @@
 import pandas as pd
 import pytest
 
-from shared.contract import DataContractError, PatientRecord, validate_frame
+from shared.contract import DataContractError, check_frame, validate_frame
+from shared.encoding import modality_presence
 
 
 def record(**changes) -> dict:
@@ -13,8 +14,10 @@ def record(**changes) -> dict:
 
 
 def test_a_valid_record_passes_and_reports_its_modalities():
-    parsed = PatientRecord.model_validate(record())
-    assert parsed.modalities_present() == {"clinical": True, "pathology": True, "imaging": False, "genomic": False}
+    [row] = validate_frame(pd.DataFrame([record()]), "x.csv")
+    assert row.patient_id == "p1"
+    checked = check_frame(pd.DataFrame([record()]), "x.csv")
+    assert modality_presence(checked).tolist() == [[1.0, 1.0, 0.0, 0.0]]
 
 
 @pytest.mark.parametrize("changes, column, words", [
@@ -39,11 +42,11 @@ def test_bad_records_are_rejected_naming_row_column_and_rule(changes, column, wo
 
 
 def test_missing_and_unknown_columns_and_duplicates_are_reported_together():
-    frame = pd.DataFrame([record(), record()]).drop(columns=["ecog"]).assign(ecog_ps=1)
+    frame = pd.DataFrame([record(), record()]).drop(columns=["age_years"]).assign(ecog_ps=1)
     with pytest.raises(DataContractError) as raised:
         validate_frame(frame, "x.csv")
     rules = {(v.column, v.rule) for v in raised.value.violations}
-    assert ("ecog", "required column is missing") in rules
+    assert ("age_years", "required column is missing") in rules
     assert ("ecog_ps", "column is not in the data contract; map or drop it") in rules
     frame = pd.DataFrame([record(), record()])
     with pytest.raises(DataContractError, match="duplicated patient"):
