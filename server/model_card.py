@@ -144,7 +144,8 @@ def model_card(run_dir: Path, range_calibration: Path | None = None, data_descri
 
 ## Model details
 - Multimodal network (shared/model.py): an encoder per modality ({", ".join(MODALITIES)}), gated-attention fusion
-  over the modalities present, a regimen-conditioned trunk; outputs the probability of response (RECIST CR/PR)
+  over the modalities present, a regimen-conditioned trunk, beside a linear (wide) path over the encoded inputs and
+  low-rank regimen × patient interactions; outputs the probability of response (RECIST CR/PR)
   and discrete-time PFS and OS survival curves every {config.survival_interval_days} days up to
   {config.survival_horizon_days} days. Hidden size {config.hidden_size}.
 - Trained by federated learning (Flower, strategy `{config.strategy}`), {len(history)} of {config.num_rounds}

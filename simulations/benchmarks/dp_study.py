@@ -10,28 +10,38 @@ The validation phases are off here and each site's ε is target-epsilon × (1 �
 main job (2.4 of 3), a little below what the deployed model gets (about 2.9, the rest of ε under RDP
 composition), so a setting is judged at no more privacy budget than it will have. Results are appended run by run to JSON (a rerun skips what is there).
 
-    python -m simulations.benchmarks.dp_study --settings baseline small16 --seeds 42 43
+The "recipe:*" settings keep the chosen recipe and change the network's form (MODEL_FORMS); for every run the
+study also scores the final model's regimen ranking of the VALIDATION patients against the generator's truth.
+
+    python -m simulations.benchmarks.dp_study --settings recipe:deep recipe:wide-i2 --seeds 42 43
+    python -m simulations.benchmarks.dp_study --rank-existing      # add the ranking to stored points
     python -m simulations.benchmarks.dp_study --list
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import torch
 
 from shared.config import RunConfig
 from shared.atomic import write_atomically
+from shared.model import build_model
 
 RESULTS = Path(__file__).parent / "results" / "dp_study.json"
 FIGURES = ("response-auc", "pfs-cindex", "os-cindex")
+RANKING = ("response_concordance", "os_concordance", "top1_agreement", "regret", "regret_random")
 # the main job's ε = 3 per site less the validation phases' default share of 0.2: a conservative stand-in, since the
 # budget split gives the federated rounds the rest of ε under RDP composition (about 2.9; client/training/privacy.py)
 FEDERATED_EPSILON = 2.4
@@ -75,6 +85,63 @@ SETTINGS: dict[str, dict[str, Any]] = {
                                                  "num-rounds": 20, "local-epochs": 1, "strategy": "fedyogi",
                                                  "server-learning-rate": 0.01},
 }
+# the model study (docs/dp_tuning.md, "The network's form"): the chosen recipe above with other forms of
+# shared/model.py's OncoFedNet, given as its constructor's keywords. "recipe:deep" is the network before the wide
+# path (wide off, no interactions): the same weights, draws and figures as h16-b256-lr03-r20.
+RECIPE = SETTINGS["h16-b256-lr03-r20"]
+MODEL_FORMS: dict[str, dict[str, Any]] = {
+    "recipe:deep": {"wide": False, "interaction_rank": 0},
+    "recipe:wide": {"wide": True, "interaction_rank": 0},
+    "recipe:wide-i2": {"wide": True, "interaction_rank": 2},
+    "recipe:wide-i4": {"wide": True, "interaction_rank": 4},
+    "recipe:wide-i8": {"wide": True, "interaction_rank": 8},
+    "recipe:deep-i2": {"wide": False, "interaction_rank": 2},
+    "recipe:linear": {"wide": True, "interaction_rank": 0, "deep": False},
+    "recipe:linear-i2": {"wide": True, "interaction_rank": 2, "deep": False},
+}
+SETTINGS |= {name: RECIPE for name in MODEL_FORMS}
+SETTINGS |= {
+    "recipe:wide-i2-h8": RECIPE | {"hidden-size": 8},
+    "recipe:wide-i2-lr01": RECIPE | {"learning-rate": 0.01},
+    "recipe:wide-i8-lr01": RECIPE | {"learning-rate": 0.01},
+}
+MODEL_FORMS |= {"recipe:wide-i2-h8": MODEL_FORMS["recipe:wide-i2"],
+                "recipe:wide-i2-lr01": MODEL_FORMS["recipe:wide-i2"],
+                "recipe:wide-i8-lr01": MODEL_FORMS["recipe:wide-i8"]}
+
+
+@contextlib.contextmanager
+def model_form(keywords: dict[str, Any] | None) -> Iterator[None]:
+    """Every OncoFedNet built in this process (server, sites, readers) takes these keywords for one run.
+
+    Patching the class in shared.model (build_model looks it up at each call) keeps the study out of the
+    product's configuration: only the chosen form becomes the default, with no switch in RunConfig.
+    """
+    if not keywords:
+        yield
+        return
+    import shared.model
+
+    with mock.patch.object(shared.model, "OncoFedNet", functools.partial(shared.model.OncoFedNet, **keywords)):
+        yield
+
+
+def validation_ranking(run_dir: Path) -> dict[str, Any]:
+    """The run's final global model ranking each VALIDATION patient's candidate regimens against the generator's
+    truth (simulations/benchmarks/regimen_ranking.py's figures, on the validation split instead of test)."""
+    import pandas as pd
+
+    from client.tumour_board.run_bundle import load_run
+    from shared.config import cohort_directory
+    from simulations.benchmarks.regimen_ranking import candidate_table, network_predictions
+    from simulations.ranking_metrics import ranking_figures
+    from simulations.references import simulated_sites
+
+    bundle = load_run(run_dir, last_rounds=1)
+    candidates = candidate_table(simulated_sites(bundle.config), cohort_directory(bundle.config), part="validation")
+    predicted = network_predictions(bundle.final_model, bundle.stats, bundle.grid, candidates)
+    table = pd.concat([candidates, predicted.set_index(candidates.index)], axis=1)
+    return ranking_figures(table, bundle.config.survival_horizon_days).model_dump()
 
 
 def run_setting(name: str, overrides: dict[str, Any], seed: int, runs_dir: Path) -> dict[str, Any]:
@@ -89,14 +156,20 @@ def run_setting(name: str, overrides: dict[str, Any], seed: int, runs_dir: Path)
     sites = simulated_site_dirs(config)
     grid = InProcessGrid(build_client_app(config.to_flower()), num_nodes=len(sites))
     started = time.perf_counter()
-    results = run_federation(grid, config, runs_dir / config.run_name, progress=lambda line: None)
+    with model_form(MODEL_FORMS.get(name)):
+        results = run_federation(grid, config, runs_dir / config.run_name, progress=lambda line: None)
     seconds = time.perf_counter() - started
     final = results.rounds[-1]
-    return {"setting": name, "seed": seed, "overrides": overrides, "seconds": round(seconds, 1),
+    with model_form(MODEL_FORMS.get(name)):
+        parameters = sum(t.numel() for t in build_model(20, config.hidden_size, seed).parameters())
+        ranking = validation_ranking(runs_dir / config.run_name)
+    return {"setting": name, "seed": seed, "overrides": overrides, "model": MODEL_FORMS.get(name),
+            "parameters": parameters, "seconds": round(seconds, 1),
             "load_average": os.getloadavg()[0],
             "validation_mean": {k: final["validation_mean"].get(k) for k in FIGURES},
             "validation": {s: {k: f.get(k) for k in (*FIGURES, "num-examples")}
                            for s, f in sorted(final["validation"].items())},
+            "validation_ranking": ranking,
             "curve": [{k: r["validation_mean"].get(k) for k in FIGURES} for r in results.rounds],
             "epsilon": results.epsilon,
             "noise_multiplier": max((f.get("noise-multiplier", 0.0) for f in final["train"].values()), default=0.0)}
@@ -113,18 +186,24 @@ def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [p["validation_mean"][key] for p in chosen if p["validation_mean"].get(key) is not None]
             row[key] = statistics.mean(values) if values else None
             row[f"{key}-sd"] = statistics.stdev(values) if len(values) > 1 else None
+        for key in RANKING:
+            values = [p["validation_ranking"][key] for p in chosen if p.get("validation_ranking")]
+            row[key] = statistics.mean(values) if values else None
+            row[f"{key}-sd"] = statistics.stdev(values) if len(values) > 1 else None
         rows.append(row)
     return rows
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| setting | seeds | σ | val response AUC | val PFS C | val OS C | s/run |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| setting | seeds | σ | val response AUC | val PFS C | val OS C | val ranking concordance | "
+             "val regret (random) | s/run |", "|---|---|---|---|---|---|---|---|---|"]
     show = lambda row, key: "—" if row[key] is None else (  # noqa: E731
         f"{row[key]:.3f}" + (f" ± {row[key + '-sd']:.3f}" if row[key + "-sd"] is not None else ""))
     for row in rows:
         lines.append(f"| {row['setting']} | {len(row['seeds'])} | {row['noise_multiplier']:.2f} | "
                      f"{show(row, 'response-auc')} | {show(row, 'pfs-cindex')} | {show(row, 'os-cindex')} | "
+                     f"{show(row, 'response_concordance')} | {show(row, 'regret')} "
+                     f"({'—' if row['regret_random'] is None else format(row['regret_random'], '.3f')}) | "
                      f"{row['seconds']:.0f} |")
     return "\n".join(lines)
 
@@ -137,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/oncofed-dp-study"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--list", action="store_true", help="print the settings and exit")
+    parser.add_argument("--rank-existing", action="store_true", help="add the validation ranking to stored points "
+                        "whose run folder is still under --runs-dir, then exit")
     args = parser.parse_args(argv)
     if args.list:
         for name, overrides in SETTINGS.items():
@@ -145,6 +226,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     stored = json.loads(args.out.read_text()) if args.out.is_file() else {"points": []}
+    if args.rank_existing:
+        for point in stored["points"]:
+            run_dir = args.runs_dir / f"{point['setting']}-seed-{point['seed']}"
+            if "validation_ranking" not in point and (run_dir / "checkpoints").is_dir():
+                with model_form(MODEL_FORMS.get(point["setting"])):
+                    point["validation_ranking"] = validation_ranking(run_dir)
+        stored["summary"] = summarise(stored["points"])
+        write_atomically(args.out, json.dumps(stored, indent=1))
+        print(markdown(stored["summary"]))
+        return 0
     done = {(p["setting"], p["seed"]) for p in stored["points"]}
     for name in args.settings:
         for seed in args.seeds:

@@ -1,6 +1,7 @@
 """The federated response recalibration applied to finished runs, without retraining: test calibration before/after.
 
-For each run directory: loads the final global model and the feature scaling (checkpoints/latest.pt), runs the
+For each run directory: loads the final global model and the feature scaling (checkpoints/latest.pt; a run that
+recalibrated already has its (a, b) undone first, so "before" is the trained model), runs the
 product's recalibration (server/recalibration.py) through the real ClientApp in this process on the sites'
 VALIDATION splits (the default cohort, the run's seed for the splits), then scores the model before and after on
 every site's TEST split (simulation only: this script reads every site's data) with the site report's estimators
@@ -31,7 +32,7 @@ from shared.config import RunConfig
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.atomic import write_atomically
 from shared.metrics import calibration_intercept_value, calibration_slope_value, responder_labels
-from shared.model import build_model, predict
+from shared.model import build_model, fold_response_recalibration, predict
 from simulations.in_process import InProcessGrid
 from simulations.references import simulated_sites
 
@@ -57,6 +58,9 @@ def recalibrate_run(run_dir: Path, scratch: Path) -> dict:
     config = RunConfig.from_mapping(json.loads((run_dir / "config.json").read_text())
                                     | {"output-dir": str(scratch), "run-name": run_dir.name, "site-reports": False})
     state, weights, _ = load_checkpoint(run_dir)
+    if state.recalibration is not None:  # the run already folded its own fit in: undo it, start from the trained model
+        a, b = state.recalibration
+        weights = fold_response_recalibration(weights, 1 / a, -b / a)
     grid = SurvivalGrid.from_config(config)
     before = build_model(grid.num_intervals, config.hidden_size, config.seed)
     before.load_state_dict(weights)
@@ -74,8 +78,10 @@ def recalibrate_run(run_dir: Path, scratch: Path) -> dict:
                 ["calibration_slope"]["value"] for site in test_before if (run_dir / "sites" / site /
                                                                              "report.json").is_file()}
     return {"run_dir": str(run_dir), "seed": config.seed, "completed_round": state.completed_round,
+            "run_recalibration": state.recalibration,
             "recalibration": recalibration.model_dump(), "recalibration_seconds": seconds,
-            "site_report_slope_before": reported,
+            # the run's own site reports: the recalibrated model's slope where the run recalibrated
+            "site_report_slope": reported,
             "sites": {site: {"before": test_before[site], "after": test_after[site]} for site in test_before}}
 
 

@@ -63,11 +63,14 @@ QUICK = {"num-rounds": 1, "local-epochs": 1}
 Progress = Callable[[str], None]
 
 
-def candidate_table(sites: list[Site], cohort: Path) -> pd.DataFrame:
-    """Every test patient once per candidate regimen of its cancer type, with the truth of that pair."""
+def candidate_table(sites: list[Site], cohort: Path, part: str = "test") -> pd.DataFrame:
+    """Every test patient once per candidate regimen of its cancer type, with the truth of that pair.
+
+    `part="validation"`: the same on the validation patients, for choosing settings (dp_study.py).
+    """
     frames = []
     for site in sites:
-        test = site.part("test")
+        test = site.part(part)
         for cancer in CancerType:
             patients = test[test["cancer_type"] == cancer.value]
             for regimen in regimens_for(cancer):
@@ -77,7 +80,7 @@ def candidate_table(sites: list[Site], cohort: Path) -> pd.DataFrame:
     keys = list(zip(candidates["patient_id"].astype(str), candidates["regimen"], strict=True))
     matched = truth.reindex(keys)
     if matched["p_response"].isna().any():
-        raise ValueError(f"{int(matched['p_response'].isna().sum())} test patient × regimen pairs have no ground "
+        raise ValueError(f"{int(matched['p_response'].isna().sum())} {part} patient × regimen pairs have no ground "
                          f"truth in {cohort}/_ground_truth; regenerate the cohort with `oncofed-cohort`")
     candidates["true_response"] = matched["p_response"].to_numpy(float)
     candidates["true_median_os_days"] = matched["median_os_days"].to_numpy(float)
