@@ -33,6 +33,7 @@ from shared.model import build_model, fold_response_recalibration
 from shared.propensity import PROPENSITY_ARRAYS_KEY
 from shared.release_privacy import releases_under_dp
 from shared.run_result import RunResult
+from shared.vocabulary import DICTIONARY
 
 Progress = Callable[[str], None]
 # an experiment's reference rows for the consortium report, and their figures for metrics.json (by row, by site)
@@ -109,7 +110,9 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         progress(_round_line(record, config.num_rounds))
     seconds["rounds"], phase_started = time.perf_counter() - phase_started, time.perf_counter()
     recalibration = None
-    if config.recalibrate_response:  # the final test and every later phase see the recalibrated model
+    # the final test and every later phase see the recalibrated model; a consortium without a response endpoint
+    # has nothing to recalibrate
+    if config.recalibrate_response and "response" in DICTIONARY.endpoints:
         arrays, recalibration = recalibrate_response(grid, collect, config, state.normalisation, arrays,
                                                      coordinator.names)
         if recalibration.applied:
