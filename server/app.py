@@ -8,6 +8,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from server.evaluation_run import run_evaluation_only
 from server.federation import References, run_federation
 from shared.config import RunConfig, run_directory
 
@@ -26,7 +27,10 @@ def build_server_app(overrides: Mapping[str, Any] | None = None, progress: Calla
     def main(grid: Grid, context: Context) -> None:
         config = RunConfig.from_mapping({**dict(context.run_config), **dict(overrides or {})})
         run_dir = run_directory(config, context.run_id)
-        run_federation(grid, config, run_dir, progress or print, references)
+        if config.evaluate_model:  # a registered model at the sites, no training (server/evaluation_run.py)
+            run_evaluation_only(grid, config, run_dir, progress or print)
+        else:
+            run_federation(grid, config, run_dir, progress or print, references)
         if progress is None:
             print(f"run directory: {run_dir}")
 

@@ -16,10 +16,11 @@ from pathlib import Path
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
+from server.central_privacy import central_epsilon
 from server.checkpoint import ServerState, load_checkpoint, save_checkpoint
 from server.consortium_report import ReferenceRow, write_consortium_report
 from server.consortium_summary import last_training_figures, summary_from_results
-from server.coordinator import Coordinator, collect
+from server.coordinator import Coordinator, SiteReplies, collect
 from server.propensity import propensity_phase
 from server.provenance import final_provenance, resumed, run_provenance
 from server.recalibration import recalibrate_response
@@ -30,7 +31,9 @@ from shared.encoding import SurvivalGrid
 from shared.messages import COUNT_KEY, PhaseInstruction
 from shared.model import build_model, fold_response_recalibration
 from shared.propensity import PROPENSITY_ARRAYS_KEY
+from shared.release_privacy import releases_under_dp
 from shared.run_result import RunResult
+from shared.vocabulary import DICTIONARY
 
 Progress = Callable[[str], None]
 # an experiment's reference rows for the consortium report, and their figures for metrics.json (by row, by site)
@@ -90,7 +93,8 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
                                f"kept; fix the sites and resume with resume-from={run_dir}")
         arrays = trained.arrays
         evaluate_started = time.perf_counter()
-        evaluated = coordinator.evaluate_round(strategy, server_round, arrays, "validation")
+        evaluated = (SiteReplies() if releases_under_dp(config)  # only the final test figures are released
+                     else coordinator.evaluate_round(strategy, server_round, arrays, "validation"))
         record = {
             "round": server_round,
             "train": trained.replies.figures, "validation": evaluated.figures, "update_distance": trained.distances,
@@ -106,7 +110,9 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         progress(_round_line(record, config.num_rounds))
     seconds["rounds"], phase_started = time.perf_counter() - phase_started, time.perf_counter()
     recalibration = None
-    if config.recalibrate_response:  # the final test and every later phase see the recalibrated model
+    # the final test and every later phase see the recalibrated model; a consortium without a response endpoint
+    # has nothing to recalibrate
+    if config.recalibrate_response and "response" in DICTIONARY.endpoints:
         arrays, recalibration = recalibrate_response(grid, collect, config, state.normalisation, arrays,
                                                      coordinator.names)
         if recalibration.applied:
@@ -124,6 +130,8 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
                "epsilon": _epsilon_by_site(state.history), "budget_split": budget_split(config, planned)}
     if recalibration is not None:
         results["recalibration"] = recalibration.model_dump()
+    if (central := central_epsilon(config, state.history)) is not None:
+        results["central_dp"] = central
     validation = run_validation(coordinator, ArrayRecord(initial_model(config).state_dict()), final.figures, planned)
     if validation:
         seconds |= validation.pop("seconds")

@@ -68,6 +68,10 @@ class RunConfig(BaseModel):
                                             "spend; the deployed federated model gets the rest (all of it when no "
                                             "validation phase trains)")
     secure_mode: bool = Field(default=False, description="Opacus cryptographically secure noise")
+    release_epsilon_share: float = Field(default=0.0, ge=0, lt=1, description="share of each site's ε spent on "
+                                         "Gaussian noise over its harmonisation statistics and test figures "
+                                         "(client/governance/release_privacy.py); 0 = those are protected by the "
+                                         "minimum cell size only")
     # confounding by indication (client/training/propensity.py): a federated propensity model, then inverse-probability
     # weights in the outcome loss; each weight depends on one patient and the released propensity model only
     propensity_weighting: bool = Field(default=False, description="train a federated DP propensity model first "
@@ -112,6 +116,9 @@ class RunConfig(BaseModel):
     output_dir: str = "runs"
     run_name: str = Field(default="", description="'' = a timestamped name")
     resume_from: str = Field(default="", description="a run directory to continue from its last checkpoint")
+    # evaluation-only runs (server/evaluation_run.py): no training round, no ε spent on weights
+    evaluate_model: str = Field(default="", description="a registered model (a run directory or its checkpoint "
+                                ".pt, with provenance) that the connected sites evaluate without training; '' = train")
 
     @model_validator(mode="after")
     def _coherent(self) -> RunConfig:
@@ -122,12 +129,42 @@ class RunConfig(BaseModel):
         if self.central_dp_noise_multiplier > 0 and self.update_clip_norm == 0:
             raise ValueError("central-dp-noise-multiplier needs update-clip-norm > 0: the noise is calibrated "
                              "to the clipping bound")
+        if self.central_dp_noise_multiplier > 0 and self.aggregation != "mean":
+            raise ValueError(f"central-dp-noise-multiplier needs aggregation=mean: the clip norm bounds what one "
+                             f"site changes in a (weighted) mean, not in a coordinate-wise {self.aggregation}, so no "
+                             f"central ε could be stated (server/central_privacy.py)")
+        if self.release_epsilon_share > 0:
+            self._check_release_privacy()
+        if self.evaluate_model and self.resume_from:
+            raise ValueError("evaluate-model and resume-from exclude each other: an evaluation-only run trains "
+                             "nothing to resume; leave one of them empty")
         if self.secure_aggregation:
             self._check_secure_aggregation()
             if self.propensity_weighting:
                 raise ValueError("propensity-weighting needs secure-aggregation=false: the propensity model's "
                                  "federation averages the sites' models in the clear")
         return self
+
+    def _check_release_privacy(self) -> None:
+        """Under release DP only the harmonisation statistics and the final test figures leave a site besides the
+        model; a phase that would send other figures cannot run beside it (its figures are not noised)."""
+        if self.evaluate_model:
+            return  # an evaluation-only run releases its figures only
+        if not self.dp:
+            raise ValueError("release-epsilon-share needs dp=true: one ε per site covering every release means the "
+                             "model's training is DP too")
+        others = [key for key, on in (("recalibrate-response", self.recalibrate_response),
+                                      ("local-references", self.local_references),
+                                      ("share-local-models", self.share_local_models),
+                                      ("leave-one-site-out", self.leave_one_site_out),
+                                      ("propensity-weighting", self.propensity_weighting)) if on]
+        if others:
+            raise ValueError(f"release-epsilon-share > 0 cannot run with {', '.join(others)}: those phases send "
+                             f"figures (sums, local models' figures) that are not released under DP; set them to "
+                             f"false, or release-epsilon-share=0")
+        if self.release_epsilon_share + self.validation_epsilon_share >= 1:
+            raise ValueError("release-epsilon-share + validation-epsilon-share must leave the federated model a "
+                             "share of ε (their sum must be below 1)")
 
     def _check_secure_aggregation(self) -> None:
         """SecAgg+ hides each site's model, so nothing that needs one site's model can run with it."""

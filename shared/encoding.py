@@ -99,6 +99,7 @@ class EncodedCohort:
 
 
 NUM_INPUTS = 6
+MODALITY_MASK_INPUT = 4  # position of modality_mask among the model's inputs (EncodedCohort.inputs)
 
 
 def _indicated(modality: str) -> tuple[str, ...]:

@@ -38,6 +38,8 @@ class RunResult(BaseModel):
     started_at: float | None = None
     seconds: dict[str, float] = Field(default_factory=dict, description="where the run's time went, by phase")
     provenance: dict[str, Any] | None = None
+    central_dp: dict[str, Any] | None = Field(default=None, description="central DP's site-level ε with the patient "
+                                              "weighting (server/central_privacy.py); absent without central noise")
     references: dict[str, dict[str, Figures]] | None = Field(default=None, description="simulation only: "
                                                              "pooled centralised and oracle figures by site")
 

@@ -22,7 +22,12 @@ from rich.table import Table
 
 from shared.config import ConfigError, RunConfig, cohort_directory, run_directory
 from shared.run_result import RESULTS_FILE, RunResult
+from shared.vocabulary import DICTIONARY
 
+
+# the summary table's column for each endpoint the dictionary may declare: (endpoint, title, metric key)
+ENDPOINT_COLUMNS = (("response", "response AUC", "response-auc"), ("pfs", "PFS C-index", "pfs-cindex"),
+                    ("os", "OS C-index", "os-cindex"))
 
 # rounds of each leave-one-site-out federation in the main job: every LOSO round also spends each site's ε,
 # and six sites mean six extra federations; two rounds keep the run's cost and privacy spend moderate
@@ -44,16 +49,19 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def ensure_cohort(config: RunConfig, console: Console) -> Path:
-    """The simulated sites' folders; the default consortium is generated (deterministically) on first use."""
-    from simulations.cohort.config import default_consortium
-    from simulations.cohort.generator import generate_consortium
-    from simulations.cohort.io import write_consortium
+    """The simulated sites' folders; the default consortium is generated (deterministically) on first use.
 
+    The generator is imported only to generate: it knows the default dictionary's cancers and regimens only, and
+    a consortium with its own dictionary brings its own site folders (docs/onboarding.md)."""
     folder = cohort_directory(config)
     if config.data_dir and not folder.is_dir():
         raise FileNotFoundError(f"data-dir {folder} does not exist; generate a cohort there with "
                                 f"`oncofed-cohort --out {folder}` or leave data-dir empty for the default")
     if not folder.is_dir():
+        from simulations.cohort.config import default_consortium
+        from simulations.cohort.generator import generate_consortium
+        from simulations.cohort.io import write_consortium
+
         console.print(f"generating the default synthetic consortium in {folder} …")
         write_consortium(generate_consortium(default_consortium()), folder)
     return folder
@@ -148,22 +156,22 @@ def time_summary(results: RunResult, started_at: float, finished_at: float) -> s
 
 
 def summary_table(results: RunResult) -> Table:
+    """Each site's test figures for the endpoints of the consortium's data dictionary."""
+    endpoints = [(title, key) for endpoint, title, key in ENDPOINT_COLUMNS if endpoint in DICTIONARY.endpoints]
     table = Table(title="Each site's held-out test patients (final global model)")
-    for column in ("site", "n test", "response AUC", "PFS C-index", "OS C-index", "ε spent"):
+    for column in ("site", "n test", *(title for title, _ in endpoints), "ε spent"):
         table.add_column(column, justify="left" if column == "site" else "right")
     show = lambda figures, key: f"{figures[key]:.3f}" if key in figures else "suppressed"  # noqa: E731
     for site in sorted(set(results.test) | set(results.test_missing)):
         figures = results.test.get(site)
         if figures is None:
-            table.add_row(site, "—", "—", "—", "—", results.test_missing[site][:40])
+            table.add_row(site, "—", *("—" for _ in endpoints), results.test_missing[site][:40])
             continue
         epsilon = results.epsilon.get(site)
-        table.add_row(site, str(int(figures["num-examples"])), show(figures, "response-auc"),
-                      show(figures, "pfs-cindex"), show(figures, "os-cindex"),
+        table.add_row(site, str(int(figures["num-examples"])), *(show(figures, key) for _, key in endpoints),
                       f"{epsilon:.2f}" if epsilon is not None else "no DP")
     mean = results.test_mean
-    table.add_row("weighted mean", "", show(mean, "response-auc"), show(mean, "pfs-cindex"),
-                  show(mean, "os-cindex"), "", style="bold")
+    table.add_row("weighted mean", "", *(show(mean, key) for _, key in endpoints), "", style="bold")
     return table
 
 
@@ -212,8 +220,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     console.print(summary_table(results))
     console.print(time_summary(results, started, time.time()), highlight=False, soft_wrap=True)
-    console.print(f"wrote {run_dir} (config.json, metrics.json, checkpoints/, consortium_report.html, "
-                  f"sites/<site>/privacy_ledger.json and report.html)", highlight=False, soft_wrap=True)
+    from client.data.site import simulated_site_dirs
+
+    own_folders = any((folder / "site.toml").is_file() for folder in simulated_site_dirs(config))
+    sites_wrote = ("each site's privacy_ledger.json and report.html in the state_dir of its site.toml" if own_folders
+                   else "sites/<site>/privacy_ledger.json and report.html")
+    console.print(f"wrote {run_dir} (config.json, metrics.json, checkpoints/, consortium_report.html, {sites_wrote})",
+                  highlight=False, soft_wrap=True)
     return 0
 
 

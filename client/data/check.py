@@ -47,9 +47,9 @@ class SiteCheckSummary(BaseModel):
     modalities_absent: list[str]
     missing: dict[str, Count]  # per contract column, patients without a value
     missing_percent: dict[str, float | None]  # None where the count is suppressed
-    best_response: dict[str, Count]  # CR, PR, SD, PD, missing
-    pfs: dict[str, Count]  # events, censored, missing
-    os: dict[str, Count]
+    best_response: dict[str, Count] | None  # CR, PR, SD, PD, missing; None: not an endpoint of the dictionary
+    pfs: dict[str, Count] | None  # events, censored, missing
+    os: dict[str, Count] | None
     dictionary: str = ""  # name and version of the data dictionary the data was checked against
     dictionary_sha256: str = ""
 
@@ -59,8 +59,9 @@ def suppress(count: int, min_cell_size: int) -> Count:
     return f"<{min_cell_size}" if 0 < count < min_cell_size else int(count)
 
 
-def summarise(frame: pd.DataFrame, config: SiteConfig) -> SiteCheckSummary:
-    """The check's summary of a validated contract frame."""
+def summarise(frame: pd.DataFrame, config: SiteConfig,
+              endpoints: tuple[str, ...] = ("response", "pfs", "os")) -> SiteCheckSummary:
+    """The check's summary of a validated contract frame, for the endpoints its dictionary declares."""
     k = config.min_cell_size
     n = len(frame)
     present = {modality: suppress(int(frame[list(fields)].notna().any(axis=1).sum()), k)
@@ -69,11 +70,15 @@ def summarise(frame: pd.DataFrame, config: SiteConfig) -> SiteCheckSummary:
     missing = {column: suppress(count, k) for column, count in missing_counts.items()}
     missing_percent = {column: (round(100.0 * count / n, 1) if isinstance(missing[column], int) else None)
                        for column, count in missing_counts.items()}
-    responses = frame["best_response"].value_counts()
-    best_response = {code: suppress(int(responses.get(code, 0)), k) for code in ("CR", "PR", "SD", "PD")}
-    best_response["missing"] = suppress(int(frame["best_response"].isna().sum()), k)
+    best_response: dict[str, Count] | None = None
+    if "response" in endpoints:
+        responses = frame["best_response"].value_counts()
+        best_response = {code: suppress(int(responses.get(code, 0)), k) for code in ("CR", "PR", "SD", "PD")}
+        best_response["missing"] = suppress(int(frame["best_response"].isna().sum()), k)
 
-    def endpoint(name: str) -> dict[str, Count]:
+    def endpoint(name: str) -> dict[str, Count] | None:
+        if name not in endpoints:
+            return None
         event = frame[f"{name}_event"]
         return {"events": suppress(int((event == 1.0).sum()), k), "censored": suppress(int((event == 0.0).sum()), k),
                 "missing": suppress(int(event.isna().sum()), k)}
@@ -81,7 +86,8 @@ def summarise(frame: pd.DataFrame, config: SiteConfig) -> SiteCheckSummary:
     return SiteCheckSummary(site_id=config.site_id, display_name=config.display_name,
                             source=config.data.describe(), min_cell_size=k, cohort_size=suppress(n, k),
                             modalities_present=present, modalities_absent=list(config.modalities_absent),
-                            missing=missing, missing_percent=missing_percent, best_response=best_response,
+                            missing=missing, missing_percent=missing_percent,
+                            best_response=best_response,
                             pfs=endpoint("pfs"), os=endpoint("os"))
 
 
@@ -100,9 +106,9 @@ def format_summary(summary: SiteCheckSummary) -> str:
         percent = summary.missing_percent[column]
         lines.append(f"  {column:<18} {count}" + (f" ({percent:g}%)" if percent is not None else ""))
     lines += [f"Data dictionary: {summary.dictionary} (sha256 {summary.dictionary_sha256})",
-              f"Best response: {listing(summary.best_response)}",
-              f"PFS: {listing(summary.pfs)}",
-              f"OS: {listing(summary.os)}",
+              *(f"{title}: {listing(counts)}" for title, counts in (("Best response", summary.best_response),
+                                                                     ("PFS", summary.pfs), ("OS", summary.os))
+                if counts is not None),
               f"Counts below {summary.min_cell_size} are shown as <{summary.min_cell_size}.",
               "Usable: yes"]
     return "\n".join(lines)
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print("Usable: no. Fix the source data or the site's mapping, then run the check again.", file=sys.stderr)
         return EXIT_VIOLATIONS
 
-    summary = summarise(frame, config).model_copy(update={
+    summary = summarise(frame, config, dictionary.endpoints).model_copy(update={
         "dictionary": f"{dictionary.name} {dictionary.version}", "dictionary_sha256": dictionary.content_sha256()})
     print(format_summary(summary))
     if args.fingerprint:

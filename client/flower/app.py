@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import torch
 from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
@@ -56,6 +57,7 @@ from shared.propensity import (
     inverse_probability_weights,
 )
 from shared.provenance import running_app_hash
+from shared.release_privacy import HARMONISATION_RELEASE, TEST_FIGURES_RELEASE, releases_under_dp
 from shared.seeds import local_training_seed
 from shared.site_config import SiteConfig
 
@@ -87,11 +89,14 @@ def _privacy_spent(site: Site, plan: RunConfig) -> PrivacySpent:
 
 
 def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, grid: SurvivalGrid, plan: RunConfig,
-                   run_id: str, server_round: int) -> dict[str, float]:
+                   run_id: str, server_round: int, evaluated: pd.DataFrame | None = None,
+                   model_label: str | None = None) -> dict[str, float]:
     """Write the site's report (per-patient curves stay on the site's disk); return its shareable intervals.
 
     Only figures that are not suppressed are returned: the headline figures and each subgroup's (value/lower/
     upper, and the subgroup's size), and the mean |SHAP| per field when enough test patients were explained.
+    `evaluated`: the patients to report on (default the test split; an external site's evaluation-only run
+    passes all its patients); the baselines are fitted on the training split either way.
     """
     from client.evaluation.site_report import evaluate_site, write_site_report
     from client.evaluation.validation import (
@@ -105,11 +110,11 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
     from shared.html_report import RunInfo
     from shared.metrics import EvaluationSettings, OutcomePredictions, site_figures
 
-    train, test = site.part("train"), site.part("test")
+    train, test = site.part("train"), site.part("test") if evaluated is None else evaluated
     raw = predict(model, encode_cohort(test, stats, grid).inputs())
     predictions = OutcomePredictions(response_prob=raw.response_prob, pfs_survival=raw.pfs_survival,
                                      os_survival=raw.os_survival, time_grid_days=grid.time_grid_days)
-    run = RunInfo(run_id=run_id, model_checkpoint=f"global model after round {server_round}",
+    run = RunInfo(run_id=run_id, model_checkpoint=model_label or f"global model after round {server_round}",
                   rounds_completed=server_round)
     settings = EvaluationSettings.from_config(plan, site.min_cell_size)
     explanation = explain_test_patients(model, train, test, stats, grid, plan.shap_patients, plan.shap_samples,
@@ -150,9 +155,12 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
     privacy, ledger, planned = None, None, None
     if plan.dp:
         delta = site.delta()
+        from client.governance.release_privacy import planned_release_history
+
         planned = plan_round(outcome_epsilon(site.target_epsilon, plan), delta, plan.validation_epsilon_share,
                              phase.phase, phase.planned_rounds or plan.num_rounds, phase.validation_rounds,
-                             len(cohort), plan.batch_size, plan.local_epochs)
+                             len(cohort), plan.batch_size, plan.local_epochs,
+                             releases=planned_release_history(site, plan))
         ledger = load_ledger(site.ledger_path, delta)
         check_budget(ledger, site.target_epsilon, planned.planned, planned.group, planned.group_budget)
         privacy = PrivacyPlan(noise_multiplier=planned.noise_multiplier, max_grad_norm=plan.max_grad_norm,
@@ -166,7 +174,9 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
     weights = None if propensity is None else inverse_probability_weights(propensity, cohort.inputs(),
                                                                           plan.propensity_weight_bound)
     result = train_locally(model, cohort, local, privacy, weights)
-    metrics: dict[str, float] = {COUNT_KEY: len(cohort), LOSS_KEYS["train"]: result.mean_loss}
+    metrics: dict[str, float] = {COUNT_KEY: len(cohort)}
+    if not releases_under_dp(plan):  # the training loss is a figure of the training patients outside DP-SGD
+        metrics[LOSS_KEYS["train"]] = result.mean_loss
     if ledger is not None and planned is not None:
         label = run_id if phase.phase == "federated" else f"{run_id}:{phase.label()}"
         ledger.entries.append(LedgerEntry(run_id=label, server_round=server_round,
@@ -257,7 +267,17 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         if len(train) < site.min_cell_size:
             return outbox.refusal(message, outbox.ERROR_DATA,
                                   f"site {site.site_id}: fewer training patients than the minimum cell size")
-        summary = summarise_site(train, min_cell_size=site.min_cell_size)
+        plan = local_config(context)
+        if releases_under_dp(plan):  # Gaussian noise, charged to the site's ledger (client/governance/release_privacy)
+            from client.governance.release_privacy import charge_release, noisy_feature_summary
+
+            try:
+                sigma = charge_release(site, plan, str(context.run_id), HARMONISATION_RELEASE)
+            except PrivacyBudgetExceeded as refused:
+                return outbox.refusal(message, outbox.ERROR_BUDGET_EXHAUSTED, f"site {site.site_id}: {refused}")
+            summary = noisy_feature_summary(train, site.min_cell_size, sigma)
+        else:
+            summary = summarise_site(train, min_cell_size=site.min_cell_size)
         metrics = to_metric_record_dict(summary)
         return outbox.reply(message, site_id=site.site_id, metrics=metrics, min_cell_size=site.min_cell_size,
                             data_fingerprint=data_fingerprint(site.patients, site.state_dir))
@@ -329,6 +349,9 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         site = site_of(context)
         plan, stats, server_round = read_instructions(message.content)
         split = str(message.content[PLAN_KEY].get(SPLIT_KEY, "validation"))
+        if releases_under_dp(plan) and split != "test":
+            return outbox.refusal(message, outbox.ERROR_CONFIG, f"site {site.site_id}: under release-epsilon-share "
+                                  f"only the final test figures are released; {split} figures are not sent")
         patients = site.part(split)
         if len(patients) < site.min_cell_size:
             return outbox.refusal(message, outbox.ERROR_DATA, f"site {site.site_id}: the {split} split is "
@@ -351,7 +374,22 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
                 figures |= report_at_site(site, model, stats, grid, plan, str(context.run_id), server_round)
             except Exception:  # the report is the site's own output; the federation's test figures still go out
                 logger.exception("site %s: the site report could not be written", site.site_id)
+        if releases_under_dp(plan):
+            from client.governance.release_privacy import charge_release, noisy_test_figures
+
+            try:
+                sigma = charge_release(site, plan, str(context.run_id), TEST_FIGURES_RELEASE)
+            except PrivacyBudgetExceeded as refused:
+                return outbox.refusal(message, outbox.ERROR_BUDGET_EXHAUSTED, f"site {site.site_id}: {refused}")
+            figures = noisy_test_figures(figures, patients, site.min_cell_size, sigma)
         return outbox.reply(message, site_id=site.site_id, metrics=figures, min_cell_size=site.min_cell_size)
+
+    @app.evaluate("external")
+    def external(message: Message, context: Context) -> Message:
+        """A registered model evaluated without training (client/evaluation/evaluation_only.py); no ε on weights."""
+        from client.evaluation.evaluation_only import evaluate_registered_model
+
+        return evaluate_registered_model(message, site_of(context), str(context.run_id), report_at_site)
 
     @app.evaluate("recalibration")
     def recalibration(message: Message, context: Context) -> Message:

@@ -10,7 +10,7 @@ import torch
 from opacus import PrivacyEngine
 from torch.utils.data import DataLoader, TensorDataset
 
-from shared.encoding import NUM_INPUTS, EncodedCohort
+from shared.encoding import MODALITY_MASK_INPUT, NUM_INPUTS, EncodedCohort
 from shared.losses import batch_loss, patient_losses
 from shared.model import OncoFedNet
 
@@ -121,7 +121,8 @@ def _run_epochs(model: OncoFedNet, trained: torch.nn.Module, optimizer: torch.op
         for batch in loader:
             weights = batch[-1] if weighted else None
             inputs, targets = list(batch[:NUM_INPUTS]), batch[NUM_INPUTS:len(batch) - int(weighted)]
-            inputs[4] = _drop_modalities(inputs[4], plan.modality_dropout, generator)
+            inputs[MODALITY_MASK_INPUT] = _drop_modalities(inputs[MODALITY_MASK_INPUT], plan.modality_dropout,
+                                                           generator)
             optimizer.zero_grad(set_to_none=True)
             loss = (criterion or batch_loss)(trained(*inputs), targets, weights)
             loss.backward()

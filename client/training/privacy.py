@@ -29,7 +29,7 @@ from shared.atomic import write_atomically
 from shared.html_report import PrivacyRound
 
 
-BudgetGroup = Literal["federated", "validation", "propensity"]
+BudgetGroup = Literal["federated", "validation", "propensity", "release"]
 
 
 def budget_group(phase: str) -> BudgetGroup:
@@ -183,7 +183,8 @@ class RoundPrivacy:
 
 
 def plan_round(target_epsilon: float, delta: float, validation_share: float, phase: str, group_rounds: int,
-               validation_rounds: int, num_train: int, batch_size: int, local_epochs: int) -> RoundPrivacy:
+               validation_rounds: int, num_train: int, batch_size: int, local_epochs: int,
+               releases: tuple[float, float, int] | None = None) -> RoundPrivacy:
     """Noise for one round of a phase, calibrated over every planned round of its budget group.
 
     Validation phases: their `validation_rounds` together spend exactly the validation share of ε.
@@ -191,6 +192,8 @@ def plan_round(target_epsilon: float, delta: float, validation_share: float, pha
     the validation phases' planned spending, keeps the site at exactly its ε. RDP composes sub-additively, so
     this is more than ε × (1 − share) (about 2.9 of 3 with a 0.2 share in the main job): the federated model
     gets the larger share, and the ledger enforces the number it was calibrated to.
+    `releases`: the run's planned DP releases besides the model (client/release_privacy.py), as (σ, 1, count);
+    the federated rounds are calibrated beside them too.
     """
     group = budget_group(phase)
     sample_rate, steps = steps_per_round(num_train, batch_size, local_epochs)
@@ -198,12 +201,14 @@ def plan_round(target_epsilon: float, delta: float, validation_share: float, pha
     if group == "validation":
         sigma = calibrate_noise(validation_epsilon, delta, sample_rate, steps * max(group_rounds, 1))
         return RoundPrivacy(sigma, sample_rate, steps, group, validation_epsilon)
-    if validation_rounds == 0:
+    if validation_rounds == 0 and releases is None:
         sigma = calibrate_noise(target_epsilon, delta, sample_rate, steps * max(group_rounds, 1))
         return RoundPrivacy(sigma, sample_rate, steps, group, target_epsilon)
-    validation_sigma = calibrate_noise(validation_epsilon, delta, sample_rate, steps * validation_rounds)
-    sigma = calibrate_beside(target_epsilon, delta, sample_rate, steps * max(group_rounds, 1),
-                             ((validation_sigma, sample_rate, steps * validation_rounds),))
+    others: tuple[tuple[float, float, int], ...] = () if releases is None else (releases,)
+    if validation_rounds:
+        validation_sigma = calibrate_noise(validation_epsilon, delta, sample_rate, steps * validation_rounds)
+        others += ((validation_sigma, sample_rate, steps * validation_rounds),)
+    sigma = calibrate_beside(target_epsilon, delta, sample_rate, steps * max(group_rounds, 1), others)
     budget = rdp_epsilon([(sigma, sample_rate, steps * max(group_rounds, 1))], delta)
     return RoundPrivacy(sigma, sample_rate, steps, group, budget)
 

@@ -13,7 +13,15 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from client.data.site import Site
-from client.training.privacy import LedgerEntry, calibrate_noise, check_budget, load_ledger, save_ledger, steps_per_round
+from client.training.privacy import (
+    LedgerEntry,
+    RoundPrivacy,
+    calibrate_noise,
+    check_budget,
+    load_ledger,
+    save_ledger,
+    steps_per_round,
+)
 from shared.config import RunConfig
 from shared.encoding import NUM_INPUTS, SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats
@@ -50,8 +58,9 @@ def train_propensity_round(site: Site, plan: RunConfig, stats: NormalisationStat
         share = site.target_epsilon * plan.propensity_epsilon_share
         sigma = calibrate_noise(share, delta, sample_rate, steps * plan.propensity_rounds)
         ledger = load_ledger(site.ledger_path, delta)
-        planned = (sigma, sample_rate, steps)
-        check_budget(ledger, site.target_epsilon, planned, "propensity", share)
+        planned = RoundPrivacy(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps, group="propensity",
+                               group_budget=share)
+        check_budget(ledger, site.target_epsilon, planned.planned, planned.group, planned.group_budget)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             engine = PrivacyEngine(accountant="rdp", secure_mode=site.secure_mode)
@@ -74,14 +83,14 @@ def train_propensity_round(site: Site, plan: RunConfig, stats: NormalisationStat
     metrics: dict[str, float] = {"num-examples": len(inputs[0]), "train-loss": total / max(1, len(inputs[0]))}
     if ledger is not None and planned is not None:
         label = f"{run_id}:propensity"
-        sample_rate = float(getattr(loader, "sample_rate", planned[1]))
-        ledger.entries.append(LedgerEntry(run_id=label, server_round=server_round, noise_multiplier=planned[0],
+        sample_rate = float(getattr(loader, "sample_rate", planned.sample_rate))
+        ledger.entries.append(LedgerEntry(run_id=label, server_round=server_round, noise_multiplier=planned.noise_multiplier,
                                           sample_rate=sample_rate, steps=steps_taken, epsilon_after=0.0,
                                           phase="propensity"))
         ledger.entries[-1].epsilon_after = ledger.epsilon()
         save_ledger(ledger, site.ledger_path)
         metrics |= {"epsilon": ledger.entries[-1].epsilon_after,
                     "epsilon-round": ledger.round_epsilon(label, server_round), "epsilon-budget": site.target_epsilon,
-                    "delta": ledger.delta, "noise-multiplier": planned[0], "sample-rate": sample_rate,
+                    "delta": ledger.delta, "noise-multiplier": planned.noise_multiplier, "sample-rate": sample_rate,
                     "steps": steps_taken}
     return metrics
