@@ -266,6 +266,10 @@ class SiteConfig(BaseModel):
     dictionary: Path | None = Field(
         None, description="the site's copy of the consortium data dictionary (relative to this file); a run whose "
                           "dictionary hash differs is refused. None: the app's default dictionary")
+    reproducible_dp_noise: bool = Field(
+        False, description="seed DP-SGD's sampling and noise from the run's seed, which the coordinator knows, so "
+                           "that a rehearsal on synthetic data can be reproduced; DP does not hold against the "
+                           "coordinator while true. Never for real patients")
     approved_apps: list[str] | None = Field(
         None, description="FAB hashes (SHA-256, from `oncofed-app-hash <app folder>`) of the app versions this site "
                           "runs; any other app is refused before the site's data is opened. None: every app runs "

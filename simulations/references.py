@@ -44,7 +44,8 @@ def simulated_sites(config: RunConfig) -> list[Site]:
                           split=assign_splits(patients["patient_id"], config.seed, config.validation_fraction,
                                               config.test_fraction),
                           target_epsilon=config.target_epsilon, target_delta=config.target_delta,
-                          min_cell_size=config.min_cell_size, secure_mode=config.secure_mode, state_dir=folder))
+                          min_cell_size=config.min_cell_size, secure_mode=config.secure_mode, state_dir=folder,
+                          secret_dp_noise=False))
     return sites
 
 
@@ -63,7 +64,7 @@ def train_pooled(sites: list[Site], config: RunConfig, stats: NormalisationStats
         delta = config.target_delta or default_delta(len(cohort))
         sigma = calibrate_noise(config.target_epsilon, delta, sample_rate, steps * config.num_rounds)
         privacy = PrivacyPlan(noise_multiplier=sigma, max_grad_norm=config.max_grad_norm,
-                              secure_mode=config.secure_mode)
+                              secure_mode=config.secure_mode, secret_noise=False)  # a reference: reproducible
     for round_number in range(1, config.num_rounds + 1):
         if round_number > 1:  # a fresh module each round: Opacus hooks the one it trains
             trained, model = model, build_model(grid.num_intervals, config.hidden_size, config.seed)

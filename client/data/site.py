@@ -35,6 +35,7 @@ class Site:
     secure_mode: bool
     state_dir: Path  # the site's own disk: privacy ledger, per-patient outputs, its report
     torch_threads: int | None = None  # the site's cap on CPU threads; None = torch's default
+    secret_dp_noise: bool = True  # False: DP-SGD's sampling and noise follow the run's seed (rehearsals only)
 
     @property
     def ledger_path(self) -> Path:
@@ -113,7 +114,8 @@ def site_from_config(path: Path, config: RunConfig) -> Site:
     return Site(site_id=site_config.site_id, patients=patients, split=split,
                 target_epsilon=site_config.target_epsilon, target_delta=site_config.target_delta or 0.0,
                 min_cell_size=site_config.min_cell_size, secure_mode=config.secure_mode,
-                state_dir=site_config.state_dir, torch_threads=site_config.resources.torch_threads)
+                state_dir=site_config.state_dir, torch_threads=site_config.resources.torch_threads,
+                secret_dp_noise=not site_config.reproducible_dp_noise)
 
 
 def partition_count_problem(context: Context, config: RunConfig) -> str | None:
@@ -182,4 +184,5 @@ def open_site(context: Context, config: RunConfig) -> Site:
     return Site(site_id=folder.name, patients=patients, split=split,
                 target_epsilon=config.target_epsilon, target_delta=config.target_delta,
                 min_cell_size=config.min_cell_size, secure_mode=config.secure_mode,
-                state_dir=run_directory(config, context.run_id) / "sites" / folder.name)
+                state_dir=run_directory(config, context.run_id) / "sites" / folder.name,
+                secret_dp_noise=False)  # the researcher's own synthetic sites: seeded, so a run can be reproduced

@@ -164,7 +164,7 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
         ledger = load_ledger(site.ledger_path, delta)
         check_budget(ledger, site.target_epsilon, planned.planned, planned.group, planned.group_budget)
         privacy = PrivacyPlan(noise_multiplier=planned.noise_multiplier, max_grad_norm=plan.max_grad_norm,
-                              secure_mode=site.secure_mode)
+                              secure_mode=site.secure_mode, secret_noise=site.secret_dp_noise)
     local = LocalTrainingPlan(local_epochs=plan.local_epochs, batch_size=plan.batch_size,
                               learning_rate=plan.learning_rate,
                               proximal_mu=plan.proximal_mu if plan.strategy == "fedprox" else 0.0,

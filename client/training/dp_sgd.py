@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import secrets
 import warnings
 from dataclasses import dataclass
 
@@ -36,6 +37,9 @@ class PrivacyPlan:
     noise_multiplier: float
     max_grad_norm: float
     secure_mode: bool
+    # False only for rehearsals on synthetic data: the sampling and noise then follow the run's seed, which the
+    # coordinator knows, so DP does not hold against it (see dp_noise_seed)
+    secret_noise: bool = True
     grad_sample_mode: str = "hooks"  # ghost clipping trains the same model but no faster at this model's size
 
 
@@ -60,13 +64,23 @@ def _drop_modalities(mask: torch.Tensor, rate: float, generator: torch.Generator
     return mask * keep
 
 
+def dp_noise_seed(run_seed: int, secret: bool) -> int:
+    """The seed of DP-SGD's Poisson sampling and Gaussian noise.
+
+    DP holds only while both are unknown to whoever sees the update; the run's seed is the coordinator's, so a real
+    site draws a fresh one from the operating system's entropy for every round. A rehearsal on synthetic data may
+    reuse the run's seed to reproduce its figures (site.toml's `reproducible_dp_noise`, the simulated cohort)."""
+    return secrets.randbits(62) if secret else run_seed
+
+
 def train_locally(model: OncoFedNet, cohort: EncodedCohort, plan: LocalTrainingPlan,
                   privacy: PrivacyPlan | None, patient_weights: torch.Tensor | None = None) -> LocalTrainingResult:
     """Train `model` in place for the plan's epochs; with `privacy`, every step is DP-SGD through Opacus.
 
     `patient_weights` (one per patient of `cohort`): inverse-probability weights of the outcome loss.
     """
-    generator = torch.Generator().manual_seed(plan.seed)
+    seed = plan.seed if privacy is None else dp_noise_seed(plan.seed, privacy.secret_noise)
+    generator = torch.Generator().manual_seed(seed)
     tensors = cohort.tensors() if patient_weights is None else (*cohort.tensors(), patient_weights)
     loader = DataLoader(TensorDataset(*tensors), batch_size=plan.batch_size, shuffle=True,
                         generator=generator)
@@ -83,7 +97,7 @@ def train_locally(model: OncoFedNet, cohort: EncodedCohort, plan: LocalTrainingP
         private = engine.make_private(
             module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=privacy.noise_multiplier,
             max_grad_norm=privacy.max_grad_norm, poisson_sampling=True, grad_sample_mode=privacy.grad_sample_mode,
-            noise_generator=None if privacy.secure_mode else torch.Generator().manual_seed(plan.seed + 1),
+            noise_generator=None if privacy.secure_mode else torch.Generator().manual_seed(seed + 1),
             **({"criterion": _PatientLoss()} if privacy.grad_sample_mode == "ghost" else {}))
         if privacy.grad_sample_mode == "ghost":
             trained, optimizer, criterion, loader = private

@@ -45,6 +45,10 @@ def train_propensity_round(site: Site, plan: RunConfig, stats: NormalisationStat
     grid = SurvivalGrid.from_config(plan)
     inputs = encode_cohort(site.part("train"), stats, grid).inputs()[:NUM_INPUTS]
     seed = propensity_seed(plan.seed, server_round)
+    if plan.dp:
+        from client.training.dp_sgd import dp_noise_seed
+
+        seed = dp_noise_seed(seed, site.secret_dp_noise)
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(TensorDataset(*inputs), batch_size=plan.batch_size, shuffle=True, generator=generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=plan.propensity_learning_rate)

@@ -42,7 +42,8 @@ def plain_loop_round(cohort: Path | None, overrides: dict[str, Any], dp: bool) -
         if config.dp:
             rate, steps = steps_per_round(len(train), config.batch_size, config.local_epochs)
             sigma = calibrate_noise(config.target_epsilon, default_delta(len(train)), rate, steps * config.num_rounds)
-            privacy = PrivacyPlan(noise_multiplier=sigma, max_grad_norm=config.max_grad_norm, secure_mode=False)
+            privacy = PrivacyPlan(noise_multiplier=sigma, max_grad_norm=config.max_grad_norm, secure_mode=False,
+                                  secret_noise=False)
         plan = LocalTrainingPlan(local_epochs=config.local_epochs, batch_size=config.batch_size,
                                  learning_rate=config.learning_rate, proximal_mu=0.0,
                                  modality_dropout=config.modality_dropout, seed=config.seed + index)

@@ -130,7 +130,8 @@ def train_like_a_site(cohort: EncodedCohort, recipe: TrainingRecipe, config: Run
     if recipe.epsilon is not None:
         sample_rate, steps = steps_per_round(len(cohort), config.batch_size, recipe.local_epochs)
         sigma = calibrate_noise(recipe.epsilon, default_delta(len(cohort)), sample_rate, steps * recipe.rounds)
-        privacy = PrivacyPlan(noise_multiplier=sigma, max_grad_norm=config.max_grad_norm, secure_mode=False)
+        privacy = PrivacyPlan(noise_multiplier=sigma, max_grad_norm=config.max_grad_norm, secure_mode=False,
+                              secret_noise=False)  # synthetic sites: seeded, so the audit can be reproduced
     weights = build_model(grid.num_intervals, config.hidden_size, config.seed).state_dict()
     for server_round in range(1, recipe.rounds + 1):
         model = build_model(grid.num_intervals, config.hidden_size, config.seed)
@@ -219,8 +220,8 @@ def audit_recipe(pool: SitePool, recipe: TrainingRecipe, config: RunConfig, num_
     target = train_like_a_site(subset(pool.cohort, pool.member), recipe, config, seed)
     target_loss = per_patient_loss(target, pool.cohort)
     holdout = ~pool.member
-    utility = evaluate_cohort(target, pool.patients.loc[holdout].reset_index(drop=True),
-                              subset(pool.cohort, holdout), grid_of(config), config.min_cell_size, prefix="holdout")
+    utility = evaluate_cohort(target, pool.patients.loc[holdout].reset_index(drop=True),  # non-members: a test split
+                              subset(pool.cohort, holdout), grid_of(config), config.min_cell_size, split="test")
     shadow_in = shadow_membership(num_shadows, len(pool.cohort), seed + 1)
     shadow_losses = np.empty((num_shadows, len(pool.cohort)))
     for index in range(num_shadows):

@@ -90,7 +90,7 @@ def test_each_grad_sample_mode_trains_the_model_hooks_train_with_the_same_accoun
     for chosen in ("hooks", mode):
         models[chosen] = tiny_model()
         results[chosen] = train_locally(models[chosen], cohort, plan, PrivacyPlan(
-            noise_multiplier=0.8, max_grad_norm=0.5, secure_mode=False, grad_sample_mode=chosen))
+            noise_multiplier=0.8, max_grad_norm=0.5, secure_mode=False, secret_noise=False, grad_sample_mode=chosen))
     assert (results[mode].steps, results[mode].sample_rate) == (results["hooks"].steps, results["hooks"].sample_rate)
     assert math.isfinite(results[mode].mean_loss)
     assert results[mode].mean_loss == pytest.approx(results["hooks"].mean_loss, rel=1e-5)
@@ -167,3 +167,21 @@ def test_the_ledger_reports_each_rounds_own_epsilon_and_the_cumulative_one():
         [PrivacyLedger(delta=1e-4, entries=ledger.entries[:k]).epsilon() for k in (1, 2, 3)])
     assert spending[-1].epsilon_cumulative == pytest.approx(ledger.epsilon())
     assert spending[1].epsilon_cumulative < spending[0].epsilon_round + spending[1].epsilon_round
+
+
+def test_a_real_sites_dp_noise_is_secret_and_only_a_rehearsals_follows_the_run_seed():
+    """DP assumes nobody who sees an update can regenerate its noise; the run's seed is the coordinator's."""
+    cohort = encoded_cohort(64, seed=11)
+
+    def trained(secret: bool) -> list[torch.Tensor]:
+        model = tiny_model()
+        train_locally(model, cohort, PLAN, PrivacyPlan(noise_multiplier=1.0, max_grad_norm=0.5, secure_mode=False,
+                                                       secret_noise=secret))
+        return [p.detach().clone() for p in model.parameters()]
+
+    seeded = trained(secret=False), trained(secret=False)
+    assert all(torch.equal(a, b) for a, b in zip(*seeded, strict=True))  # a rehearsal reproduces
+    secret = trained(secret=True), trained(secret=True)
+    assert not all(torch.equal(a, b) for a, b in zip(*secret, strict=True))  # same seed, fresh noise
+    assert not all(torch.equal(a, b) for a, b in zip(seeded[0], secret[0], strict=True))
+    assert PrivacyPlan(noise_multiplier=1.0, max_grad_norm=0.5, secure_mode=False).secret_noise  # the default

@@ -37,6 +37,10 @@ def test_a_deployed_node_reads_its_site_configuration_file(tmp_path):
     assert len(site.patients) == 120 and len(site.part("train")) + len(site.part("validation")) \
         + len(site.part("test")) == 120
     assert site.state_dir.is_relative_to(tmp_path)
+    assert site.secret_dp_noise  # a real site's DP noise is drawn from fresh entropy unless it says otherwise
+    (tmp_path / "site.toml").write_text((tmp_path / "site.toml").read_text().replace(
+        "min_cell_size = 12\n", "min_cell_size = 12\nreproducible_dp_noise = true\n"))
+    assert not open_site(context({"site-config": str(tmp_path / "site.toml")}), RunConfig()).secret_dp_noise
 
 
 def test_a_simulated_node_gets_the_folder_of_its_partition(tmp_path):
@@ -44,7 +48,8 @@ def test_a_simulated_node_gets_the_folder_of_its_partition(tmp_path):
         (tmp_path / name).mkdir()
         patient_table(50, seed=3, site=name).to_csv(tmp_path / name / "patients.csv", index=False)
     config = RunConfig.from_mapping({"data-dir": str(tmp_path), "run-name": "r"})
-    assert open_site(context({"partition-id": 1}), config).site_id == "site_b"
+    simulated = open_site(context({"partition-id": 1}), config)
+    assert simulated.site_id == "site_b" and not simulated.secret_dp_noise  # synthetic: seeded, reproducible
     with pytest.raises(ValueError, match="num-supernodes = 2"):
         open_site(context({"partition-id": 2}), config)
 
