@@ -166,6 +166,15 @@ def _check_audit_logs(consortium: Consortium, run_id: int, metrics: dict) -> Non
         assert [e["epsilon"] for e in training] == [r["train"][site_id]["epsilon"] for r in metrics["rounds"]]
         assert all(e["records"]["arrays"]["values"] > 0 and "metrics" in e["records"] for e in training)
         assert '<section id="audit">' in (log.parent / "report.html").read_text()
+    # a copy of a real log with one entry changed: `oncofed-audit verify` names it and exits 1
+    lines = (consortium.root / "sites" / "alpha" / "state" / AUDIT_FILE).read_text().splitlines(keepends=True)
+    changed = next(i for i, line in enumerate(lines) if f'"run":{run_id}' in line)
+    lines[changed] = lines[changed].replace(f'"run":{run_id}', f'"run":{run_id + 1}', 1)
+    tampered = consortium.root / "tampered_audit.jsonl"
+    tampered.write_text("".join(lines))
+    checked = subprocess.run([sys.executable, "-m", "client.governance.audit", "verify", str(tampered)],
+                             capture_output=True, text=True, cwd=REPO)
+    assert checked.returncode == 1 and f"line {changed + 1}:" in checked.stdout + checked.stderr, checked
     gamma = verify(consortium.root / "sites" / "gamma" / "state" / AUDIT_FILE)  # killed mid-run: a crash
     assert gamma.ok or gamma.torn_tail, gamma.problem
     assert any(e["kind"] == "reply" and e["message_type"] == "train" for e in gamma.entries)
