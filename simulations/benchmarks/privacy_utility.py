@@ -2,8 +2,12 @@
 
 For each ε (and each seed) it runs the project's main job (simulations.main_job.run: Flower's simulation
 engine, the project's ServerApp and ClientApps, DP-SGD calibrated to ε per site over all planned rounds) on the
-default consortium, and records the weighted-mean and per-site test response AUC and PFS/OS Harrell's C.
-ε = inf means dp = false. Results are appended run by run to a JSON file (a rerun skips what is there), then
+default consortium with the main job's validation phases on (local-only models, the cross-site matrix,
+leave-one-site-out federations of MAIN_JOB_LOSO_ROUNDS rounds), so each site's ε is split between the deployed
+model and validation exactly as `oncofed-simulate` splits it; only the pooled/oracle references and the sites'
+HTML reports are left out (they do not change the deployed model). It records the weighted-mean and per-site
+test response AUC and PFS/OS Harrell's C of the deployed model, each site's whole ε and the deployed model's
+share of it. ε = inf means dp = false. Results are appended run by run to a JSON file (a rerun skips what is there), then
 plotted.
 
     python -m simulations.benchmarks.privacy_utility                      # ε ∈ {0.5, 1, 3, 8, ∞}, seed 42
@@ -29,7 +33,7 @@ from rich.table import Table
 
 from shared.config import RunConfig
 from shared.atomic import write_atomically
-from simulations.main_job import parse_overrides, run
+from simulations.main_job import MAIN_JOB_LOSO_ROUNDS, parse_overrides, run
 
 RESULTS_DIR = Path(__file__).parent / "results"
 FIGURES = {"response-auc": "Response AUC", "pfs-cindex": "PFS Harrell's C", "os-cindex": "OS Harrell's C"}
@@ -37,8 +41,10 @@ DEFAULT_EPSILONS = (0.5, 1.0, 3.0, 8.0, math.inf)
 
 
 def run_config(epsilon: float, seed: int, runs_dir: Path, overrides: dict[str, Any]) -> RunConfig:
-    """The main job's configuration for one point of the curve (ε = inf: no DP)."""
-    values = {"site-reports": False, **overrides, "seed": seed, "output-dir": str(runs_dir),
+    """The main job's configuration for one point of the curve (ε = inf: no DP): its validation phases on, as
+    `oncofed-simulate` sets them, so the deployed model gets the default split's share of ε."""
+    values = {"site-reports": False, "share-local-models": True, "leave-one-site-out": True,
+              "loso-rounds": MAIN_JOB_LOSO_ROUNDS, **overrides, "seed": seed, "output-dir": str(runs_dir),
               "run-name": f"eps-{_label(epsilon)}-seed-{seed}", "dp": math.isfinite(epsilon)}
     if math.isfinite(epsilon):
         values["target-epsilon"] = epsilon
@@ -67,7 +73,14 @@ def point_from_results(results: dict[str, Any], epsilon: float, seed: int, secon
             "rounds": len(results.rounds), "test_mean": {k: results.test_mean.get(k) for k in FIGURES},
             "test": {site: {k: figures.get(k) for k in (*FIGURES, "num-examples")}
                      for site, figures in sorted(results.test.items())},
-            "epsilon_spent": results.epsilon, "sites_missing": results.test_missing}
+            "epsilon_spent": results.epsilon, "deployed_model_epsilon": deployed_model_epsilon(results),
+            "sites_missing": results.test_missing}
+
+
+def deployed_model_epsilon(results: Any) -> dict[str, float]:
+    """Each site's ε of the deployed (federated) model alone, as its last federated round reported it."""
+    last = results.rounds[-1].get("train", {}) if results.rounds else {}
+    return {site: figures["epsilon-phase"] for site, figures in sorted(last.items()) if "epsilon-phase" in figures}
 
 
 def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -81,6 +94,8 @@ def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[key] = {"mean": statistics.fmean(values) if values else None,
                         "std": statistics.stdev(values) if len(values) > 1 else None}
         row["max_epsilon_spent"] = max((max(p["epsilon_spent"].values(), default=0.0) for p in chosen), default=0.0)
+        deployed = [e for p in chosen for e in p.get("deployed_model_epsilon", {}).values()]
+        row["deployed_model_epsilon"] = {"min": min(deployed), "max": max(deployed)} if deployed else None
         rows.append(row)
     return sorted(rows, key=lambda r: float(r["epsilon"]))
 
@@ -117,7 +132,7 @@ def plot(summary: list[dict[str, Any]], out_path: Path) -> Path:
 def table(summary: list[dict[str, Any]]) -> Table:
     result = Table(title="Privacy–utility: weighted mean over sites of the test figures")
     result.add_column("ε per site")
-    for label in (*FIGURES.values(), "max ε spent", "seeds"):
+    for label in (*FIGURES.values(), "max ε spent", "deployed model's ε", "seeds"):
         result.add_column(label, justify="right")
     for row in summary:
         cells = []
@@ -126,8 +141,17 @@ def table(summary: list[dict[str, Any]]) -> Table:
             cells.append("—" if mean is None else f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else ""))
         result.add_row("∞ (no DP)" if row["epsilon"] == "inf" else row["epsilon"], *cells,
                        f"{row['max_epsilon_spent']:.2f}" if row["epsilon"] != "inf" else "—",
-                       str(len(row["seeds"])))
+                       _range(row.get("deployed_model_epsilon")), str(len(row["seeds"])))
     return result
+
+
+def _range(span: dict[str, float] | None) -> str:
+    return "—" if not span else f"{span['min']:.2f}–{span['max']:.2f}"
+
+
+PHASES = ("the main job's validation phases on (local-only models, cross-site matrix, leave-one-site-out "
+          f"federations of {MAIN_JOB_LOSO_ROUNDS} rounds), so the deployed model gets the default budget split's "
+          "share of each site's ε; pooled/oracle references and site HTML reports off (they do not change the model)")
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -165,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{FIGURES[k]} {v:.3f}" for k, v in point["test_mean"].items() if v is not None))
                 write_json(args.out, {"overrides": overrides, "points": points, "summary": summarise(points)})
     summary = summarise(points)
-    write_json(args.out, {"overrides": overrides, "config": run_config(math.inf, args.seeds[0], Path("runs"),
+    write_json(args.out, {"overrides": overrides, "phases": PHASES, "config": run_config(math.inf, args.seeds[0], Path("runs"),
                                                                        overrides).to_flower(),
                           "points": points, "summary": summary})
     figure_path = plot(summary, args.out.with_suffix(".png"))
