@@ -1,13 +1,13 @@
 """Privacy–utility benchmark: the real federation at several privacy budgets, scored on every site's test patients.
 
 For each ε (and each seed) it runs the project's main job (simulations.main_job.run: Flower's simulation
-engine, the project's ServerApp and ClientApps, DP-SGD calibrated to ε per site over all planned rounds) on the
-default consortium with the main job's validation phases on (local-only models, the cross-site matrix,
-leave-one-site-out federations of MAIN_JOB_LOSO_ROUNDS rounds), so each site's ε is split between the deployed
-model and validation exactly as `oncofed-simulate` splits it; only the pooled/oracle references and the sites'
-HTML reports are left out (they do not change the deployed model). It records the weighted-mean and per-site
-test response AUC and PFS/OS Harrell's C of the deployed model, each site's whole ε and the deployed model's
-share of it. ε = inf means dp = false. Results are appended run by run to a JSON file (a rerun skips what is there), then
+engine, the project's ServerApp and ClientApps, DP-SGD calibrated per site over all planned rounds) on the default
+consortium and records the deployed model's weighted-mean and per-site test response AUC and PFS/OS Harrell's C.
+ε is each site's whole ε in `oncofed-simulate`, whose validation phases (local-only models, cross-site matrix,
+leave-one-site-out) take the default split's share of it. `--phases main-job` runs those phases; `--phases off`
+(default, half the cost) runs only the deployed model's federation, at the ε that split leaves it
+(deployed_model_epsilons). Pooled/oracle references and site HTML reports are off (they do not change the model).
+ε = inf means dp = false. Results are appended run by run to a JSON file (a rerun skips what is there), then
 plotted.
 
     python -m simulations.benchmarks.privacy_utility                      # ε ∈ {0.5, 1, 3, 8, ∞}, seed 42
@@ -40,15 +40,45 @@ FIGURES = {"response-auc": "Response AUC", "pfs-cindex": "PFS Harrell's C", "os-
 DEFAULT_EPSILONS = (0.5, 1.0, 3.0, 8.0, math.inf)
 
 
-def run_config(epsilon: float, seed: int, runs_dir: Path, overrides: dict[str, Any]) -> RunConfig:
-    """The main job's configuration for one point of the curve (ε = inf: no DP): its validation phases on, as
-    `oncofed-simulate` sets them, so the deployed model gets the default split's share of ε."""
-    values = {"site-reports": False, "share-local-models": True, "leave-one-site-out": True,
-              "loso-rounds": MAIN_JOB_LOSO_ROUNDS, **overrides, "seed": seed, "output-dir": str(runs_dir),
+MAIN_JOB_PHASES = {"share-local-models": True, "leave-one-site-out": True, "loso-rounds": MAIN_JOB_LOSO_ROUNDS}
+NO_PHASES = {"share-local-models": False, "local-references": False, "leave-one-site-out": False}
+
+
+def run_config(epsilon: float, seed: int, runs_dir: Path, overrides: dict[str, Any], phases: str = "off"
+               ) -> RunConfig:
+    """The configuration of one point of the curve; ε is each site's whole ε in the main job (inf: no DP).
+
+    phases="main-job": `oncofed-simulate`'s validation phases run, and the deployed model gets the default split's
+    share of ε. phases="off": only the deployed model's federation runs (half the cost), with target-epsilon set to
+    the deployed model's ε under that split (deployed_model_epsilons; the smallest over the sites)."""
+    if phases not in ("off", "main-job"):
+        raise ValueError(f"phases must be 'off' or 'main-job', not {phases!r}")
+    values = {"site-reports": False, **MAIN_JOB_PHASES, **overrides, "seed": seed, "output-dir": str(runs_dir),
               "run-name": f"eps-{_label(epsilon)}-seed-{seed}", "dp": math.isfinite(epsilon)}
     if math.isfinite(epsilon):
         values["target-epsilon"] = epsilon
+    main_job = RunConfig.from_mapping(values)
+    if phases == "main-job":
+        return main_job
+    values |= NO_PHASES
+    if math.isfinite(epsilon):
+        values["target-epsilon"] = min(deployed_model_epsilons(main_job).values())
     return RunConfig.from_mapping(values)
+
+
+def deployed_model_epsilons(main_job: RunConfig) -> dict[str, float]:
+    """Each site's ε of the deployed model alone when the main job's validation phases share the site's ε by the
+    default split: the noise the ClientApp plans for a federated round (client/training/privacy.py plan_round)
+    and that mechanism's ε over the federation's rounds."""
+    from client.training.privacy import plan_round
+    from server.validation import planned_training_rounds
+    from simulations.references import simulated_sites
+
+    sites = simulated_sites(main_job)
+    planned = planned_training_rounds(main_job, len(sites))
+    return {site.site_id: plan_round(main_job.target_epsilon, site.delta(), main_job.validation_epsilon_share,
+                                     "federated", planned.federated, planned.validation, len(site.part("train")),
+                                     main_job.batch_size, main_job.local_epochs).group_budget for site in sites}
 
 
 def _label(epsilon: float) -> str:
@@ -149,9 +179,15 @@ def _range(span: dict[str, float] | None) -> str:
     return "—" if not span else f"{span['min']:.2f}–{span['max']:.2f}"
 
 
-PHASES = ("the main job's validation phases on (local-only models, cross-site matrix, leave-one-site-out "
-          f"federations of {MAIN_JOB_LOSO_ROUNDS} rounds), so the deployed model gets the default budget split's "
-          "share of each site's ε; pooled/oracle references and site HTML reports off (they do not change the model)")
+PHASES = {
+    "main-job": "the main job's validation phases on (local-only models, cross-site matrix, leave-one-site-out "
+                f"federations of {MAIN_JOB_LOSO_ROUNDS} rounds), so the deployed model gets the default budget "
+                "split's share of each site's ε; pooled/oracle references and site HTML reports off (they do not "
+                "change the model)",
+    "off": "the deployed model's federation only (validation phases off, to halve the cost), its target-epsilon "
+           "set to the deployed model's ε when the main job's validation phases share the site's ε by the default "
+           "split (the smallest over the sites; points[].deployed_model_epsilon holds each site's); the x axis is "
+           "the site's whole ε; pooled/oracle references and site HTML reports off"}
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -164,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="ε per site; inf = no DP (default: 0.5 1 3 8 inf)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "privacy_utility.json")
+    parser.add_argument("--phases", choices=sorted(PHASES), default="off",
+                        help="off: the deployed model's federation only, at its ε under the default split (default); "
+                             "main-job: with the main job's validation phases")
     parser.add_argument("--runs-dir", type=Path, help="where the federations' run directories go (default: a temp dir)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other run-config key, e.g. --set num-rounds=2 (default: the project's defaults, "
@@ -172,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=150)
     overrides = parse_overrides(args.set)
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    points: list[dict[str, Any]] = [p for p in previous.get("points", []) if previous.get("overrides") == overrides]
+    same = previous.get("overrides") == overrides and previous.get("phases", "main-job") == args.phases
+    points: list[dict[str, Any]] = previous.get("points", []) if same else []
     done = {(p["epsilon"], p["seed"]) for p in points}
     with tempfile.TemporaryDirectory(prefix="oncofed-privacy-utility-") as scratch:
         runs_dir = args.runs_dir or Path(scratch)
@@ -181,16 +221,17 @@ def main(argv: list[str] | None = None) -> int:
                 if (_label(epsilon), seed) in done:
                     console.print(f"ε={_label(epsilon)} seed {seed}: already in {args.out}, skipped")
                     continue
-                config = run_config(epsilon, seed, runs_dir, overrides)
+                config = run_config(epsilon, seed, runs_dir, overrides, args.phases)
                 console.print(f"ε={_label(epsilon)} seed {seed}: federating {config.num_rounds} rounds …")
                 point = one_point(config, epsilon)
                 points.append(point)
                 console.print(f"  {point['seconds']:.0f} s; test mean " + ", ".join(
                     f"{FIGURES[k]} {v:.3f}" for k, v in point["test_mean"].items() if v is not None))
-                write_json(args.out, {"overrides": overrides, "points": points, "summary": summarise(points)})
+                write_json(args.out, {"overrides": overrides, "phases": args.phases, "points": points,
+                                      "summary": summarise(points)})
     summary = summarise(points)
-    write_json(args.out, {"overrides": overrides, "phases": PHASES, "config": run_config(math.inf, args.seeds[0], Path("runs"),
-                                                                       overrides).to_flower(),
+    write_json(args.out, {"overrides": overrides, "phases": args.phases, "phases_note": PHASES[args.phases],
+                          "config": run_config(math.inf, args.seeds[0], Path("runs"), overrides, args.phases).to_flower(),
                           "points": points, "summary": summary})
     figure_path = plot(summary, args.out.with_suffix(".png"))
     console.print(table(summary))

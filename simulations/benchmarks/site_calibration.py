@@ -34,7 +34,7 @@ from scipy import special, stats
 from sklearn.metrics import log_loss
 from sklearn.model_selection import RepeatedStratifiedKFold
 
-from client.training.recalibration import recalibration_sums
+from client.training.recalibration import MIN_SITE_SLOPE, fit_site_recalibration, recalibration_sums
 from server.checkpoint import load_checkpoint
 from shared.atomic import write_atomically
 from shared.config import RunConfig, cohort_directory
@@ -59,36 +59,17 @@ CANDIDATES: dict[str, tuple[float, float]] = {
 NONE = "none (consortium fit only)"
 
 
-def fit_site_platt(logit: np.ndarray, responder: np.ndarray, ridge_slope: float, ridge_intercept: float,
-                   iterations: int = 50) -> tuple[float, float]:
-    """(a, b) of p = σ(a·z + b) maximising the site's log-likelihood minus ridge/2 · ((a − 1)² , b²).
-
-    An infinite ridge holds that parameter at the consortium's value. Newton's method on the same gradient and
-    Hessian sums the federated fit uses (client/training/recalibration.py); hand-written because scikit-learn's
-    logistic regression cannot shrink towards a non-zero prior."""
-    a, b = 1.0, 0.0
-    free = [not math.isinf(ridge_slope), not math.isinf(ridge_intercept)]
-    if not any(free):
-        return a, b
-    ridges = np.array([ridge_slope if free[0] else 0.0, ridge_intercept if free[1] else 0.0])
-    for _ in range(iterations):
-        sums = recalibration_sums(logit, responder, a, b)
-        gradient = np.array([sums["recal-gradient-a"], sums["recal-gradient-b"]]) + ridges * np.array([a - 1.0, b])
-        hessian = np.array([[sums["recal-hessian-aa"], sums["recal-hessian-ab"]],
-                            [sums["recal-hessian-ab"], sums["recal-hessian-bb"]]]) + np.diag(ridges) + 1e-9 * np.eye(2)
-        index = np.flatnonzero(free)
-        step = np.zeros(2)
-        step[index] = np.linalg.solve(hessian[np.ix_(index, index)], gradient[index])
-        step *= min(1.0, 1.0 / max(float(np.linalg.norm(step)), 1e-300))  # saturated σ: no overshoot
-        a, b = a - step[0], b - step[1]
-        if np.linalg.norm(step) < 1e-10:
-            break
-    return float(a), float(b)
+def fit_site_platt(logit: np.ndarray, responder: np.ndarray, ridge_slope: float, ridge_intercept: float
+                   ) -> tuple[float, float]:
+    """The site's own fit as the ClientApp makes it (client/training/recalibration.py recalibrate_at_site): a slope
+    below its floor leaves the consortium's fit alone."""
+    a, b = fit_site_recalibration(logit, responder, ridge_slope, ridge_intercept)
+    return (a, b) if a >= MIN_SITE_SLOPE else (1.0, 0.0)
 
 
 def slope_with_error(logit: np.ndarray, responder: np.ndarray) -> tuple[float, float]:
     """The calibration slope (own Platt a) and its standard error from the observed information."""
-    a, b = fit_site_platt(logit, responder, 0.0, 0.0)
+    a, b = fit_site_recalibration(logit, responder, 0.0, 0.0)
     sums = recalibration_sums(logit, responder, a, b)
     information = np.array([[sums["recal-hessian-aa"], sums["recal-hessian-ab"]],
                             [sums["recal-hessian-ab"], sums["recal-hessian-bb"]]])

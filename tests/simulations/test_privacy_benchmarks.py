@@ -107,13 +107,22 @@ def test_membership_audit_summary_is_the_mean_and_std_over_seeds(tmp_path):
     assert mia.table([row]).row_count == 1
 
 
-def test_privacy_utility_configurations_summary_and_plot(tmp_path):
+def test_privacy_utility_configurations_summary_and_plot(tmp_path, tiny_cohort):
     assert pu.run_config(math.inf, 7, tmp_path, {}).dp is False
-    config = pu.run_config(0.5, 7, tmp_path, {"num-rounds": 2})
+    overrides = {"num-rounds": 2, "data-dir": str(tiny_cohort)}
+    config = pu.run_config(0.5, 7, tmp_path, overrides, phases="main-job")
     assert (config.dp, config.target_epsilon, config.seed, config.num_rounds, config.site_reports) == (
         True, 0.5, 7, 2, False)
     # the main job's validation phases, so the deployed model gets the default split's share of ε
     assert (config.share_local_models, config.leave_one_site_out, config.loso_rounds) == (True, True, 2)
+    # phases off: only the deployed model trains, at the ε the default split leaves it (less than the site's whole ε)
+    deployed = pu.deployed_model_epsilons(config)
+    assert set(deployed) == {"site_0", "site_1"} and all(0.4 < e < 0.5 for e in deployed.values())
+    alone = pu.run_config(0.5, 7, tmp_path, overrides)
+    assert (alone.share_local_models, alone.leave_one_site_out, alone.local_references) == (False, False, False)
+    assert alone.target_epsilon == pytest.approx(min(deployed.values()))
+    with pytest.raises(ValueError, match="phases must be"):
+        pu.run_config(0.5, 7, tmp_path, overrides, phases="some")
     points = [{"epsilon": eps, "seed": seed, "test_mean": {"response-auc": auc, "pfs-cindex": 0.6, "os-cindex": None},
                "epsilon_spent": {"a": float(eps) if eps != "inf" else 0.0}}
               for eps, seed, auc in (("1", 1, 0.60), ("1", 2, 0.64), ("inf", 1, 0.70), ("0.5", 1, 0.55))]
