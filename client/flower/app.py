@@ -361,10 +361,10 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
 
         grid = SurvivalGrid.from_config(plan)
         model = _received_model(message, plan)
-        if split == "test" and plan.site_recalibration and "response" in DICTIONARY.endpoints:
+        if split == "test" and plan.site_recalibration != "none" and "response" in DICTIONARY.endpoints:
             from client.training.recalibration import recalibrate_at_site
 
-            model, fitted = recalibrate_at_site(model, site.part("validation"), stats, grid,
+            model, fitted = recalibrate_at_site(model, site.part("validation"), stats, grid, plan.site_recalibration,
                                                 plan.site_recalibration_ridge, site.min_cell_size)
             logger.info("site %s: own response recalibration on its validation split: %s", site.site_id,
                         "not applied (too few validation patients, or no ranking left)" if fitted is None else

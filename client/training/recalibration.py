@@ -72,9 +72,10 @@ def fit_site_recalibration(logit: np.ndarray, responder: np.ndarray, ridge_slope
 
 
 def recalibrate_at_site(model: OncoFedNet, validation: pd.DataFrame, stats: NormalisationStats, grid: SurvivalGrid,
-                        ridge: float, min_cell_size: int) -> tuple[OncoFedNet, tuple[float, float] | None]:
+                        mode: str, ridge: float, min_cell_size: int) -> tuple[OncoFedNet, tuple[float, float] | None]:
     """The model with the site's own (a, b), fitted on its validation split, folded into its response head.
 
+    mode "intercept": b only (a stays 1); "platt": a and b, each shrunk towards the consortium's fit by `ridge`.
     Used for the site's test figures and report (run-config site-recalibration). Too few validation patients with a
     known response (or only one outcome), or a fitted slope below MIN_SITE_SLOPE (on its validation patients the
     model barely ranks responders higher: a ≤ 0 would reverse or erase its ranking, not calibrate it), leaves the
@@ -82,7 +83,9 @@ def recalibrate_at_site(model: OncoFedNet, validation: pd.DataFrame, stats: Norm
     logit, responder = response_logits(model, validation, stats, grid)
     if len(logit) < min_cell_size or responder.all() or not responder.any():
         return model, None
-    a, b = fit_site_recalibration(logit, responder, ridge, ridge)
+    if mode not in ("intercept", "platt"):
+        raise ValueError(f"site recalibration mode must be 'intercept' or 'platt', not {mode!r}")
+    a, b = fit_site_recalibration(logit, responder, np.inf if mode == "intercept" else ridge, ridge)
     if a < MIN_SITE_SLOPE:
         return model, None
     model.load_state_dict(fold_response_recalibration(model.state_dict(), a, b))

@@ -39,7 +39,7 @@ from server.checkpoint import load_checkpoint
 from shared.atomic import write_atomically
 from shared.config import RunConfig, cohort_directory
 from shared.encoding import SurvivalGrid, encode_cohort
-from shared.metrics import calibration_slope_value, responder_labels
+from shared.metrics import calibration_intercept_value, calibration_slope_value, responder_labels
 from shared.model import build_model, predict
 from simulations.cohort.io import GROUND_TRUTH_DIR
 from simulations.references import simulated_sites
@@ -57,6 +57,16 @@ CANDIDATES: dict[str, tuple[float, float]] = {
     **{f"site Platt, ridge {s:g}": (s, s) for s in (3.0, 10.0, 30.0, 100.0)},
 }
 NONE = "none (consortium fit only)"
+
+
+def product_setting(candidate: str) -> dict[str, Any]:
+    """The run configuration that makes the ClientApp use this candidate (client/flower/app.py evaluate)."""
+    ridge_slope, ridge_intercept = CANDIDATES[candidate]
+    if math.isinf(ridge_intercept):
+        return {"site-recalibration": "none"}
+    if math.isinf(ridge_slope):
+        return {"site-recalibration": "intercept"}
+    return {"site-recalibration": "platt", "site-recalibration-ridge": ridge_slope}
 
 
 def fit_site_platt(logit: np.ndarray, responder: np.ndarray, ridge_slope: float, ridge_intercept: float
@@ -178,6 +188,8 @@ def test_report(run_dir: Path, chosen: str, seed: int) -> dict[str, Any]:
         rows[site_id] = {"n_test": parts["test"]["n"], "site_fit": {"a": a, "b": b},
                          "slope_consortium_fit": calibration_slope_value(product, y),
                          "slope_site_fit": calibration_slope_value(refitted, y),
+                         "intercept_consortium_fit": calibration_intercept_value(product, y),
+                         "intercept_site_fit": calibration_intercept_value(refitted, y),
                          "chance_in_range_if_calibrated": slope_in_range_chance(product, rng),
                          "chance_in_range_true_probabilities": (None if truth is None or np.isnan(truth).any()
                                                                else slope_in_range_chance(truth, rng))}
@@ -192,6 +204,8 @@ def summarise(tests: list[dict[str, Any]]) -> dict[str, Any]:
     cells = [row for test in tests for row in test["sites"].values() if row["n_test"] >= MIN_TEST_FOR_SLOPE]
     truth = [row["chance_in_range_true_probabilities"] for row in cells]
     return {"cells": len(cells),
+            "median_abs_intercept_consortium_fit": float(np.median([abs(r["intercept_consortium_fit"]) for r in cells])),
+            "median_abs_intercept_site_fit": float(np.median([abs(r["intercept_site_fit"]) for r in cells])),
             "in_range_consortium_fit": sum(in_range(r["slope_consortium_fit"]) for r in cells),
             "in_range_site_fit": sum(in_range(r["slope_site_fit"]) for r in cells),
             "expected_in_range_if_calibrated": sum(r["chance_in_range_if_calibrated"] for r in cells),
@@ -228,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     write_atomically(args.out, json.dumps({
         "command": "python -m simulations.benchmarks.site_calibration " + " ".join(argv or sys.argv[1:]),
         "slope_range": SLOPE_RANGE, "candidates": {k: list(v) for k, v in CANDIDATES.items()},
-        "validation": {"studies": studies, "cv_log_loss": losses, "chosen": chosen},
+        "validation": {"studies": studies, "cv_log_loss": losses, "chosen": chosen,
+                       "chosen_as_run_config": product_setting(chosen)},
         "test": {"runs": tests, "summary": summary}}, indent=1, default=str))
     return 0
 

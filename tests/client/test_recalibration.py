@@ -85,7 +85,7 @@ def test_a_sites_own_fit_is_the_platt_fit_of_its_validation_patients_and_shrinks
     validation["best_response"] = np.where(rng.random(len(z)) < special.expit(0.4 * z + 0.5), "PR", "PD")
     z, y = response_logits(model, validation, stats, GRID)
 
-    own, fitted = recalibrate_at_site(build_copy(model), validation, stats, GRID, ridge=0.0, min_cell_size=10)
+    own, fitted = recalibrate_at_site(build_copy(model), validation, stats, GRID, "platt", ridge=0.0, min_cell_size=10)
     assert fitted == pytest.approx(fit_site_recalibration(z, y, 0.0, 0.0))
     assert 0.2 < fitted[0] < 0.7 and fitted[1] > 0.1
     known, responder = responder_labels(validation)
@@ -96,8 +96,12 @@ def test_a_sites_own_fit_is_the_platt_fit_of_its_validation_patients_and_shrinks
     shrunk = fit_site_recalibration(z, y, 1e4, 1e4)
     assert abs(shrunk[0] - 1.0) < abs(fitted[0] - 1.0) / 10 and abs(shrunk[1]) < abs(fitted[1]) / 10
     reversed_outcomes = validation.assign(best_response=np.where(validation["best_response"] == "PR", "PD", "PR"))
-    assert recalibrate_at_site(build_copy(model), reversed_outcomes, stats, GRID, 0.0, 10)[1] is None  # a < 0: not applied
-    few, none = recalibrate_at_site(tiny_model(), validation.head(8), stats, GRID, ridge=10.0, min_cell_size=10)
+    assert recalibrate_at_site(build_copy(model), reversed_outcomes, stats, GRID, "platt", 0.0, 10)[1] is None  # a < 0
+    _, intercept_only = recalibrate_at_site(build_copy(model), validation, stats, GRID, "intercept", 0.0, 10)
+    assert intercept_only[0] == 1.0 and intercept_only == pytest.approx(fit_site_recalibration(z, y, np.inf, 0.0))
+    with pytest.raises(ValueError, match="'intercept' or 'platt'"):
+        recalibrate_at_site(build_copy(model), validation, stats, GRID, "none", 0.0, 10)
+    few, none = recalibrate_at_site(tiny_model(), validation.head(8), stats, GRID, "platt", 10.0, min_cell_size=10)
     assert none is None  # fewer validation patients than the cell size: the model is left as it came
     torch.testing.assert_close(few.state_dict(), tiny_model().state_dict())
 
@@ -137,7 +141,7 @@ def test_with_site_recalibration_the_test_figures_use_the_sites_validation_fit_a
         patients.to_csv(path, index=False)
     figures = {}
     for on in (False, True):
-        config = RunConfig.from_mapping(base | {"site-recalibration": on})
+        config = RunConfig.from_mapping(base | {"site-recalibration": "platt" if on else "none"})
         coordinator = Coordinator(InProcessGrid(build_client_app(config.to_flower()), num_nodes=3), config)
         stats = coordinator.harmonise()
         replies = coordinator.evaluate_model(ArrayRecord(model.state_dict()), PhaseInstruction())

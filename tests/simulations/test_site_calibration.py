@@ -34,6 +34,16 @@ def test_site_platt_recovers_a_known_miscalibration_and_the_ridges_hold_it_to_th
     assert 0.0 < error < 0.05
 
 
+def test_each_candidate_is_a_run_configuration_of_the_product():
+    from shared.config import RunConfig
+
+    assert sc.product_setting(sc.NONE) == {"site-recalibration": "none"}
+    assert sc.product_setting("site intercept only") == {"site-recalibration": "intercept"}
+    assert sc.product_setting("site Platt, ridge 10") == {"site-recalibration": "platt", "site-recalibration-ridge": 10}
+    for name in sc.CANDIDATES:
+        RunConfig.from_mapping(sc.product_setting(name))  # each one is a valid configuration
+
+
 def test_cochran_q_separates_sampling_noise_from_real_differences():
     same = sc.cochran_q([1.0, 1.0, 1.0], [0.2, 0.3, 0.25])
     assert same["q"] == pytest.approx(0.0) and same["p"] == pytest.approx(1.0) and same["i2"] == 0.0
