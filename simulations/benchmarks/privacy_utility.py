@@ -113,12 +113,24 @@ def deployed_model_epsilon(results: Any) -> dict[str, float]:
     return {site: figures["epsilon-phase"] for site, figures in sorted(last.items()) if "epsilon-phase" in figures}
 
 
+def added_points(other: dict[str, Any], overrides: dict[str, Any], points: list[dict[str, Any]],
+                 seeds: list[int]) -> list[dict[str, Any]]:
+    """Another results file's points for the (ε, seed) pairs `points` lacks, each with the phases it ran with."""
+    if other.get("overrides") != overrides:
+        raise ValueError(f"--add-points: that file ran with overrides {other.get('overrides')}, this one with "
+                         f"{overrides}; its points are not comparable")
+    have = {(p["epsilon"], p["seed"]) for p in points}
+    return [p | {"phases": p.get("phases", other.get("phases", "main-job"))} for p in other.get("points", [])
+            if (p["epsilon"], p["seed"]) not in have and p["seed"] in seeds]
+
+
 def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and standard deviation over seeds of each weighted-mean test figure, per ε."""
     rows = []
     for label in dict.fromkeys(p["epsilon"] for p in points):
         chosen = [p for p in points if p["epsilon"] == label]
-        row: dict[str, Any] = {"epsilon": label, "seeds": [p["seed"] for p in chosen]}
+        row: dict[str, Any] = {"epsilon": label, "seeds": [p["seed"] for p in chosen],
+                               "phases": sorted({p.get("phases", "main-job") for p in chosen})}
         for key in FIGURES:
             values = [p["test_mean"][key] for p in chosen if p["test_mean"].get(key) is not None]
             row[key] = {"mean": statistics.fmean(values) if values else None,
@@ -203,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phases", choices=sorted(PHASES), default="off",
                         help="off: the deployed model's federation only, at its ε under the default split (default); "
                              "main-job: with the main job's validation phases")
+    parser.add_argument("--add-points", type=Path, metavar="JSON",
+                        help="take the points of another results file of this benchmark (same overrides) for the "
+                             "(ε, seed) pairs this one lacks, each marked with the phases it ran with")
     parser.add_argument("--runs-dir", type=Path, help="where the federations' run directories go (default: a temp dir)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other run-config key, e.g. --set num-rounds=2 (default: the project's defaults, "
@@ -212,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = parse_overrides(args.set)
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
     same = previous.get("overrides") == overrides and previous.get("phases", "main-job") == args.phases
-    points: list[dict[str, Any]] = previous.get("points", []) if same else []
+    points: list[dict[str, Any]] = [p | {"phases": p.get("phases", args.phases)}
+                                    for p in (previous.get("points", []) if same else [])]
+    if args.add_points:
+        points += added_points(json.loads(args.add_points.read_text()), overrides, points, args.seeds)
     done = {(p["epsilon"], p["seed"]) for p in points}
     with tempfile.TemporaryDirectory(prefix="oncofed-privacy-utility-") as scratch:
         runs_dir = args.runs_dir or Path(scratch)
@@ -224,13 +242,16 @@ def main(argv: list[str] | None = None) -> int:
                 config = run_config(epsilon, seed, runs_dir, overrides, args.phases)
                 console.print(f"ε={_label(epsilon)} seed {seed}: federating {config.num_rounds} rounds …")
                 point = one_point(config, epsilon)
-                points.append(point)
+                points.append(point | {"phases": args.phases})
                 console.print(f"  {point['seconds']:.0f} s; test mean " + ", ".join(
                     f"{FIGURES[k]} {v:.3f}" for k, v in point["test_mean"].items() if v is not None))
                 write_json(args.out, {"overrides": overrides, "phases": args.phases, "points": points,
                                       "summary": summarise(points)})
     summary = summarise(points)
-    write_json(args.out, {"overrides": overrides, "phases": args.phases, "phases_note": PHASES[args.phases],
+    write_json(args.out, {"overrides": overrides, "phases": args.phases,
+                          "phases_note": {name: PHASES[name] for name in sorted({p["phases"] for p in points})},
+                          "load_average_at_end": Path("/proc/loadavg").read_text().split()[:3]
+                          if Path("/proc/loadavg").is_file() else None,
                           "config": run_config(math.inf, args.seeds[0], Path("runs"), overrides, args.phases).to_flower(),
                           "points": points, "summary": summary})
     figure_path = plot(summary, args.out.with_suffix(".png"))

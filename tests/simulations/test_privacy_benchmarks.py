@@ -123,6 +123,13 @@ def test_privacy_utility_configurations_summary_and_plot(tmp_path, tiny_cohort):
     assert alone.target_epsilon == pytest.approx(min(deployed.values()))
     with pytest.raises(ValueError, match="phases must be"):
         pu.run_config(0.5, 7, tmp_path, overrides, phases="some")
+    # another file's points fill the pairs this one lacks, marked with their phases
+    here = [{"epsilon": "3", "seed": 1}]
+    other = {"overrides": {}, "phases": "main-job", "points": [{"epsilon": "3", "seed": 1}, {"epsilon": "3", "seed": 2},
+                                                               {"epsilon": "3", "seed": 9}]}
+    assert pu.added_points(other, {}, here, [1, 2]) == [{"epsilon": "3", "seed": 2, "phases": "main-job"}]
+    with pytest.raises(ValueError, match="not comparable"):
+        pu.added_points(other, {"num-rounds": 2}, here, [1, 2])
     points = [{"epsilon": eps, "seed": seed, "test_mean": {"response-auc": auc, "pfs-cindex": 0.6, "os-cindex": None},
                "epsilon_spent": {"a": float(eps) if eps != "inf" else 0.0}}
               for eps, seed, auc in (("1", 1, 0.60), ("1", 2, 0.64), ("inf", 1, 0.70), ("0.5", 1, 0.55))]
