@@ -120,7 +120,8 @@ def added_points(other: dict[str, Any], overrides: dict[str, Any], points: list[
         raise ValueError(f"--add-points: that file ran with overrides {other.get('overrides')}, this one with "
                          f"{overrides}; its points are not comparable")
     have = {(p["epsilon"], p["seed"]) for p in points}
-    return [p | {"phases": p.get("phases", other.get("phases", "main-job"))} for p in other.get("points", [])
+    phases = other.get("phases") if other.get("phases") in PHASES else "main-job"  # before --phases: the main job's
+    return [p | {"phases": p.get("phases", phases)} for p in other.get("points", [])
             if (p["epsilon"], p["seed"]) not in have and p["seed"] in seeds]
 
 
