@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 Strategy = Literal["fedavg", "fedprox", "fedadam", "fedyogi"]
 Aggregation = Literal["mean", "trimmed-mean", "median"]
 SiteRecalibration = Literal["none", "intercept", "platt"]
+SitePersonalisation = Literal["none", "response-head", "response-intercept"]
 
 
 def _hyphenate(name: str) -> str:
@@ -94,6 +95,13 @@ class RunConfig(BaseModel):
                                                   "(client/training/recalibration.py)")
     site_recalibration_ridge: float = Field(default=10.0, ge=0, description="platt: ridge of the site's (a, b) "
                                             "towards the consortium's fit (0 = the site's own fit alone)")
+    site_personalisation: SitePersonalisation = Field(default="none", description="after the federation, each site "
+                                                      "refits the consortium model's response head ('response-head') "
+                                                      "or its intercept on its own training split, for its own report "
+                                                      "beside the consortium model; it stays at the site "
+                                                      "(client/training/personalise.py)")
+    site_personalisation_ridge: float = Field(default=1.0, ge=0, description="L2 pull of the site's refitted "
+                                              "response head towards the consortium's, per training patient")
     # model and time grid
     hidden_size: int = Field(default=16, ge=8, le=1024)
     survival_interval_days: int = Field(default=90, ge=7)

@@ -31,6 +31,8 @@ from shared.metrics import (
 )
 
 MODEL_NAME = "Federated model"
+# with personalisation on (run-config site-personalisation) the report shows both models under these names
+CONSORTIUM_NAME, PERSONALISED_NAME = "Consortium model", "Personalised at site"
 
 
 class BaselineEvaluation(BaseModel):
@@ -58,17 +60,22 @@ class SiteEvaluation(BaseModel):
         description="output (response, pfs, os) → contract field → mean |SHAP| over the explained test patients")
     shap_patients: int = Field(default=0, description="test patients explained (SHAP); 0 when none")
     audit: AuditSummary | None = Field(default=None, description="the site's audit log, summarised when written")
+    personalised: PredictionEvaluation | None = Field(
+        default=None, description="the consortium model with its response head refitted on this site's training "
+                                  "split (client/training/personalise.py); it stays at the site")
 
 
 def evaluate_site(site_id: str, train_frame: pd.DataFrame, test_frame: pd.DataFrame,
                   predictions: OutcomePredictions, shap_importances: dict[str, dict[str, float]],
                   privacy: PrivacySpent, run: RunInfo, rng: np.random.Generator,
                   settings: EvaluationSettings | None = None, shap_patients: int = 0,
-                  audit: AuditSummary | None = None) -> SiteEvaluation:
+                  audit: AuditSummary | None = None, personalised: OutcomePredictions | None = None
+                  ) -> SiteEvaluation:
     """Evaluate the model's test-split predictions against outcomes, baselines and subgroups.
 
     `train_frame`/`test_frame` are the site's contract tables (training split: baselines and the censoring
-    distribution for IPCW); `predictions` cover every row of `test_frame`, in order.
+    distribution for IPCW); `predictions` cover every row of `test_frame`, in order; `personalised`: the site's
+    personalised model's predictions for the same rows, evaluated beside the consortium model's.
     """
     settings = settings or EvaluationSettings()
     model = evaluate_predictions(test_frame, predictions, train_frame, settings, rng)
@@ -81,6 +88,8 @@ def evaluate_site(site_id: str, train_frame: pd.DataFrame, test_frame: pd.DataFr
                                             evaluation=evaluation, comparisons=comparisons))
     return SiteEvaluation(site_id=site_id, run=run, privacy=privacy, settings=settings, n_train=len(train_frame),
                           n_test=len(test_frame), model=model, baselines=baselines,
+                          personalised=None if personalised is None else evaluate_predictions(
+                              test_frame, personalised, train_frame, settings, rng),
                           subgroups=evaluate_subgroups(test_frame, predictions, settings, rng),
                           shap_importances={k: dict(v) for k, v in shap_importances.items()},
                           shap_patients=shap_patients, audit=audit)
@@ -88,12 +97,13 @@ def evaluate_site(site_id: str, train_frame: pd.DataFrame, test_frame: pd.DataFr
 
 def _figures(evaluation: SiteEvaluation) -> dict[str, str]:
     """Every plot of the report as an inline image."""
-    everyone = {MODEL_NAME: evaluation.model, **{b.name: b.evaluation for b in evaluation.baselines}}
+    everyone = dict(_predictors(evaluation))
     figures = {
         "roc": plots.roc_plot({f"{name} (AUC {e.response.auc.value:.2f})" if e.response.auc.available else name:
                                e.response.roc for name, e in everyone.items()}),
         "calibration": plots.calibration_plot({name: e.response.calibration for name, e in everyone.items()
-                                               if name in (MODEL_NAME, "Clinical model")}),
+                                               if name in (MODEL_NAME, CONSORTIUM_NAME, PERSONALISED_NAME,
+                                                           "Clinical model")}),
         "decision_curve": plots.decision_curve_plot({name: e.response.decision_curve
                                                      for name, e in everyone.items()}),
         "shap": plots.shap_outputs_plot(evaluation.shap_importances, OUTPUT_UNITS),
@@ -111,9 +121,16 @@ def _figures(evaluation: SiteEvaluation) -> dict[str, str]:
     return figures
 
 
+def _predictors(evaluation: SiteEvaluation) -> list[tuple[str, PredictionEvaluation]]:
+    """The report's rows: the model (as "Consortium model" beside "Personalised at site" when both), baselines."""
+    models = [(MODEL_NAME, evaluation.model)] if evaluation.personalised is None else [
+        (CONSORTIUM_NAME, evaluation.model), (PERSONALISED_NAME, evaluation.personalised)]
+    return models + [(b.name, b.evaluation) for b in evaluation.baselines]
+
+
 def write_site_report(out_path: str | Path, site_evaluation: SiteEvaluation) -> Path:
     """Render the site's evaluation as one self-contained HTML file, written atomically; returns its path."""
-    predictors = [(MODEL_NAME, site_evaluation.model)] + [(b.name, b.evaluation) for b in site_evaluation.baselines]
+    predictors = _predictors(site_evaluation)
     html = render("site_report.html.j2", site=site_evaluation, figures=_figures(site_evaluation),
                   predictors=predictors, endpoint_names=ENDPOINT_NAMES)
     return write_atomically(out_path, html)

@@ -91,13 +91,14 @@ def _privacy_spent(site: Site, plan: RunConfig) -> PrivacySpent:
 
 def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, grid: SurvivalGrid, plan: RunConfig,
                    run_id: str, server_round: int, evaluated: pd.DataFrame | None = None,
-                   model_label: str | None = None) -> dict[str, float]:
+                   model_label: str | None = None, personalised: OncoFedNet | None = None) -> dict[str, float]:
     """Write the site's report (per-patient curves stay on the site's disk); return its shareable intervals.
 
     Only figures that are not suppressed are returned: the headline figures and each subgroup's (value/lower/
     upper, and the subgroup's size), and the mean |SHAP| per field when enough test patients were explained.
     `evaluated`: the patients to report on (default the test split; an external site's evaluation-only run
-    passes all its patients); the baselines are fitted on the training split either way.
+    passes all its patients); the baselines are fitted on the training split either way. `personalised`: the
+    site's own refit of the model (client/training/personalise.py), shown beside it in the report only.
     """
     from client.evaluation.site_report import evaluate_site, write_site_report
     from client.evaluation.validation import (
@@ -115,6 +116,11 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
     raw = predict(model, encode_cohort(test, stats, grid).inputs())
     predictions = OutcomePredictions(response_prob=raw.response_prob, pfs_survival=raw.pfs_survival,
                                      os_survival=raw.os_survival, time_grid_days=grid.time_grid_days)
+    personal = None
+    if personalised is not None:
+        raw_personal = predict(personalised, encode_cohort(test, stats, grid).inputs())
+        personal = OutcomePredictions(response_prob=raw_personal.response_prob, pfs_survival=raw_personal.pfs_survival,
+                                      os_survival=raw_personal.os_survival, time_grid_days=grid.time_grid_days)
     run = RunInfo(run_id=run_id, model_checkpoint=model_label or f"global model after round {server_round}",
                   rounds_completed=server_round)
     settings = EvaluationSettings.from_config(plan, site.min_cell_size)
@@ -125,7 +131,7 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
                                rng=np.random.default_rng(plan.seed), settings=settings,
                                shap_patients=0 if explanation is None else len(explanation.values),
                                audit=summarise(site.state_dir / AUDIT_FILE)
-                               if (site.state_dir / AUDIT_FILE).is_file() else None)
+                               if (site.state_dir / AUDIT_FILE).is_file() else None, personalised=personal)
     write_site_report(site.state_dir / "report.html", evaluation)
     # the same figures as data, for the tumour board's subgroup column (client/tumour_board/board.py)
     write_atomically(site.state_dir / "report.json", evaluation.model_dump_json(indent=1))
@@ -361,6 +367,18 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
 
         grid = SurvivalGrid.from_config(plan)
         model = _received_model(message, plan)
+        phase = read_phase(message.content)
+        personalised = None
+        if (split == "test" and plan.site_personalisation != "none" and "response" in DICTIONARY.endpoints
+                and phase.site_report and plan.site_reports):
+            from client.training.personalise import personalise_at_site
+
+            personalised = personalise_at_site(model, site.part("train"), stats, grid, plan.site_personalisation,
+                                               plan.site_personalisation_ridge, site.min_cell_size)
+            logger.info("site %s: response head refitted on its training split (%s, ridge %g): %s", site.site_id,
+                        plan.site_personalisation, plan.site_personalisation_ridge,
+                        "not fitted (too few training patients with a known response)" if personalised is None
+                        else "shown in its report beside the consortium model, kept at the site")
         if split == "test" and plan.site_recalibration != "none" and "response" in DICTIONARY.endpoints:
             from client.training.recalibration import recalibrate_at_site
 
@@ -371,7 +389,6 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
                         f"a = {fitted[0]:.3f}, b = {fitted[1]:+.3f} (kept at the site)")
         figures = evaluate_cohort(model, patients, encode_cohort(patients, stats, grid), grid,
                                   site.min_cell_size, split)
-        phase = read_phase(message.content)
         if split == "test" and phase.intervals:
             from client.evaluation.validation import headline_intervals
             from shared.metrics import EvaluationSettings
@@ -380,7 +397,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
             figures |= headline_intervals(model, patients, stats, grid, settings, np.random.default_rng(plan.seed))
         if split == "test" and phase.site_report and plan.site_reports:
             try:
-                figures |= report_at_site(site, model, stats, grid, plan, str(context.run_id), server_round)
+                figures |= report_at_site(site, model, stats, grid, plan, str(context.run_id), server_round,
+                                          personalised=personalised)
             except Exception:  # the report is the site's own output; the federation's test figures still go out
                 logger.exception("site %s: the site report could not be written", site.site_id)
         if releases_under_dp(plan):
