@@ -121,3 +121,20 @@ def test_report_shows_the_audit_log_summary(evaluation: SiteEvaluation, tmp_path
     assert rows == [["11", "1", "1", "0", "1.25", "abababababababab…"], ["12", "1", "0", "1", "—", "cdcdcdcdcdcdcdcd…"]]
     assert "refused: site alpha has not approved app" in section
     assert '<section id="audit">' not in write_site_report(tmp_path / "plain.html", evaluation).read_text()
+
+
+def test_a_personalised_model_is_shown_beside_the_consortium_model_under_both_names(evaluation: SiteEvaluation,
+                                                                                    tmp_path: Path) -> None:
+    rng = np.random.default_rng(41)
+    train = contract_only(make_site_table(rng, 350, follow_up_days=1400))
+    test = make_site_table(rng, 220, follow_up_days=1400)
+    predictions = predictions_from_prognosis(test, rng)
+    sharper = predictions.model_copy(update={"response_prob": np.clip(predictions.response_prob * 1.2, 0, 1)})
+    both = evaluate_site("hospital-north", train, contract_only(test), predictions, SHAP, evaluation.privacy,
+                         evaluation.run, rng, EvaluationSettings(n_bootstrap=20), personalised=sharper)
+    assert both.personalised is not None
+    assert both.personalised.response.brier.value != pytest.approx(both.model.response.brier.value)
+    text = write_site_report(tmp_path / "report.html", both).read_text()
+    assert "<td>Consortium model</td>" in text and "<td>Personalised at site</td>" in text
+    plain = write_site_report(tmp_path / "plain.html", evaluation).read_text()
+    assert "Personalised at site" not in plain and "<td>Federated model</td>" in plain
