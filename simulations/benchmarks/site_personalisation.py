@@ -3,7 +3,8 @@
 In-process, on a finished main-job run (its checkpoints/latest.pt, the final consortium model): for every site,
 the clinical model (client/evaluation/baselines.py, fitted on the training split), the consortium model and the
 personalised model (client/training/personalise.py, refitted on the training split) are scored on one split.
-Settings are chosen on `--split validation`; `--split test` is run once with the chosen setting.
+Settings are chosen on `--split validation`. Test figures come once from main-job runs with the chosen setting
+(`--set site-personalisation=...`): `--split reports` reads each site's report.json (test split) from them.
 
     python -m simulations.benchmarks.site_personalisation --runs /tmp/i13-personal/runs/seed42 ... --split validation
 """
@@ -60,16 +61,30 @@ def site_aucs(run_dir: Path, split: str, settings: list[tuple[str, float]]) -> d
     return out
 
 
+def report_aucs(run_dir: Path) -> dict[str, dict[str, float]]:
+    """Site → clinic, consortium and personalised test AUC, as each site's own report (report.json) shows them."""
+    out: dict[str, dict[str, float]] = {}
+    for report in sorted((run_dir / "sites").glob("*/report.json")):
+        site = json.loads(report.read_text())
+        clinic = next(b for b in site["baselines"] if b["name"] == "Clinical model")
+        personalised = site.get("personalised") or {"response": {"auc": {"value": float("nan")}}}
+        out[report.parent.name] = {"clinic": clinic["evaluation"]["response"]["auc"]["value"],
+                                   "consortium": site["model"]["response"]["auc"]["value"],
+                                   "personalised": personalised["response"]["auc"]["value"]}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", required=True, help="main-job run directories (one per seed)")
-    parser.add_argument("--split", choices=("validation", "test"), required=True)
+    parser.add_argument("--split", choices=("validation", "test", "reports"), required=True)
     parser.add_argument("--setting", nargs=2, metavar=("MODE", "RIDGE"), help="only this setting (for --split test)")
     parser.add_argument("--out", required=True, help="JSON file for the figures")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     settings = [(args.setting[0], float(args.setting[1]))] if args.setting else SETTINGS
-    results = {run: site_aucs(Path(run), args.split, settings) for run in args.runs}
+    results = {run: report_aucs(Path(run)) if args.split == "reports" else site_aucs(Path(run), args.split, settings)
+               for run in args.runs}
     Path(args.out).write_text(json.dumps(results, indent=1))
     for run, sites in results.items():
         columns = list(next(iter(sites.values())))
