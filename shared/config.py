@@ -100,7 +100,7 @@ class RunConfig(BaseModel):
                                                       "or its intercept on its own training split, for its own report "
                                                       "beside the consortium model; it stays at the site "
                                                       "(client/training/personalise.py)")
-    site_personalisation_ridge: float = Field(default=1.0, ge=0, description="L2 pull of the site's refitted "
+    site_personalisation_ridge: float = Field(default=0.3, ge=0, description="L2 pull of the site's refitted "
                                               "response head towards the consortium's, per training patient")
     # model and time grid
     hidden_size: int = Field(default=16, ge=8, le=1024)
