@@ -80,7 +80,9 @@ def site_toml(site: str, institutions: list[int]) -> str:
              "simulations/datasets/ncctg_lung/make_sites.py",
              f'site_id = "{site}"', f'display_name = "NCCTG lung, institutions {", ".join(map(str, institutions))}"',
              "target_epsilon = 3.0", 'dictionary = "../../dictionary.yaml"', 'state_dir = "state"',
-             "min_cell_size = 5  # public data, small sites: a C-index needs 5 events and 5 censored test patients",
+             "# public, de-identified data of a published trial; its sites' test sets are small (about 6 censored",
+             "# patients each), so no count is suppressed and every site's figure can be compared",
+             "min_cell_size = 1",
              "", "[data]", 'path = "patients.csv"', "", "[mapping]", 'missing_values = ["", "NA"]',
              "ignore_columns = [\"inst\"]", "", "[mapping.columns]"]
     lines += [(f'"{c}"' if "." in c else c) + f' = "{target}"' for c, target in SITE_COLUMNS.items()]
