@@ -179,10 +179,11 @@ def render_markdown(report: dict) -> str:
     lines = [f"# {report['title']}", "", report["description"], "",
              f"Command: `{report['meta']['command']}`; {report['meta']['minutes']:.1f} min on {report['meta']['machine']}"
              f" (shared; load average {report['meta']['load_average']}).", "",
-             "| model | DP ε per site | " + " | ".join(sites) + " | client mean |", "|---|---|" + "---|" * (len(sites) + 1)]
+             "| model | DP ε per site | seeds | " + " | ".join(sites) + " | client mean |",
+             "|---|---|---|" + "---|" * (len(sites) + 1)]
     for row in report["table"]:
         eps = "no DP" if row["epsilon"] is None else f"{row['epsilon']:g}"
-        lines.append(f"| {row['label']} | {eps} | " + " | ".join(cell(row["sites"][s]) for s in sites)
+        lines.append(f"| {row['label']} | {eps} | {len(row['seeds'])} | " + " | ".join(cell(row["sites"][s]) for s in sites)
                      + f" | **{cell(row['client_mean'])}** |")
     if report.get("flamby"):
         lines += ["", "FLamby's published figures (linear Cox, same split and test sets, 5 seeds; client mean ± std "
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         write_atomically(args.out / f"{args.dataset}_tuning.json", json.dumps(trials, indent=2))
         return
     settings = DATASET_SETTINGS[args.dataset] | CHOSEN[args.dataset]
-    runs = []
+    runs: list[dict] = []
     for level in [None if e == "none" else float(e) for e in args.epsilons]:
         for seed in args.seeds:
             name = f"eps-{level or 'none'}-seed-{seed}"
@@ -256,18 +257,28 @@ def main(argv: list[str] | None = None) -> None:
             runs.append({"epsilon": level, "seed": seed, "rows": rows_of(metrics),
                          "epsilon_spent": metrics["provenance"].get("epsilon_by_site")})
             log(f"{name}: federated client mean {client_mean(runs[-1]['rows']['Federated (product)'])}")
+            write_report(args, argv, runs, settings, started)  # after every run: a stopped benchmark keeps its rows
+    log(f"wrote {args.out / args.dataset}.json, .md and .png")
+
+
+def write_report(args: argparse.Namespace, argv: list[str] | None, runs: list[dict], settings: dict[str, str],
+                 started: float) -> None:
     tuning_file = args.out / f"{args.dataset}_tuning.json"
     brca = args.dataset == "fed_tcga_brca"
+    seeds = sorted({r["seed"] for r in runs})
     report = {
         "title": "Fed-TCGA-BRCA through the product (six site folders, OncoFedNet, FLamby's split)" if brca else
                  "NCCTG advanced lung cancer through the product (three sites by enrolling institution)",
         "description": (
             "Harrell's C (overall survival) of each site's test patients and its mean over the sites (client mean), "
-            "mean ± std over seeds " + ", ".join(map(str, args.seeds)) + ". Each run is one main-job run "
+            "mean ± std over seeds " + ", ".join(map(str, seeds)) + " (the seeds each row ran at are in the JSON). "
+            "Each run is one main-job run "
             "(`simulations.main_job`) on the data set's site folders with its own dictionary: the federated model "
             "(FedAvg unless the settings say otherwise), each site's local-only model at its own test patients, and "
             "the pooled centralised reference (the same network on the union of the training splits). DP: DP-SGD "
-            "(Opacus) with each site's ε over the whole run, δ = 0.1/n_train."
+            "(Opacus) with each site's ε over the whole run, δ = 0.1/n_train; the federated model gets what the validation "
+            "phases leave, the local-only models are trained within the validation share of it (validation-epsilon-"
+            "share), the pooled reference spends the whole ε over the union (a bound, not a deployable model)."
             + (" Test sets: FLamby's test_k (site.toml test_patients); validation: 20% of each train_k."
                if brca else " Sites: the 18 enrolling institutions merged into three (make_sites.py); test: 30% "
                "of each site by the product's hash split.")),
@@ -281,7 +292,6 @@ def main(argv: list[str] | None = None) -> None:
     write_atomically(args.out / f"{args.dataset}.json", json.dumps(report, indent=2))
     write_atomically(args.out / f"{args.dataset}.md", render_markdown(report))
     plot(report, args.out / f"{args.dataset}.png")
-    log(f"wrote {args.out / args.dataset}.json, .md and .png")
 
 
 if __name__ == "__main__":
