@@ -113,11 +113,14 @@ def test_fed_tcga_brca_federates_through_the_main_job(tmp_path: Path) -> None:
     """Two rounds without DP, FLamby's test sets: every center reports a test C-index of the product's model."""
     app, environment = consortium_app(tmp_path, BRCA)
     shutil.copytree(BRCA / "sites", tmp_path / "sites", ignore=shutil.ignore_patterns("state"))
+    shutil.copy(BRCA / "dictionary.yaml", tmp_path / "dictionary.yaml")  # each site.toml's copy: ../../dictionary.yaml
     done = subprocess.run([sys.executable, "-c", "from simulations.main_job import main; main()", "--data-dir",
-                           "sites", "--output-dir", "runs", "--rounds", "2", "--no-dp", "--no-loso", "--no-cross-site",
-                           "--no-references", "--set", "run-name=r", "--set", "shap-patients=0"],
+                           str(tmp_path / "sites"), "--output-dir", str(tmp_path / "runs"), "--rounds", "2", "--no-dp",
+                           "--no-loso", "--no-cross-site", "--no-references", "--set", "run-name=r", "--set",
+                           "shap-patients=0"],
                           cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0 and (tmp_path / "runs" / "r" / "metrics.json").is_file(), done.stdout[-3000:] + \
+        done.stderr[-3000:]
     metrics = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())
     assert [metrics["test"][f"center_{k}"]["num-examples"] for k in range(6)] == list(TEST_SIZES)
     assert all(0.0 <= metrics["test"][f"center_{k}"]["os-cindex"] <= 1.0 for k in range(6))
