@@ -46,7 +46,12 @@ TUNING_GRID: dict[str, list[dict[str, str]]] = {
                       # second pass: the best grid (yearly intervals over 10 years) with the best strategy / rounds
                       {"survival-interval-days": "365", "survival-horizon-days": "3650", "strategy": "fedyogi",
                        "server-learning-rate": "0.03"},
-                      {"survival-interval-days": "365", "survival-horizon-days": "3650", "num-rounds": "40"}],
+                      {"survival-interval-days": "365", "survival-horizon-days": "3650", "num-rounds": "40"},
+                      # third pass: more local steps per round (batch 256 is one step per round at these sites)
+                      {"survival-interval-days": "365", "survival-horizon-days": "3650", "batch-size": "32"},
+                      {"survival-interval-days": "365", "survival-horizon-days": "3650", "local-epochs": "5"},
+                      {"survival-interval-days": "365", "survival-horizon-days": "3650", "batch-size": "64",
+                       "learning-rate": "0.01"}],
     "ncctg_lung": [{}, {"learning-rate": "0.01"}, {"num-rounds": "40"},
                    {"survival-interval-days": "60", "survival-horizon-days": "900"}],
 }
