@@ -235,10 +235,10 @@ def plot(report: dict, path: Path) -> None:
                      label="FLamby best federated (no DP)")
     axis.set_xticks([j + 0.4 - width / 2 for j in range(len(levels))],
                     ["no DP" if e is None else f"ε = {e:g}" for e in levels])
-    axis.set_ylim(0.4, 0.95)
+    axis.set_ylim(0.3, 1.05)
     axis.set_ylabel("client-mean test C-index (OS)")
     axis.set_title(report["title"], fontsize=9)
-    axis.legend(fontsize=7, loc="lower right")
+    axis.legend(fontsize=7, loc="upper center", ncol=2)
     figure.tight_layout()
     write_atomically(path, lambda stream: figure.savefig(stream, format="png", dpi=120))
     plt.close(figure)
