@@ -109,18 +109,17 @@ def test_every_site_folder_passes_oncofed_check_site(tmp_path: Path, folder: Pat
 
 
 @pytest.mark.slow
-def test_fed_tcga_brca_federates_through_the_main_job(tmp_path: Path) -> None:
-    """Two rounds without DP, FLamby's test sets: every center reports a test C-index of the product's model."""
+def test_fed_tcga_brca_federates_through_the_product(tmp_path: Path) -> None:
+    """Two rounds without DP through the ClientApp and the coordinator (in process; the main job's runs are
+    simulations/benchmarks/real_data.py's), FLamby's test sets: every center reports a test C-index."""
     app, environment = consortium_app(tmp_path, BRCA)
     shutil.copytree(BRCA / "sites", tmp_path / "sites", ignore=shutil.ignore_patterns("state"))
     shutil.copy(BRCA / "dictionary.yaml", tmp_path / "dictionary.yaml")  # each site.toml's copy: ../../dictionary.yaml
-    done = subprocess.run([sys.executable, "-c", "from simulations.main_job import main; main()", "--data-dir",
-                           str(tmp_path / "sites"), "--output-dir", str(tmp_path / "runs"), "--rounds", "2", "--no-dp",
-                           "--no-loso", "--no-cross-site", "--no-references", "--set", "run-name=r", "--set",
-                           "shap-patients=0"],
-                          cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0 and (tmp_path / "runs" / "r" / "metrics.json").is_file(), done.stdout[-3000:] + \
-        done.stderr[-3000:]
-    metrics = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())
-    assert [metrics["test"][f"center_{k}"]["num-examples"] for k in range(6)] == list(TEST_SIZES)
-    assert all(0.0 <= metrics["test"][f"center_{k}"]["os-cindex"] <= 1.0 for k in range(6))
+    shutil.copytree(REPO / "tests", app / "tests", ignore=shutil.ignore_patterns("__pycache__", "data"))
+    done = subprocess.run([sys.executable, "-m", "tests.federation_of_site_folders", str(tmp_path / "sites"),
+                           str(tmp_path / "runs")], cwd=app, env=environment, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not result["test_missing"]
+    assert [result["test"][f"center_{k}"]["num-examples"] for k in range(6)] == list(TEST_SIZES)
+    assert all(0.0 <= result["test"][f"center_{k}"]["os-cindex"] <= 1.0 for k in range(6))
