@@ -40,14 +40,15 @@ def head_features(model: OncoFedNet, inputs: tuple[torch.Tensor, ...]) -> torch.
 
 
 def fit_head(features: torch.Tensor, responder: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-             ridge: float, intercept_only: bool = False, iterations: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimise mean log-loss + ridge/2 · ‖θ − θ_consortium‖² over the head's weight and bias (or the bias alone).
+             ridge: float, intercept_only: bool = False, iterations: int = 200
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimise mean log-loss + ridge/2 · ‖θ − θ_consortium‖² over the head's weight and bias (or bias alone).
 
     The penalty is per patient (the loss is a mean), so the same ridge pulls as hard at a small site as a large one;
     ridge → ∞ returns the consortium's head unchanged."""
     if ridge < 0:
         raise ValueError(f"the personalisation ridge must be ≥ 0, not {ridge}")
-    anchor_w, anchor_b = weight.detach().clone(), bias.detach().clone()
+    anchor_w, anchor_b = weight.detach().double()[0], bias.detach().double()  # (features,), (1,)
     w = anchor_w.clone().requires_grad_(not intercept_only)
     b = anchor_b.clone().requires_grad_(True)
     params = [b] if intercept_only else [w, b]
@@ -57,14 +58,13 @@ def fit_head(features: torch.Tensor, responder: torch.Tensor, weight: torch.Tens
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
-        logit = x @ w.double().T.squeeze(-1) + b.double()
-        loss = nn.functional.binary_cross_entropy_with_logits(logit, y)
-        loss = loss + ridge / 2 * (((w.double() - anchor_w.double()) ** 2).sum() + ((b.double() - anchor_b.double()) ** 2).sum())
+        loss = nn.functional.binary_cross_entropy_with_logits(x @ w + b, y)
+        loss = loss + ridge / 2 * (((w - anchor_w) ** 2).sum() + ((b - anchor_b) ** 2).sum())
         loss.backward()
         return loss
 
     optimiser.step(closure)
-    return w.detach().to(weight.dtype), b.detach().to(bias.dtype)
+    return w.detach().to(weight.dtype).reshape(weight.shape), b.detach().to(bias.dtype)
 
 
 def personalise_at_site(model: OncoFedNet, train: pd.DataFrame, stats: NormalisationStats, grid: SurvivalGrid,

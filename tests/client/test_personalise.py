@@ -21,8 +21,8 @@ def _toy(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_without_the_pull_from_a_zero_anchor_the_head_is_the_plain_logistic_fit():
     x, y = _toy()
-    # mean log-loss + ridge/2·‖θ‖² is scikit-learn's (C = 1 / (n·ridge), which also penalises no intercept: ridge
-    # small enough that the intercept's penalty does not matter at this tolerance)
+    # mean log-loss + ridge/2·‖θ‖² is scikit-learn's C = 1 / (n·ridge), which leaves the intercept unpenalised:
+    # the ridge is small enough that the intercept's penalty does not matter at this tolerance
     weight, bias = fit_head(x, y, torch.zeros(1, 3), torch.zeros(1), ridge=1e-6)
     reference = LogisticRegression(C=1e6, tol=1e-10, max_iter=10_000).fit(x.numpy(), y.numpy())
     assert weight.numpy()[0] == pytest.approx(reference.coef_[0], abs=2e-3)
@@ -67,7 +67,8 @@ def test_personalisation_reads_only_the_training_split_and_leaves_the_consortium
     known = cohort.responder_known > 0.5
     weight, bias = fit_head(head_features(model, cohort.inputs())[known], cohort.responder[known],
                             model.response_head.weight, model.response_head.bias, 0.01)
-    assert torch.allclose(personal.response_head.weight, weight) and torch.allclose(personal.response_head.bias, bias)
+    assert torch.allclose(personal.response_head.weight, weight)
+    assert torch.allclose(personal.response_head.bias, bias)
     shuffled_extra = pd.concat([train, patient_table(40, seed=9)], ignore_index=True)
     other = personalise_at_site(model, shuffled_extra, stats, GRID, "response-head", 0.01, min_cell_size=10)
     assert not torch.allclose(other.response_head.weight, personal.response_head.weight)
