@@ -20,7 +20,7 @@ from server.central_privacy import central_epsilon
 from server.checkpoint import ServerState, load_checkpoint, save_checkpoint
 from server.consortium_report import ReferenceRow, write_consortium_report
 from server.consortium_summary import last_training_figures, summary_from_results
-from server.coordinator import Coordinator, SiteReplies, collect
+from server.coordinator import Coordinator, SiteReplies
 from server.propensity import propensity_phase
 from server.provenance import final_provenance, resumed, run_provenance
 from server.recalibration import recalibrate_response
@@ -81,7 +81,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
                             provenance=run_provenance(config, fingerprints))
     arrays = ArrayRecord(model_state)
     planned = planned_training_rounds(config, len(coordinator.node_ids()))
-    propensity = propensity_phase(grid, config, state.normalisation, coordinator.names, collect, run_dir, progress)
+    propensity = propensity_phase(coordinator, run_dir)
     released = {} if propensity is None else {PROPENSITY_ARRAYS_KEY: propensity}
     seconds["sites' first message and harmonisation"], phase_started = time.perf_counter() - phase_started, time.perf_counter()
     phase = PhaseInstruction(planned_rounds=planned.federated, validation_rounds=planned.validation)
@@ -113,8 +113,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
     # the final test and every later phase see the recalibrated model; a consortium without a response endpoint
     # has nothing to recalibrate
     if config.recalibrate_response and "response" in DICTIONARY.endpoints:
-        arrays, recalibration = recalibrate_response(grid, collect, config, state.normalisation, arrays,
-                                                     coordinator.names)
+        arrays, recalibration = recalibrate_response(coordinator, arrays)
         if recalibration.applied:
             state = state.model_copy(update={"recalibration": (recalibration.slope, recalibration.intercept)})
             save_checkpoint(run_dir, state, arrays.to_torch_state_dict(), strategy_state(strategy), round_file=False)
