@@ -111,7 +111,7 @@ def test_a_two_round_three_site_federation_writes_its_run_directory_and_leaks_no
     assert run_dir == out / "test-run"
     assert json.loads((run_dir / "config.json").read_text())["num-rounds"] == 2
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["latest.pt", "round_001.pt", "round_002.pt"]
-    assert [r["round"] for r in results.rounds] == [1, 2]
+    assert [r.round for r in results.rounds] == [1, 2]
     assert set(results.test) == {"site_0", "site_1", "site_2"}
     for site, figures in results.test.items():
         assert figures["num-examples"] >= 10
@@ -124,7 +124,7 @@ def test_a_two_round_three_site_federation_writes_its_run_directory_and_leaks_no
         assert {"response-auc-lower", "response-auc-upper"} <= set(figures) or "response-auc" not in figures
     assert (run_dir / "consortium_report.html").is_file()
     for record in results.rounds:  # per-site figures are kept, not only the mean
-        assert set(record["validation"]) == {"site_0", "site_1", "site_2"}
+        assert set(record.validation) == {"site_0", "site_1", "site_2"}
 
     # every message that went over the wire: only model parameters, allowed aggregates, the site id
     # statistics, 2 × (train + validate), the response recalibration's Newton iterations, final test
@@ -153,8 +153,8 @@ def test_the_model_records_its_provenance_and_each_site_its_audit_log(federation
     assert final["validation"]["response-auc"] == results.test_mean["response-auc"]
     round_one = load_provenance(run_dir / "checkpoints" / "round_001.pt")
     assert round_one.completed_round == 1 and round_one.data_fingerprints == sent
-    assert round_one.epsilon_by_site == {s: f["epsilon"] for s, f in results.rounds[0]["train"].items()}
-    assert round_one.validation == results.rounds[0]["validation_mean"]
+    assert round_one.epsilon_by_site == {s: f["epsilon"] for s, f in results.rounds[0].train.items()}
+    assert round_one.validation == results.rounds[0].validation_mean
     card = model_card(run_dir)
     assert "## Provenance" in card and repo_hash in card and all(f"`{f}`" in card for f in sent.values())
     for site in sent:  # the simulated sites keep their audit logs in the run directory
@@ -169,7 +169,7 @@ def test_the_model_records_its_provenance_and_each_site_its_audit_log(federation
 def test_each_round_reports_its_own_epsilon_and_the_cumulative_one(federation):
     _, _, _, results, _, _ = federation
     for site in ("site_0", "site_1", "site_2"):
-        first, second = (record["train"][site] for record in results.rounds)
+        first, second = (record.train[site] for record in results.rounds)
         assert first["epsilon-round"] == pytest.approx(first["epsilon"])  # round 1 is all that was spent
         assert second["epsilon-round"] == pytest.approx(first["epsilon-round"], rel=0.05)  # same plan, same cost
         assert first["epsilon"] < second["epsilon"] < first["epsilon"] + second["epsilon-round"]  # RDP composition
@@ -206,7 +206,7 @@ def test_a_run_resumes_from_its_last_checkpoint_at_the_next_round(three_sites, t
     resumed = small_config(three_sites, tmp_path, **{"num-rounds": 2, "dp": False, "strategy": "fedadam",
                                                      "site-reports": False, "resume-from": str(run_dir)})
     _, results = run(resumed, Console(quiet=True))
-    assert [r["round"] for r in results.rounds] == [1, 2]
+    assert [r.round for r in results.rounds] == [1, 2]
     assert results.rounds[0] == round_one  # round 1 was neither repeated nor lost
     assert json.loads(checkpoint["server_state"])["completed_round"] == 1
     # latest.pt records the (a, b) folded into it (resuming unfolds it first); the round files never change

@@ -58,7 +58,7 @@ def test_loso_never_trains_on_the_held_out_site_and_the_matrix_is_complete(three
     validation = results.validation
 
     # privacy: 1 federated + 1 local-only + 1 round in each of the 2 LOSO federations a site takes part in
-    assert validation["planned_training_rounds"] == 4
+    assert validation.planned_training_rounds == 4
     for site in sites:
         ledger = json.loads((run_dir / "sites" / site / "privacy_ledger.json").read_text())
         assert len(ledger["entries"]) == 4
@@ -71,23 +71,23 @@ def test_loso_never_trains_on_the_held_out_site_and_the_matrix_is_complete(three
         assert results.epsilon[site] >= config.target_epsilon - 0.02  # the split spends the whole ε, no more
 
     # leave-one-site-out: the held-out site is never asked to train in its own phase, and never enters the model
-    rows = {row["held_out_site"]: row for row in validation["leave_one_site_out"]}
+    rows = {row.held_out_site: row for row in validation.leave_one_site_out}
     assert sorted(rows) == sites
     for held_out in sites:
         trainers = {s["site"] for s in seen if s["phase"] == "loso" and s["held_out"] == held_out
                     and s["type"].startswith("train")}
         assert trainers == set(sites) - {held_out}
-        assert rows[held_out]["trained_on"] == sorted(set(sites) - {held_out})
-        assert rows[held_out]["rounds"] == 1 and rows[held_out]["held_out"]["num-examples"] >= 10
+        assert rows[held_out].trained_on == sorted(set(sites) - {held_out})
+        assert rows[held_out].rounds == 1 and rows[held_out].held_out["num-examples"] >= 10
         evaluated = {s["site"] for s in seen if s["phase"] == "loso" and s["held_out"] == held_out
                      and s["type"] == "evaluate"}
         assert evaluated == set(sites)  # the held-out site only evaluates the model the others trained
 
     # the cross-site matrix: the global model and each shared local model, evaluated at every site
-    matrix = validation["cross_site"]
+    matrix = validation.cross_site
     assert sorted(matrix) == sorted([GLOBAL_MODEL] + [local_model_label(s) for s in sites])
     assert all(sorted(row) == sites for row in matrix.values())
-    assert sorted(validation["local"]["figures"]) == sites
+    assert sorted(validation.local.figures) == sites
     assert all(s["arrays"] for s in seen if s["type"] == "train.local_only")  # shared: the consortium opted in
 
     # what the sites shared from their final test evaluation: subgroups and SHAP, through the allow-list

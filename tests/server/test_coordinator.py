@@ -71,16 +71,16 @@ def test_a_leave_one_site_out_round_screens_an_oversized_update() -> None:
     sites = Sites()
     coordinator = coordinator_of(sites, config)
     initial = ArrayRecord({"w": torch.zeros(3, 2), "b": torch.zeros(2)})
-    rows = {row["held_out_site"]: row for row in
+    rows = {row.held_out_site: row for row in
             run_leave_one_site_out(coordinator, initial, TrainingRounds(federated=1, validation=3))}
     for held_out, row in rows.items():
-        assert held_out not in row["trained_on"]  # the held-out site never trains in its own federation
+        assert held_out not in row.trained_on  # the held-out site never trains in its own federation
         if held_out == OVERSIZED:
-            assert row["trained_on"] == ["east", "north", "south"] and not row["missing"]
+            assert row.trained_on == ["east", "north", "south"] and not row.missing
         else:  # the oversized update is left out with its figures as the reason, as in the federation
-            assert OVERSIZED not in row["trained_on"] and len(row["trained_on"]) == 2
-            assert "update rejected" in row["missing"][OVERSIZED] and "update-norm-ratio" in row["missing"][OVERSIZED]
-        assert row["rounds"] == 1
+            assert OVERSIZED not in row.trained_on and len(row.trained_on) == 2
+            assert "update rejected" in row.missing[OVERSIZED] and "update-norm-ratio" in row.missing[OVERSIZED]
+        assert row.rounds == 1
     assert sites.trained.count(OVERSIZED) == 3  # it was asked to train in every federation but its own
 
 

@@ -98,7 +98,7 @@ def results() -> dict:
     rounds = [{"round": r, "train": {s: {"epsilon": 0.5 * r, "delta": 1e-4, "noise-multiplier": 1.3} for s in SITES},
                "missing": {"east": "privacy budget exhausted"} if r == 2 else {}} for r in (1, 2)]
     return {"config": RunConfig().to_flower(), "rounds": rounds, "test": test, "test_missing": {},
-            "validation": {"planned_training_rounds": 8, "local": {"figures": {s: _figures(0.64) for s in SITES},
+            "validation": {"planned_training_rounds": 8, "budget_split": {}, "local": {"figures": {s: _figures(0.64) for s in SITES},
                                                                    "missing": {}},
                            "cross_site": cross, "leave_one_site_out": loso, "epsilon": {s: 2.9 for s in SITES}}}
 
