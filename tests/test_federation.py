@@ -4,13 +4,12 @@ checkpoint, and sends nothing but allowed aggregates and model parameters over t
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
 import torch
-from flwr.app import Context, Message
+from flwr.app import Message
 from rich.console import Console
 
 from client.evaluation.site_report import SiteEvaluation
@@ -21,6 +20,7 @@ from shared.encoding import SurvivalGrid
 from shared.model import build_model
 from simulations.main_job import run
 from tests.factories import patient_table
+from tests.recorders import MessageRecorder
 
 pytestmark = pytest.mark.slow
 
@@ -42,32 +42,19 @@ def small_config(data_dir, output_dir, **changes) -> RunConfig:
     return RunConfig.from_mapping(values | changes)
 
 
-class WireRecorder:
-    """A Flower client mod: sees every reply exactly as the site hands it to Flower for sending.
+class WireRecorder(MessageRecorder):
+    """Every reply exactly as the site hands it to Flower for sending (refusals carry no content)."""
 
-    It runs inside the simulation's worker processes, so it appends to a file (one JSON line per reply).
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    @property
-    def replies(self) -> list[dict]:
-        return [json.loads(line) for path in self.folder.glob("*.jsonl") for line in path.read_text().splitlines()]
-
-    def __call__(self, message: Message, context: Context, call_next) -> Message:
-        reply = call_next(message, context)
-        if not reply.has_error():
-            content = reply.content
-            seen = {
-                "records": sorted(content.keys()),
-                "metrics": {k: v for k, v in content["metrics"].items()} if "metrics" in content else {},
-                "arrays": {k: tuple(a.shape) for k, a in content["arrays"].items()} if "arrays" in content else {},
-                "site": dict(content["site"]) if "site" in content else {},
-            }
-            with open(self.folder / f"{os.getpid()}.jsonl", "a") as file:
-                file.write(json.dumps(seen) + "\n")
-        return reply
+    def record(self, message: Message, reply: Message) -> dict | None:
+        if reply.has_error():
+            return None
+        content = reply.content
+        return {
+            "records": sorted(content.keys()),
+            "metrics": {k: v for k, v in content["metrics"].items()} if "metrics" in content else {},
+            "arrays": {k: tuple(a.shape) for k, a in content["arrays"].items()} if "arrays" in content else {},
+            "site": dict(content["site"]) if "site" in content else {},
+        }
 
 
 PATIENT_ID = re.compile(r"s\d-\d{4}")  # the test cohort's patient identifiers
@@ -102,7 +89,7 @@ def federation(three_sites, tmp_path_factory):
     run_dir, results = run(config, Console(quiet=True), client_mods=[recorder])
     model_shapes = {k: tuple(v.shape) for k, v in build_model(SurvivalGrid(180, 1825).num_intervals, 16, 0)
                     .state_dict().items()}
-    return config, out, run_dir, results, recorder.replies, model_shapes
+    return config, out, run_dir, results, recorder.records, model_shapes
 
 
 def test_a_two_round_three_site_federation_writes_its_run_directory_and_leaks_nothing(federation):

@@ -5,7 +5,6 @@ Set ONCOFED_SCREENSHOT_DIR to keep the report and a full-page screenshot for a p
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -34,14 +33,6 @@ def evaluation() -> SiteEvaluation:
                                       max_grad_norm=1.0),
                          RunInfo(run_id="run-test", model_checkpoint="round-12", rounds_completed=12),
                          rng, EvaluationSettings(n_bootstrap=20))
-
-
-@pytest.fixture(scope="module")
-def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    chosen = os.environ.get("ONCOFED_SCREENSHOT_DIR")
-    directory = Path(chosen) if chosen else tmp_path_factory.mktemp("site-report")
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
 
 
 def test_evaluation_holds_model_baselines_subgroups(evaluation: SiteEvaluation) -> None:

@@ -5,7 +5,6 @@ Set ONCOFED_SCREENSHOT_DIR to keep the report and a full-page screenshot for a p
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -73,14 +72,6 @@ def summary() -> ConsortiumSummary:
                                                       validation_epsilon=0.6, federated_rounds=20,
                                                       validation_rounds=30,
                                                       federated_epsilon={"clinic-east": 2.91, "clinic-west": 2.87}))
-
-
-@pytest.fixture(scope="module")
-def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    chosen = os.environ.get("ONCOFED_SCREENSHOT_DIR")
-    directory = Path(chosen) if chosen else tmp_path_factory.mktemp("consortium-report")
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
 
 
 def test_pooled_figures_and_heterogeneity(summary: ConsortiumSummary) -> None:
