@@ -47,14 +47,9 @@ def consortium(tmp_path_factory):
     site_configs[UNAPPROVED] = consortium.make_site(UNAPPROVED, 9, approved_apps=[EARLIER_VERSION],
                                                     data_file="absent.csv")
     try:
-        consortium.make_certificates(list(site_configs))
-        consortium.start_superlink()
-        for site_id in site_configs:
-            registered = consortium.register(consortium.certs / "sites" / site_id / "node_key.pub")
-            assert registered.returncode == 0, registered.stdout + registered.stderr
+        consortium.start_with_registered_sites(list(site_configs))
         for site_id, site_config in site_configs.items():
-            consortium.start_supernode(site_id, consortium.certs / "sites" / site_id / "node_key",
-                                       consortium.certs / "superlink" / "ca.crt", site_config, supervised=True)
+            consortium.start_site(site_id, site_config)
         consortium.wait_for(lambda: consortium.online_nodes() == len(site_configs), 120, "four SuperNodes online")
         yield consortium
     finally:
