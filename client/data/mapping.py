@@ -169,61 +169,55 @@ def _empty_column(column: str, length: int) -> list[Any] | np.ndarray:
 
 def _convert(column: str, site_column: str, texts: list[str | None], mapping: ColumnMapping, source: str,
              violations: list[Violation]) -> list[Any] | np.ndarray:
+    """Each text as the contract column's value: one parser per kind of column (number, flag, category), each
+    returning the value or the rule it breaks; a broken rule is a violation naming the cell."""
     site_codes = mapping.codes.get(column, {})
     factor = UNIT_FACTORS.get(column, {}).get(mapping.units.get(column, ""), 1.0)
 
-    def report(row: int, text: str, rule: str) -> None:
-        violations.append(Violation(source=source, row=row + 1, column=site_column, rule=rule, value=text))
+    def unknown_code(allowed: list[str]) -> str:
+        return f"unknown code; allowed: {', '.join(allowed)} (or add it to mapping.codes.{column})"
 
+    def number(text: str) -> tuple[float | None, str | None]:
+        try:
+            value = float(site_codes.get(text, text))
+        except ValueError:
+            return None, (f"not a number ({column} takes {_number_kind(column)}"
+                          + (f"; site codes: {', '.join(site_codes)}" if site_codes else "") + ")")
+        if not math.isfinite(value):
+            return None, "not a finite number"
+        return (value if factor == 1.0 else round(value * factor, 9)), None
+
+    def flag(text: str) -> tuple[float | None, str | None]:
+        mapped = site_codes.get(text, text)
+        value = BOOLEAN_SPELLINGS.get(mapped.casefold(), _flag_from_number(mapped))
+        if value is None:
+            return None, unknown_code([*site_codes, "true/false", "yes/no", "1/0", "pos/neg", "mutated/wild-type"])
+        return (1.0 if value else 0.0), None
+
+    by_folded = {code.casefold(): code for code in CATEGORY_CODES.get(column, ())}
+
+    def category(text: str) -> tuple[str | None, str | None]:
+        code = site_codes.get(text) or by_folded.get(text.casefold())
+        return (code, None) if code is not None else (None, unknown_code([*site_codes, *CATEGORY_CODES[column]]))
+
+    values: list[Any] | np.ndarray
     if column in NUMERIC_COLUMNS:
-        numbers = np.full(len(texts), np.nan)
-        for row, text in enumerate(texts):
-            if text is None:
-                continue
-            mapped = site_codes.get(text, text)
-            try:
-                number = float(mapped)
-            except ValueError:
-                report(row, text, f"not a number ({column} takes {_number_kind(column)}"
-                                  + (f"; site codes: {', '.join(site_codes)}" if site_codes else "") + ")")
-                continue
-            if not math.isfinite(number):
-                report(row, text, "not a finite number")
-                continue
-            numbers[row] = number if factor == 1.0 else round(number * factor, 9)
-        return numbers
-
-    if column in BOOLEAN_COLUMNS:
-        flags = np.full(len(texts), np.nan)
-        for row, text in enumerate(texts):
-            if text is None:
-                continue
-            mapped = site_codes.get(text, text)
-            flag = BOOLEAN_SPELLINGS.get(mapped.casefold(), _flag_from_number(mapped))
-            if flag is None:
-                allowed = [*site_codes, "true/false", "yes/no", "1/0", "pos/neg", "mutated/wild-type"]
-                report(row, text, f"unknown code; allowed: {', '.join(allowed)} "
-                                  f"(or add it to mapping.codes.{column})")
-                continue
-            flags[row] = 1.0 if flag else 0.0
-        return flags
-
-    if column in CATEGORY_CODES:
-        by_folded = {code.casefold(): code for code in CATEGORY_CODES[column]}
-        codes: list[str | None] = [None] * len(texts)
-        for row, text in enumerate(texts):
-            if text is None:
-                continue
-            code = site_codes.get(text) or by_folded.get(text.casefold())
-            if code is None:
-                allowed = [*site_codes, *CATEGORY_CODES[column]]
-                report(row, text, f"unknown code; allowed: {', '.join(allowed)} "
-                                  f"(or add it to mapping.codes.{column})")
-                continue
-            codes[row] = code
-        return codes
-
-    return [None if t is None else site_codes.get(t, t) for t in texts]  # patient_id: free text
+        parse, values = number, np.full(len(texts), np.nan)
+    elif column in BOOLEAN_COLUMNS:
+        parse, values = flag, np.full(len(texts), np.nan)
+    elif column in CATEGORY_CODES:
+        parse, values = category, [None] * len(texts)
+    else:
+        return [None if t is None else site_codes.get(t, t) for t in texts]  # patient_id: free text
+    for row, text in enumerate(texts):
+        if text is None:
+            continue
+        value, problem = parse(text)
+        if problem is not None:
+            violations.append(Violation(source=source, row=row + 1, column=site_column, rule=problem, value=text))
+        else:
+            values[row] = value
+    return values
 
 
 def _flag_from_number(text: str) -> bool | None:
