@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 Strategy = Literal["fedavg", "fedprox", "fedadam", "fedyogi"]
 Aggregation = Literal["mean", "trimmed-mean", "median"]
+SiteRecalibration = Literal["none", "intercept", "platt"]
 
 
 def _hyphenate(name: str) -> str:
@@ -86,6 +87,13 @@ class RunConfig(BaseModel):
                                        "splits (aggregate sums only, no ε) and fold it into the response head")
     recalibration_iterations: int = Field(default=6, ge=1, le=50, description="Newton iterations of the "
                                           "recalibration, one exchange with the sites each")
+    site_recalibration: SiteRecalibration = Field(default="none", description="after the consortium's fit, each "
+                                                  "site refits on its own validation split for its test figures and "
+                                                  "report: 'intercept' (b only) or 'platt' (a and b, shrunk by "
+                                                  "site-recalibration-ridge); its fit stays at the site "
+                                                  "(client/training/recalibration.py)")
+    site_recalibration_ridge: float = Field(default=10.0, ge=0, description="platt: ridge of the site's (a, b) "
+                                            "towards the consortium's fit (0 = the site's own fit alone)")
     # model and time grid
     hidden_size: int = Field(default=16, ge=8, le=1024)
     survival_interval_days: int = Field(default=90, ge=7)

@@ -60,6 +60,7 @@ from shared.provenance import running_app_hash
 from shared.release_privacy import HARMONISATION_RELEASE, TEST_FIGURES_RELEASE, releases_under_dp
 from shared.seeds import local_training_seed
 from shared.site_config import SiteConfig
+from shared.vocabulary import DICTIONARY
 
 if TYPE_CHECKING:
     from shared.html_report import PrivacySpent
@@ -360,6 +361,14 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
 
         grid = SurvivalGrid.from_config(plan)
         model = _received_model(message, plan)
+        if split == "test" and plan.site_recalibration != "none" and "response" in DICTIONARY.endpoints:
+            from client.training.recalibration import recalibrate_at_site
+
+            model, fitted = recalibrate_at_site(model, site.part("validation"), stats, grid, plan.site_recalibration,
+                                                plan.site_recalibration_ridge, site.min_cell_size)
+            logger.info("site %s: own response recalibration on its validation split: %s", site.site_id,
+                        "not applied (too few validation patients, or no ranking left)" if fitted is None else
+                        f"a = {fitted[0]:.3f}, b = {fitted[1]:+.3f} (kept at the site)")
         figures = evaluate_cohort(model, patients, encode_cohort(patients, stats, grid), grid,
                                   site.min_cell_size, split)
         phase = read_phase(message.content)

@@ -18,8 +18,12 @@ TPR at 1% FPR, and for DP targets the ceiling that (ε, δ)-DP puts on any attac
 single site training alone for every round — no other site's update dilutes its patients' influence — so
 this is the attacker's best case within the federation's training recipe.
 
-    python -m simulations.benchmarks.membership_inference                   # southside_public, 16 shadows
+    python -m simulations.benchmarks.membership_inference                   # southside_public, 16 shadows, seed 42
+    python -m simulations.benchmarks.membership_inference --seeds 42 43 44  # mean ± std over 3 seeds
     python -m simulations.benchmarks.membership_inference --shadows 8 --site valley_community
+
+A seed sets the site's split (who is a member), the models' initialisation and training noise, and the shadows'
+halves; the summary gives each attack's AUC and TPR at 1% FPR as mean ± std over the seeds.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -249,42 +254,67 @@ def audit_recipe(pool: SitePool, recipe: TrainingRecipe, config: RunConfig, num_
     return result
 
 
-def plot(results: list[dict[str, Any]], out_path: Path) -> Path:
-    """Attack AUC (with its interval) per target and attack; 0.5 = the attacker does no better than chance."""
-    attacks = {"loss_threshold": "Loss threshold", "lira_offline": "LiRA offline", "lira_online": "LiRA online"}
+ATTACKS = {"loss_threshold": "Loss threshold", "lira_offline": "LiRA offline", "lira_online": "LiRA online"}
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per recipe, each attack's AUC and TPR at 1% FPR (and the held-out utility) as mean and std over the seeds."""
+    def spread(values: list[float]) -> dict[str, float | None]:
+        return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None}
+
+    rows = []
+    for name in dict.fromkeys(r["recipe"]["name"] for run in runs for r in run["results"]):
+        chosen = [r for run in runs for r in run["results"] if r["recipe"]["name"] == name]
+        row: dict[str, Any] = {"recipe": chosen[0]["recipe"], "seeds": len(chosen),
+                               "attacks": {key: {figure: spread([r["attacks"][key][figure] for r in chosen])
+                                                 for figure in ("auc", "tpr_at_1pct_fpr")} for key in ATTACKS},
+                               "yeom_advantage": spread([r["attacks"]["loss_threshold"]["yeom_advantage"]
+                                                         for r in chosen]),
+                               "holdout_utility": {key: spread([r["holdout_utility"][key] for r in chosen])
+                                                   for key in chosen[0]["holdout_utility"]  # a suppressed figure
+                                                   if all(key in r["holdout_utility"] for r in chosen)}}
+        if "dp_ceiling" in chosen[0]:
+            row["dp_ceiling"] = chosen[0]["dp_ceiling"]
+        rows.append(row)
+    return rows
+
+
+def plot(summary: list[dict[str, Any]], out_path: Path) -> Path:
+    """Attack AUC per target and attack, mean ± std over seeds; 0.5 = the attacker does no better than chance."""
     figure = Figure(figsize=(7.2, 4.2), dpi=120, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    width = 0.8 / len(attacks)
-    for offset, (key, label) in enumerate(attacks.items()):
-        xs = np.arange(len(results)) + (offset - 1) * width
-        aucs = [r["attacks"][key]["auc"] for r in results]
-        errors = [[a - r["attacks"][key]["auc_lower"] for a, r in zip(aucs, results, strict=True)],
-                  [r["attacks"][key]["auc_upper"] - a for a, r in zip(aucs, results, strict=True)]]
+    width = 0.8 / len(ATTACKS)
+    for offset, (key, label) in enumerate(ATTACKS.items()):
+        xs = np.arange(len(summary)) + (offset - 1) * width
+        aucs = [r["attacks"][key]["auc"]["mean"] for r in summary]
+        errors = [r["attacks"][key]["auc"]["std"] or 0.0 for r in summary]
         axes.bar(xs, aucs, width=width, yerr=errors, capsize=3, label=label)
     axes.axhline(0.5, color="#404040", linestyle=":", linewidth=1, label="chance")
-    axes.set_xticks(range(len(results)), [r["recipe"]["label"] for r in results], fontsize=9)
-    axes.set(ylabel="Membership-inference AUC (95% bootstrap CI)", ylim=(0.4, 1.0),
-             title="Membership inference against one site's model")
+    axes.set_xticks(range(len(summary)), [r["recipe"]["label"] for r in summary], fontsize=9)
+    seeds = max(r["seeds"] for r in summary)
+    axes.set(ylabel=f"Membership-inference AUC ({'mean ± std over ' + str(seeds) + ' seeds' if seeds > 1 else '1 seed'})",
+             ylim=(0.4, 1.0), title="Membership inference against one site's model")
     axes.legend(fontsize=8, loc="upper left")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out_path)
     return out_path
 
 
-def table(results: list[dict[str, Any]]) -> Table:
-    out = Table(title="Membership-inference attack AUC (members = training patients, non-members = held-out)")
+def table(summary: list[dict[str, Any]]) -> Table:
+    out = Table(title="Membership-inference attack AUC (members = training patients, non-members = held-out), "
+                      "mean ± std over seeds")
     for column in ("target", "held-out resp. AUC", "loss AUC", "Yeom adv.", "LiRA off. AUC", "LiRA on. AUC",
                    "LiRA on. TPR@1%FPR", "DP ceiling AUC / TPR@1%"):
         out.add_column(column, justify="left" if column == "target" else "right")
-    for r in results:
+    show = lambda s: f"{s['mean']:.3f}" + (f" ± {s['std']:.3f}" if s["std"] is not None else "")  # noqa: E731
+    for r in summary:
         a = r["attacks"]
         ceiling = r.get("dp_ceiling")
         utility = r["holdout_utility"].get("response-auc")
-        out.add_row(r["recipe"]["label"], "—" if utility is None else f"{utility:.3f}",
-                    f"{a['loss_threshold']['auc']:.3f}", f"{a['loss_threshold']['yeom_advantage']:.3f}",
-                    f"{a['lira_offline']['auc']:.3f}", f"{a['lira_online']['auc']:.3f}",
-                    f"{a['lira_online']['tpr_at_1pct_fpr']:.3f}",
+        out.add_row(r["recipe"]["label"], "—" if utility is None else show(utility),
+                    show(a["loss_threshold"]["auc"]), show(r["yeom_advantage"]), show(a["lira_offline"]["auc"]),
+                    show(a["lira_online"]["auc"]), show(a["lira_online"]["tpr_at_1pct_fpr"]),
                     "—" if ceiling is None else f"{ceiling['auc']:.3f} / {ceiling['tpr_at_1pct_fpr']:.3f}")
     return out
 
@@ -295,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shadows", type=int, default=16, help="shadow models per target (even, ≥ 4)")
     parser.add_argument("--overfit-epochs", type=int, default=100)
     parser.add_argument("--targets", nargs="+", default=["dp", "no-dp", "overfit"], choices=["dp", "no-dp", "overfit"])
-    parser.add_argument("--seed", type=int, default=0, help="seed of the attacks and of the models' training")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42],
+                        help="one audit per seed (the site's split, the models' training, the shadows' halves)")
     parser.add_argument("--data-dir", default="", help="folder of site folders (default: the default cohort)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "membership_inference.json")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -303,21 +334,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(width=150)
     torch.set_num_threads(1)
-    config = RunConfig.from_mapping({**parse_overrides(args.set), "data-dir": args.data_dir})
-    pool = load_site_pool(config, args.site)
-    console.print(f"site {pool.site_id}: {int(pool.member.sum())} training patients (members), "
-                  f"{int((~pool.member).sum())} held-out (non-members); {args.shadows} shadow models per target")
-    chosen = [r for r in recipes(config, args.overfit_epochs) if r.name in args.targets]
-    results = [audit_recipe(pool, recipe, config, args.shadows, args.seed, console) for recipe in chosen]
-    payload = {"site": pool.site_id, "shadows": args.shadows, "seed": args.seed, "config": config.to_flower(),
+    runs = []
+    for seed in args.seeds:
+        config = RunConfig.from_mapping({**parse_overrides(args.set), "data-dir": args.data_dir, "seed": seed})
+        pool = load_site_pool(config, args.site)
+        console.print(f"seed {seed}, site {pool.site_id}: {int(pool.member.sum())} training patients (members), "
+                      f"{int((~pool.member).sum())} held-out (non-members); {args.shadows} shadow models per target")
+        chosen = [r for r in recipes(config, args.overfit_epochs) if r.name in args.targets]
+        runs.append({"seed": seed, "results": [audit_recipe(pool, recipe, config, args.shadows, seed, console)
+                                               for recipe in chosen]})
+    summary = summarise(runs)
+    payload = {"site": args.site, "shadows": args.shadows, "seeds": args.seeds,
+               "config": RunConfig.from_mapping({**parse_overrides(args.set), "data-dir": args.data_dir}).to_flower(),
                "command": "python -m simulations.benchmarks.membership_inference " + " ".join(argv or sys.argv[1:]),
-               "results": results}
+               "summary": summary, "runs": runs}
     write_atomically(args.out, json.dumps(payload, indent=2))
-    figure_path = plot(results, args.out.with_suffix(".png"))
-    console.print(table(results))
+    figure_path = plot(summary, args.out.with_suffix(".png"))
+    console.print(table(summary))
     console.print(f"wrote {args.out} and {figure_path}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

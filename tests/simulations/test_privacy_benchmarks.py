@@ -77,24 +77,59 @@ def test_the_dp_ceiling_on_any_attack():
 def test_the_membership_inference_audit_runs_end_to_end(tiny_cohort, tmp_path):
     out = tmp_path / "mia.json"
     assert mia.main(["--site", "site_0", "--shadows", "4", "--overfit-epochs", "3", "--data-dir", str(tiny_cohort),
-                     "--out", str(out), *TINY]) == 0
+                     "--seeds", "1", "2", "--out", str(out), *TINY]) == 0
     result = json.loads(out.read_text())
-    assert [r["recipe"]["name"] for r in result["results"]] == ["dp", "no-dp", "overfit"]
-    for record in result["results"]:
+    assert [run["seed"] for run in result["runs"]] == [1, 2]
+    assert [r["recipe"]["name"] for r in result["summary"]] == ["dp", "no-dp", "overfit"]
+    assert all(r["seeds"] == 2 and r["attacks"]["lira_online"]["auc"]["std"] is not None for r in result["summary"])
+    for record in result["runs"][1]["results"]:
         assert record["n_members"] + record["n_non_members"] == 160
         for attack in ("loss_threshold", "lira_online", "lira_offline"):
             assert 0 <= record["attacks"][attack]["auc"] <= 1
-    assert "dp_ceiling" in result["results"][0] and "dp_ceiling" not in result["results"][1]
+    assert "dp_ceiling" in result["runs"][0]["results"][0] and "dp_ceiling" not in result["runs"][0]["results"][1]
     assert out.with_suffix(".png").stat().st_size > 5_000
     with pytest.raises(ValueError, match="no site 'elsewhere'"):
         mia.main(["--site", "elsewhere", "--data-dir", str(tiny_cohort), "--out", str(out), *TINY])
 
 
-def test_privacy_utility_configurations_summary_and_plot(tmp_path):
+def test_membership_audit_summary_is_the_mean_and_std_over_seeds(tmp_path):
+    def audit(seed_shift: float) -> dict:
+        attack = lambda auc: {"auc": auc + seed_shift, "tpr_at_1pct_fpr": 0.01, "yeom_advantage": 0.1}  # noqa: E731
+        return {"recipe": {"name": "dp", "label": "DP"}, "holdout_utility": {"response-auc": 0.6},
+                "attacks": {"loss_threshold": attack(0.52), "lira_online": attack(0.50), "lira_offline": attack(0.51)},
+                "dp_ceiling": {"auc": 0.95, "tpr_at_1pct_fpr": 0.2}}
+    (row,) = mia.summarise([{"seed": 1, "results": [audit(0.0)]}, {"seed": 2, "results": [audit(0.04)]}])
+    assert row["seeds"] == 2 and row["dp_ceiling"]["auc"] == 0.95
+    assert row["attacks"]["lira_online"]["auc"]["mean"] == pytest.approx(0.52)
+    assert row["attacks"]["lira_online"]["auc"]["std"] == pytest.approx(np.std([0.50, 0.54], ddof=1))
+    assert row["holdout_utility"]["response-auc"] == {"mean": pytest.approx(0.6), "std": pytest.approx(0.0)}
+    assert mia.plot([row], tmp_path / "mia.png").stat().st_size > 5_000
+    assert mia.table([row]).row_count == 1
+
+
+def test_privacy_utility_configurations_summary_and_plot(tmp_path, tiny_cohort):
     assert pu.run_config(math.inf, 7, tmp_path, {}).dp is False
-    config = pu.run_config(0.5, 7, tmp_path, {"num-rounds": 2})
+    overrides = {"num-rounds": 2, "data-dir": str(tiny_cohort)}
+    config = pu.run_config(0.5, 7, tmp_path, overrides, phases="main-job")
     assert (config.dp, config.target_epsilon, config.seed, config.num_rounds, config.site_reports) == (
         True, 0.5, 7, 2, False)
+    # the main job's validation phases, so the deployed model gets the default split's share of ε
+    assert (config.share_local_models, config.leave_one_site_out, config.loso_rounds) == (True, True, 2)
+    # phases off: only the deployed model trains, at the ε the default split leaves it (less than the site's whole ε)
+    deployed = pu.deployed_model_epsilons(config)
+    assert set(deployed) == {"site_0", "site_1"} and all(0.4 < e < 0.5 for e in deployed.values())
+    alone = pu.run_config(0.5, 7, tmp_path, overrides)
+    assert (alone.share_local_models, alone.leave_one_site_out, alone.local_references) == (False, False, False)
+    assert alone.target_epsilon == pytest.approx(min(deployed.values()))
+    with pytest.raises(ValueError, match="phases must be"):
+        pu.run_config(0.5, 7, tmp_path, overrides, phases="some")
+    # another file's points fill the pairs this one lacks, marked with their phases
+    here = [{"epsilon": "3", "seed": 1}]
+    other = {"overrides": {}, "phases": "main-job", "points": [{"epsilon": "3", "seed": 1}, {"epsilon": "3", "seed": 2},
+                                                               {"epsilon": "3", "seed": 9}]}
+    assert pu.added_points(other, {}, here, [1, 2]) == [{"epsilon": "3", "seed": 2, "phases": "main-job"}]
+    with pytest.raises(ValueError, match="not comparable"):
+        pu.added_points(other, {"num-rounds": 2}, here, [1, 2])
     points = [{"epsilon": eps, "seed": seed, "test_mean": {"response-auc": auc, "pfs-cindex": 0.6, "os-cindex": None},
                "epsilon_spent": {"a": float(eps) if eps != "inf" else 0.0}}
               for eps, seed, auc in (("1", 1, 0.60), ("1", 2, 0.64), ("inf", 1, 0.70), ("0.5", 1, 0.55))]
