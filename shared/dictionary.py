@@ -28,7 +28,7 @@ ENDPOINT_FIELDS: dict[str, tuple[str, ...]] = {"response": ("best_response",), "
 FieldType = Literal["string", "number", "integer", "boolean"]
 Modality = Literal["identifier", "clinical", "pathology", "imaging", "genomic", "treatment", "outcome"]
 Vocabulary = Literal["cancer_types", "histologies", "treatments"]
-MODEL_MODALITIES = ("clinical", "pathology", "imaging", "genomic")  # shared/model.py's input blocks
+MODEL_MODALITIES = ("clinical", "pathology", "imaging", "genomic")  # the input blocks a dictionary may declare
 
 
 class DictionaryError(ValueError):
@@ -184,9 +184,13 @@ class DataDictionary(_Strict):
                 problems.append(f"schema.fields.{spec.name}: modality {spec.modality!r} is not in modalities")
             if spec.modality == "outcome" and spec.name not in {n for e in self.endpoints for n in ENDPOINT_FIELDS[e]}:
                 problems.append(f"schema.fields.{spec.name}: an outcome field must be an endpoint's field")
-        if self.modalities != MODEL_MODALITIES:
-            problems.append(f"modalities: the model has the input blocks {', '.join(MODEL_MODALITIES)}, in this "
-                            f"order; declare each with at least one field")
+        if self.modalities[:1] != ("clinical",) or list(self.modalities) != sorted(self.modalities,
+                                                                                  key=MODEL_MODALITIES.index):
+            problems.append(f"modalities: the model's input blocks are the modalities declared here: clinical "
+                            f"first (it holds the required fields), then any of pathology, imaging, genomic in "
+                            f"this order")
+        if "cancer_type" in fields and fields["cancer_type"].modality != "clinical":
+            problems.append("schema.fields.cancer_type: must be of modality clinical (the always-present block)")
         for modality in self.modalities:
             if not any(f.modality == modality for f in self.table_schema.fields):
                 problems.append(f"modalities: {modality!r} has no field")

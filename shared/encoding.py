@@ -1,4 +1,4 @@
-"""Turn contract records into the model's tensors: one block per modality, a presence mask, the regimen.
+"""Turn contract records into the model's tensors: one block per dictionary modality, a presence mask, the regimen.
 
 Every site encodes identically because the vocabularies come from the contract and the numeric scaling
 from the consortium's pooled statistics (shared/harmonisation.py), never from another site's rows.
@@ -41,6 +41,7 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     f.name: DICTIONARY.codes(f)[:1] if len(DICTIONARY.codes(f)) == 2 and f.vocabulary is None else DICTIONARY.codes(f)
     for m in MODALITIES for f in DICTIONARY.fields_of(m) if f.categorical}
 DRUG_CLASSES: tuple[str, ...] = tuple(c.value for c in DrugClass)
+LINE_OF_THERAPY = "line_of_therapy" in DICTIONARY.columns  # a dictionary without the field has no such column
 
 
 @dataclass(frozen=True)
@@ -70,13 +71,14 @@ class SurvivalGrid:
 
 @dataclass(frozen=True)
 class EncodedCohort:
-    """Model inputs and training targets for a set of patients, as float tensors of equal length."""
+    """Model inputs and training targets for a set of patients, as float tensors of equal length.
 
-    clinical: torch.Tensor
-    pathology: torch.Tensor
-    imaging: torch.Tensor
-    genomic: torch.Tensor
-    modality_mask: torch.Tensor  # (n, 4): 1 where the modality was measured
+    `blocks` holds one tensor per modality of the dictionary (MODALITIES order): a one-modality dictionary
+    gives one block, the default dictionary four.
+    """
+
+    blocks: dict[str, torch.Tensor]
+    modality_mask: torch.Tensor  # (n, modalities): 1 where the modality was measured
     treatment: torch.Tensor
     responder: torch.Tensor
     responder_known: torch.Tensor
@@ -87,19 +89,30 @@ class EncodedCohort:
     os_event: torch.Tensor
     os_known: torch.Tensor
 
+    def __post_init__(self) -> None:
+        if tuple(self.blocks) != MODALITIES:
+            raise ValueError(f"EncodedCohort needs the blocks {', '.join(MODALITIES)} (the dictionary's "
+                             f"modalities), in this order; got {', '.join(self.blocks)}")
+
     def __len__(self) -> int:
-        return int(self.clinical.shape[0])
+        return int(self.treatment.shape[0])
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
-        """Inputs first (in model.forward order), then targets: the order of a TensorDataset."""
-        return tuple(getattr(self, f.name) for f in fields(self))
+        """Inputs first (in model.forward order: blocks, mask, treatment), then targets: a TensorDataset's order."""
+        return (*self.blocks.values(), *(getattr(self, f.name) for f in fields(self)[1:]))
 
     def inputs(self) -> tuple[torch.Tensor, ...]:
         return self.tensors()[:NUM_INPUTS]
 
+    @classmethod
+    def from_tensors(cls, tensors: tuple[torch.Tensor, ...] | list[torch.Tensor]) -> EncodedCohort:
+        """The inverse of tensors() (e.g. after selecting rows of each)."""
+        blocks, rest = tensors[:len(MODALITIES)], tensors[len(MODALITIES):]
+        return cls(dict(zip(MODALITIES, blocks, strict=True)), *rest)
 
-NUM_INPUTS = 6
-MODALITY_MASK_INPUT = 4  # position of modality_mask among the model's inputs (EncodedCohort.inputs)
+
+NUM_INPUTS = len(MODALITIES) + 2  # the modality blocks, the presence mask, the treatment
+MODALITY_MASK_INPUT = len(MODALITIES)  # position of modality_mask among the model's inputs (EncodedCohort.inputs)
 
 
 def _indicated(modality: str) -> tuple[str, ...]:
@@ -122,7 +135,7 @@ def feature_names() -> dict[str, list[str]]:
         block += [f"{f} missing" for f in _indicated(modality)]
         names[modality] = block
     names["treatment"] = [f"regimen={c}" for c in REGIMEN_CODES] + [f"drug class={c}" for c in DRUG_CLASSES] \
-        + ["line_of_therapy"]
+        + (["line_of_therapy"] if LINE_OF_THERAPY else [])
     return names
 
 
@@ -162,6 +175,8 @@ def encode_treatment(regimens: pd.Series | list[str], line_of_therapy: np.ndarra
     onehot = (codes[:, None] == np.array(REGIMEN_CODES, dtype=object)[None, :]).astype(np.float64)
     classes = np.array([[float(DrugClass(c) in REGIMEN_BY_CODE[code].classes) for c in DRUG_CLASSES]
                         for code in codes]).reshape(len(codes), len(DRUG_CLASSES))
+    if not LINE_OF_THERAPY:
+        return np.column_stack([onehot, classes])
     line = np.nan_to_num((np.asarray(line_of_therapy, dtype=np.float64) - stats.mean["line_of_therapy"]) / max(
         stats.std["line_of_therapy"], 1e-6))  # an unrecorded line of therapy sits at the consortium mean
     return np.column_stack([onehot, classes, line])
@@ -180,7 +195,7 @@ def _survival_targets(frame: pd.DataFrame, endpoint: str, grid: SurvivalGrid) ->
 
 
 def modality_presence(frame: pd.DataFrame) -> np.ndarray:
-    """(n, 4) presence mask: a modality is present when any of its fields was measured."""
+    """(n, modalities) presence mask: a modality is present when any of its fields was measured."""
     return np.column_stack([frame[list(MODALITY_FIELDS[m])].notna().any(axis=1).to_numpy()
                             for m in MODALITIES]).astype(np.float32)
 
@@ -188,14 +203,14 @@ def modality_presence(frame: pd.DataFrame) -> np.ndarray:
 def encode_cohort(frame: pd.DataFrame, stats: NormalisationStats, grid: SurvivalGrid) -> EncodedCohort:
     """Encode a validated contract table (see shared.contract.validate_frame)."""
     blocks = {m: torch.tensor(_modality_block(frame, m, stats), dtype=torch.float32) for m in MODALITIES}
-    treatment = encode_treatment(frame["regimen"], _numeric(frame, "line_of_therapy"), stats)
+    line_of_therapy = _numeric(frame, "line_of_therapy") if LINE_OF_THERAPY else np.full(len(frame), np.nan)
+    treatment = encode_treatment(frame["regimen"], line_of_therapy, stats)
     response = frame["best_response"].map(lambda v: None if pd.isna(v) else BestResponse(v) in RESPONDER)
     pfs = _survival_targets(frame, "pfs", grid)
     os_ = _survival_targets(frame, "os", grid)
     as_tensor = lambda a: torch.tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
     return EncodedCohort(
-        clinical=blocks["clinical"], pathology=blocks["pathology"], imaging=blocks["imaging"],
-        genomic=blocks["genomic"], modality_mask=as_tensor(modality_presence(frame)),
+        blocks=blocks, modality_mask=as_tensor(modality_presence(frame)),
         treatment=as_tensor(treatment),
         responder=as_tensor(response.map(lambda v: float(v) if v is not None else 0.0)),
         responder_known=as_tensor(response.notna()),

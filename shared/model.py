@@ -1,4 +1,4 @@
-"""The shared multimodal network: a wide (linear) path, modality encoders, gated attention fusion, a
+"""The shared multimodal network: a wide (linear) path, one encoder per dictionary modality, gated attention fusion, a
 regimen-conditioned trunk, and low-rank regimen × patient interactions.
 
 Only layers Opacus can clip per sample (Linear, LayerNorm, activations) are used: no BatchNorm, no
@@ -138,10 +138,14 @@ class OncoFedNet(nn.Module):
                 if wide:
                     layer.weight[:, :self.deep_features].zero_()
 
-    def forward(self, clinical: torch.Tensor, pathology: torch.Tensor, imaging: torch.Tensor,
-                genomic: torch.Tensor, modality_mask: torch.Tensor, treatment: torch.Tensor,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        blocks = {"clinical": clinical, "pathology": pathology, "imaging": imaging, "genomic": genomic}
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """inputs: one block per dictionary modality (MODALITIES order), the presence mask, the treatment
+        (shared/encoding.py EncodedCohort.inputs())."""
+        if len(inputs) != len(MODALITIES) + 2:
+            raise ValueError(f"OncoFedNet takes {len(MODALITIES) + 2} inputs (blocks {', '.join(MODALITIES)}, "
+                             f"the presence mask, the treatment), got {len(inputs)}")
+        blocks = dict(zip(MODALITIES, inputs[:len(MODALITIES)], strict=True))
+        modality_mask, treatment = inputs[len(MODALITIES):]
         parts = []
         if self.deep:
             embeddings = torch.stack([self.encoders[m](blocks[m]) for m in MODALITIES], dim=1)

@@ -25,7 +25,7 @@ from shared.vocabulary import REGIMEN_CODES, CancerType, regimens_for
 CANCER_TYPES: tuple[str, ...] = tuple(c.value for c in CancerType)
 _CLINICAL = feature_names()["clinical"]
 CANCER_COLUMNS: tuple[int, ...] = tuple(_CLINICAL.index(f"cancer_type={c}") for c in CANCER_TYPES)
-PROPENSITY_INPUTS = 5  # clinical, pathology, imaging, genomic, modality mask: the first inputs of the network
+PROPENSITY_INPUTS = len(MODALITIES) + 1  # the modality blocks and the presence mask: the network's first inputs
 PROPENSITY_ARRAYS_KEY = "propensity"  # train instructions: the released global propensity model's arrays
 PROPENSITY_TRAINING = "train.propensity"  # message type: one round of the propensity model's federation
 
@@ -50,11 +50,11 @@ class PropensityModel(nn.Module):
         self.heads = nn.ModuleList([nn.Linear(features, len(REGIMEN_CODES)) for _ in CANCER_TYPES])
         self.register_buffer("candidates", candidate_matrix(), persistent=False)
 
-    def forward(self, clinical: torch.Tensor, pathology: torch.Tensor, imaging: torch.Tensor,
-                genomic: torch.Tensor, modality_mask: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities (batch, regimens); −inf outside the patient's candidates."""
-        features = torch.cat([clinical, pathology, imaging, genomic, modality_mask], dim=1)
-        cancer = clinical[:, list(CANCER_COLUMNS)]  # one-hot (batch, cancer types)
+    def forward(self, *blocks_and_mask: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (batch, regimens); −inf outside the patient's candidates. Inputs: the modality blocks
+        (MODALITIES order, clinical first) and the presence mask."""
+        features = torch.cat(blocks_and_mask, dim=1)
+        cancer = blocks_and_mask[0][:, list(CANCER_COLUMNS)]  # one-hot (batch, cancer types) of the clinical block
         logits = sum(cancer[:, [k]] * head(features) for k, head in enumerate(self.heads))
         allowed = cancer @ self.candidates > 0.5
         return torch.log_softmax(logits.masked_fill(~allowed, float("-inf")), dim=1)

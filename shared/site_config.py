@@ -270,6 +270,11 @@ class SiteConfig(BaseModel):
         False, description="seed DP-SGD's sampling and noise from the run's seed, which the coordinator knows, so "
                            "that a rehearsal on synthetic data can be reproduced; DP does not hold against the "
                            "coordinator while true. Never for real patients")
+    test_patients: Path | None = Field(
+        None, description="a CSV file (relative to this file) whose column patient_id lists the site's test patients: "
+                          "a fixed held-out set, e.g. a benchmark's published split. The other patients are split "
+                          "into training and validation by validation-fraction. None: test-fraction draws the test "
+                          "set by patient id")
     approved_apps: list[str] | None = Field(
         None, description="FAB hashes (SHA-256, from `oncofed-app-hash <app folder>`) of the app versions this site "
                           "runs; any other app is refused before the site's data is opened. None: every app runs "
@@ -292,9 +297,9 @@ class SiteConfig(BaseModel):
     def _state_relative_to_config(cls, path: Path, info: ValidationInfo) -> Path:
         return _resolve(path, info)
 
-    @field_validator("dictionary")
+    @field_validator("dictionary", "test_patients")
     @classmethod
-    def _dictionary_relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+    def _file_relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
         return None if path is None else _resolve(path, info)
 
     @model_validator(mode="before")

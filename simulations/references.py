@@ -25,8 +25,8 @@ from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, pool_summaries, summarise_site
 from shared.metrics import Estimate, EvaluationSettings
 from shared.model import OncoFedNet, build_model
-from simulations.cohort.io import GROUND_TRUTH_DIR, read_ground_truth
-from simulations.cohort.oracle import oracle_metrics
+
+GROUND_TRUTH_DIR = "_ground_truth"  # simulations/cohort/io.py's; the generator is imported only when a cohort has one
 
 POOLED_LABEL = "Pooled centralised (simulation only)"
 ORACLE_LABEL = "Oracle (synthetic ground truth)"
@@ -100,6 +100,11 @@ def oracle_reference(sites: list[Site], config: RunConfig) -> tuple[ReferenceRow
     root = cohort_directory(config)
     if not (root / GROUND_TRUTH_DIR).is_dir():
         return None
+    # the generator reads the default dictionary's vocabulary: another consortium's app (a real data set's) never
+    # has a ground truth, and never imports it
+    from simulations.cohort.io import read_ground_truth
+    from simulations.cohort.oracle import oracle_metrics
+
     figures: dict[str, dict[str, float]] = {}
     for site in sites:
         test = site.part("test")

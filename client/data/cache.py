@@ -53,7 +53,7 @@ def table_key(site_config: SiteConfig, seed: int, validation_fraction: float, te
     digest = hashlib.sha256()
     digest.update(site_config.model_dump_json().encode())
     digest.update(f"{seed}:{validation_fraction!r}:{test_fraction!r}".encode())
-    for path in files:
+    for path in files + ([site_config.test_patients] if site_config.test_patients is not None else []):
         _hash_file(digest, path)
     for path in (_ROOT / name for name in _CODE):
         digest.update(str(path.relative_to(_ROOT)).encode())

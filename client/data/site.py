@@ -51,12 +51,36 @@ class Site:
         return self.patients.loc[self.split == name].reset_index(drop=True)
 
 
-def assign_splits(patient_ids: pd.Series, seed: int, validation_fraction: float, test_fraction: float) -> np.ndarray:
-    """Deterministic, order-independent split: a patient's split depends only on its id and the seed."""
+def assign_splits(patient_ids: pd.Series, seed: int, validation_fraction: float, test_fraction: float,
+                  test_ids: frozenset[str] | None = None) -> np.ndarray:
+    """Deterministic, order-independent split: a patient's split depends only on its id and the seed.
+
+    `test_ids`: a fixed test set (site.toml's test_patients); the other patients go to validation with
+    probability validation_fraction, else to training."""
     digests = [hashlib.sha256(f"{seed}:{pid}".encode()).digest()[:8] for pid in patient_ids.astype(str)]
     uniform = np.array([int.from_bytes(d, "big") / 2**64 for d in digests])
+    if test_ids is not None:
+        return np.where(patient_ids.astype(str).isin(test_ids).to_numpy(), "test",
+                        np.where(uniform < validation_fraction, "validation", "train"))
     return np.where(uniform < test_fraction, "test",
                     np.where(uniform < test_fraction + validation_fraction, "validation", "train"))
+
+
+def fixed_test_ids(path: Path, patient_ids: pd.Series) -> frozenset[str]:
+    """The patient ids of a site's test_patients file; every one must be a patient of the export."""
+    try:
+        listed = pd.read_csv(path, dtype=str)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: cannot read the site's test_patients file ({error})") from None
+    if "patient_id" not in listed.columns:
+        raise ValueError(f"{path}: the test_patients file needs a column patient_id (its columns: "
+                         f"{', '.join(map(str, listed.columns))})")
+    ids = frozenset(listed["patient_id"].dropna().str.strip())
+    unknown = sorted(ids - set(patient_ids.astype(str)))
+    if unknown:
+        raise ValueError(f"{path}: {len(unknown)} test patient id(s) are not in the site's export, e.g. "
+                         f"{', '.join(unknown[:3])}; list patient ids as they are after the mapping")
+    return ids
 
 
 def simulated_site_table(csv_path: Path, seed: int, validation_fraction: float, test_fraction: float
@@ -106,8 +130,10 @@ def site_from_config(path: Path, config: RunConfig) -> Site:
         from client.data.loader import load_site_frame  # on a cache miss only: readers load DuckDB, SQLAlchemy
 
         patients = load_site_frame(site_config)
+        test_ids = None if site_config.test_patients is None else fixed_test_ids(site_config.test_patients,
+                                                                                 patients["patient_id"])
         return patients, assign_splits(patients["patient_id"], config.seed, config.validation_fraction,
-                                       config.test_fraction)
+                                       config.test_fraction, test_ids)
 
     patients, split = cached_site_table(site_config, config.seed, config.validation_fraction, config.test_fraction,
                                         load)

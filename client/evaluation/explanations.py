@@ -90,8 +90,8 @@ class Explanation:
 
 def _flat(inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """(features without the mask, the mask) from the model's input tuple."""
-    clinical, pathology, imaging, genomic, mask, treatment = inputs[:NUM_INPUTS]
-    return torch.cat([clinical, pathology, imaging, genomic, treatment], dim=1), mask
+    *blocks, mask, treatment = inputs[:NUM_INPUTS]
+    return torch.cat([*blocks, treatment], dim=1), mask
 
 
 def explain(model: OncoFedNet, grid: SurvivalGrid, background: tuple[torch.Tensor, ...],

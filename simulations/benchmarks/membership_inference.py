@@ -124,7 +124,7 @@ def grid_of(config: RunConfig) -> SurvivalGrid:
 
 def subset(cohort: EncodedCohort, rows: np.ndarray) -> EncodedCohort:
     index = torch.as_tensor(np.flatnonzero(rows))
-    return EncodedCohort(*(tensor[index] for tensor in cohort.tensors()))
+    return EncodedCohort.from_tensors([tensor[index] for tensor in cohort.tensors()])
 
 
 def train_like_a_site(cohort: EncodedCohort, recipe: TrainingRecipe, config: RunConfig, seed: int) -> OncoFedNet:

@@ -39,7 +39,7 @@ def design_matrix(frame: pd.DataFrame, stats: NormalisationStats, grid: Survival
 
     `regimen_only`: the regimen indicators alone (each regimen's crude response rate and survival in practice)."""
     encoded = encode_cohort(frame, stats, grid)
-    features = np.column_stack([getattr(encoded, m).numpy() for m in MODALITIES] + [encoded.modality_mask.numpy()])
+    features = np.column_stack([encoded.blocks[m].numpy() for m in MODALITIES] + [encoded.modality_mask.numpy()])
     codes = [r.code for r in regimens_for(cancer)][1:]  # the first regimen is the reference level
     indicators = np.column_stack([(frame["regimen"].to_numpy() == code).astype(float) for code in codes])
     interactions = np.column_stack([indicators[:, [j]] * features for j in range(len(codes))])
@@ -78,7 +78,7 @@ def inverse_probability_weights(frame: pd.DataFrame, stats: NormalisationStats, 
                                 cancer: CancerType, bound: float) -> np.ndarray:
     """(1 / candidates) / ê(regimen given | features), truncated at `bound`: the federated option's formula."""
     encoded = encode_cohort(frame, stats, grid)
-    features = np.column_stack([getattr(encoded, m).numpy() for m in MODALITIES] + [encoded.modality_mask.numpy()])
+    features = np.column_stack([encoded.blocks[m].numpy() for m in MODALITIES] + [encoded.modality_mask.numpy()])
     given = frame["regimen"].to_numpy()
     if len(set(given)) < 2:
         return np.ones(len(frame))

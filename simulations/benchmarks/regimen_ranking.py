@@ -8,7 +8,7 @@ predicts the patient under each candidate regimen, as the tumour board does, and
 regret of the model's first choice beside a random choice and the regimen actually given, mean |error|.
 
 Rows: the federated model with DP (trained through the product's own ClientApp and coordinator loop, in
-process: simulations/benchmarks/brca_federation.py InProcessGrid), the same with the propensity-weighted loss
+process: simulations/in_process.py InProcessGrid), the same with the propensity-weighted loss
 (`propensity-weighting`), federated without DP, pooled centralised and local-only (same model and DP plan,
 simulations/references.py train_pooled), and a pooled NON-private classical anchor (ranking_anchor.py).
 
@@ -109,7 +109,7 @@ def train_federated(config: RunConfig, progress: Progress) -> Path:
 
     from client.flower.app import build_client_app
     from server.federation import run_federation
-    from simulations.benchmarks.brca_federation import InProcessGrid
+    from simulations.in_process import InProcessGrid
 
     run_dir = Path(config.output_dir) / config.run_name
     shutil.rmtree(run_dir, ignore_errors=True)  # its sites' ledgers live inside: a rerun starts unspent
