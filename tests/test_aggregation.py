@@ -69,7 +69,8 @@ def federate(data_dir, output_dir, name: str, mods=None, **changes) -> dict:
     values = {"data-dir": str(data_dir), "output-dir": str(output_dir), "run-name": name, "num-rounds": 3,
               "local-epochs": 1, "hidden-size": 16, "survival-interval-days": 180, "dp": False,
               "min-sites": 2, "round-timeout-s": 600, "bootstrap-samples": 20,
-              "batch-size": 32, "learning-rate": 0.01} | changes  # several steps a round: 240 training patients a site
+              "batch-size": 32, "learning-rate": 0.01,  # several steps a round: 240 training patients a site
+              "site-reports": False} | changes  # the test figures only: the same point figures, without SHAP and plots
     _, results = run(RunConfig.from_mapping(values), Console(quiet=True), client_mods=mods)
     return results
 
