@@ -22,9 +22,10 @@ import numpy as np
 
 from shared.config import RunConfig
 from shared.messages import COUNT_KEY
+from shared.run_result import RoundRecord
 
 
-def central_epsilon(config: RunConfig, history: list[dict]) -> dict | None:
+def central_epsilon(config: RunConfig, history: list[RoundRecord]) -> dict | None:
     """The central guarantee of the rounds in `history` (each round's training figures per accepted site); None when
     the run adds no central noise."""
     if config.central_dp_noise_multiplier <= 0:
@@ -35,10 +36,10 @@ def central_epsilon(config: RunConfig, history: list[dict]) -> dict | None:
     multipliers = []
     sites: set[str] = set()
     for record in history:
-        weights = np.array([float(f.get(COUNT_KEY, 0.0)) for f in record["train"].values()])
+        weights = np.array([float(f.get(COUNT_KEY, 0.0)) for f in record.train.values()])
         if weights.sum() <= 0:
             continue
-        sites |= set(record["train"])
+        sites |= set(record.train)
         multipliers.append(config.central_dp_noise_multiplier / (config.min_sites * weights.max() / weights.sum()))
     if not multipliers:
         return None

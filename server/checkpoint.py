@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from server.provenance import ModelProvenance, RunProvenance, checkpoint_provenance
 from shared.atomic import write_atomically
 from shared.harmonisation import NormalisationStats
+from shared.run_result import RoundRecord
 
 
 class ServerState(BaseModel):
@@ -23,7 +24,7 @@ class ServerState(BaseModel):
 
     completed_round: int
     normalisation: NormalisationStats
-    history: list[dict]
+    history: list[RoundRecord]
     provenance: RunProvenance | None = None  # None: a checkpoint written before provenance was recorded
     # (a, b) of the response recalibration folded into this checkpoint's model (server/recalibration.py); None: none
     recalibration: tuple[float, float] | None = None

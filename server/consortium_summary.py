@@ -23,7 +23,7 @@ from server.validation import GLOBAL_MODEL, pool_shap
 from shared.html_report import PrivacyRound, PrivacySpent, RunInfo
 from shared.messages import COUNT_KEY, FIGURE_ESTIMATES, SUBGROUP_KEY, interval_keys, subgroup_count_key
 from shared.metrics import Estimate
-from shared.run_result import RunResult
+from shared.run_result import RoundRecord, RunResult, ValidationResult
 
 def estimates(figures: dict[str, float]) -> dict[str, Estimate]:
     """Shared headline figures (response-auc, pfs-cindex, os-cindex with -lower/-upper) as SITE_FIGURES Estimates.
@@ -48,20 +48,20 @@ def _mean_estimates(sites: list[dict[str, float]]) -> dict[str, Estimate]:
     return result
 
 
-def last_training_figures(history: list[dict]) -> dict[str, dict[str, float]]:
+def last_training_figures(history: list[RoundRecord]) -> dict[str, dict[str, float]]:
     """Each site's figures from the last round it trained in (its ε there is cumulative over the run)."""
     last: dict[str, dict[str, float]] = {}
     for record in history:
-        last |= record["train"]
+        last |= record.train
     return last
 
 
-def _privacy_rounds(site: str, history: list[dict], run_dir: Path) -> list[PrivacyRound]:
+def _privacy_rounds(site: str, history: list[RoundRecord], run_dir: Path) -> list[PrivacyRound]:
     """The site's ε per round of this run as it reported them (cumulative, and the round's own)."""
-    return [PrivacyRound(run_id=run_dir.name, server_round=record["round"],
-                         epsilon_round=record["train"][site]["epsilon-round"],
-                         epsilon_cumulative=record["train"][site]["epsilon"])
-            for record in history if {"epsilon", "epsilon-round"} <= set(record["train"].get(site, {}))]
+    return [PrivacyRound(run_id=run_dir.name, server_round=record.round,
+                         epsilon_round=record.train[site]["epsilon-round"],
+                         epsilon_cumulative=record.train[site]["epsilon"])
+            for record in history if {"epsilon", "epsilon-round"} <= set(record.train.get(site, {}))]
 
 
 def subgroup_summaries(test: dict[str, dict[str, float]]) -> list[SubgroupSummary]:
@@ -92,16 +92,19 @@ def _absences(results: RunResult) -> list[SiteAbsence]:
 
 
 def _all_absences(results: RunResult) -> list[SiteAbsence]:
-    rows = [SiteAbsence(exchange=f"round {r['round']}", site_id=site, reason=reason)
-            for r in results.rounds for site, reason in r.get("missing", {}).items()]
+    rows = [SiteAbsence(exchange=f"round {r.round}", site_id=site, reason=reason)
+            for r in results.rounds for site, reason in r.missing.items()]
     rows += [SiteAbsence(exchange="final test", site_id=site, reason=reason)
              for site, reason in results.test_missing.items()]
-    validation = results.validation or {}
-    rows += [SiteAbsence(exchange="local-only model", site_id=site, reason=reason)
-             for site, reason in validation.get("local", {}).get("missing", {}).items()]
-    for row in validation.get("leave_one_site_out", []):
-        rows += [SiteAbsence(exchange=f"leave-one-site-out without {row['held_out_site']}", site_id=site,
-                             reason=reason) for site, reason in row.get("missing", {}).items()]
+    validation = results.validation
+    if validation is None:
+        return rows
+    if validation.local is not None:
+        rows += [SiteAbsence(exchange="local-only model", site_id=site, reason=reason)
+                 for site, reason in validation.local.missing.items()]
+    for row in validation.leave_one_site_out or []:
+        rows += [SiteAbsence(exchange=f"leave-one-site-out without {row.held_out_site}", site_id=site,
+                             reason=reason) for site, reason in row.missing.items()]
     return rows
 
 
@@ -133,7 +136,7 @@ def summary_from_results(results: RunResult, run_dir: Path, references: list[Ref
     sites = []
     for site, figures in sorted(test.items()):
         spent = last_train.get(site, {})
-        validation_spent = (results.validation or {}).get("epsilon", {}).get(site)
+        validation_spent = results.validation.epsilon.get(site) if results.validation is not None else None
         privacy = PrivacySpent(epsilon=validation_spent if validation_spent is not None else spent.get("epsilon"),
                                delta=spent.get("delta"), accountant="rdp" if "epsilon" in spent else None,
                                noise_multiplier=spent.get("noise-multiplier"),
@@ -144,29 +147,30 @@ def summary_from_results(results: RunResult, run_dir: Path, references: list[Ref
         sites.append(SiteSummary(site_id=site, n_patients=count or None, privacy=privacy,
                                  figures={k: e for k, e in estimates(figures).items()
                                           if e.lower is not None and e.upper is not None}))
-    validation = results.validation or {}
+    validation = results.validation or ValidationResult(planned_training_rounds=0, budget_split={})
     references = list(references or [])
-    local = validation.get("local", {}).get("figures", {})
+    local = validation.local.figures if validation.local is not None else {}
     if local:
         references.insert(0, ReferenceRow(
             label="Local only", description="each site's own model, trained on its data alone (same start, rounds, "
                                             "epochs and privacy plan), evaluated on its own test patients",
             sites={site: estimates(figures) for site, figures in local.items()}))
     loso = []
-    for row in validation.get("leave_one_site_out", []):
-        loso.append(LeaveOneSiteOut(held_out_site=row["held_out_site"], figures=estimates(row.get("held_out", {})),
-                                    trained_on=row["trained_on"], rounds=row["rounds"],
-                                    in_distribution=_mean_estimates(list(row.get("in_distribution", {}).values()))))
+    for row in validation.leave_one_site_out or []:
+        loso.append(LeaveOneSiteOut(held_out_site=row.held_out_site, figures=estimates(row.held_out or {}),
+                                    trained_on=row.trained_on, rounds=row.rounds,
+                                    in_distribution=_mean_estimates(list((row.in_distribution or {}).values()))))
     # every site that evaluated any shared model is a column, also one that missed the final test of the global model
-    matrix_sites = sorted({s for row in validation.get("cross_site", {}).values() for s in row})
+    matrix = validation.cross_site or {}
+    matrix_sites = sorted({s for row in matrix.values() for s in row})
     shap = pool_shap(test)
     run = RunInfo(run_id=run_dir.name, model_checkpoint=str(run_dir / "checkpoints" / "latest.pt"),
                   rounds_completed=len(history))
     return ConsortiumSummary(
         run=run, sites=sites, subgroups=subgroup_summaries(test), references=references,
-        cross_site=cross_site_matrices(validation["cross_site"], matrix_sites) if matrix_sites else [],
+        cross_site=cross_site_matrices(matrix, matrix_sites) if matrix_sites else [],
         leave_one_site_out=loso, absences=_absences(results),
         importance=GlobalImportance(**shap) if shap["patients"] else None,
-        planned_training_rounds=validation.get("planned_training_rounds"),
+        planned_training_rounds=results.validation.planned_training_rounds if results.validation else None,
         budget_split=_budget_split(results))
 

@@ -210,13 +210,14 @@ class Coordinator:
         return distances
 
     def train_round(self, strategy, server_round: int, arrays: ArrayRecord, phase: PhaseInstruction,
-                    grid: Grid | SubsetGrid | None = None,
-                    released: dict[str, ArrayRecord] | None = None) -> TrainedRound:
+                    grid: Grid | SubsetGrid | None = None, released: dict[str, ArrayRecord] | None = None,
+                    message_type: str = MessageType.TRAIN) -> TrainedRound:
         """One round of training on `grid` (default: every site): the strategy's instructions, the sites' updates
         screened (shape, NaN/inf, then size against the round's median), and the strategy's aggregate of the rest.
 
         With fewer usable sites than min-sites nothing is aggregated (`aggregated` False): the caller decides
-        whether that stops the run. `released` records (the propensity model) travel with every instruction."""
+        whether that stops the run. `released` records (the propensity model) travel with every instruction;
+        `message_type` names the sites' handler (the propensity model's rounds: train.propensity)."""
         grid = self.grid if grid is None else grid
         started = time.perf_counter()
         reference = {k: v.numpy() for k, v in arrays.items()}  # this round's global model
@@ -227,6 +228,8 @@ class Coordinator:
         else:
             messages = with_records(strategy.configure_train(server_round, arrays, records[PLAN_KEY], grid),
                                     {NORMALISATION_KEY: records[NORMALISATION_KEY], **(released or {})})
+            for message in messages:  # Flower's strategies address the default train handler
+                message.metadata.message_type = message_type
             allowed = set(grid.get_node_ids())
             if any(m.metadata.dst_node_id not in allowed for m in messages):
                 raise RuntimeError(f"round {server_round}: the strategy addressed a site outside this federation")

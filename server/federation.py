@@ -20,7 +20,7 @@ from server.central_privacy import central_epsilon
 from server.checkpoint import ServerState, load_checkpoint, save_checkpoint
 from server.consortium_report import ReferenceRow, write_consortium_report
 from server.consortium_summary import last_training_figures, summary_from_results
-from server.coordinator import Coordinator, SiteReplies, collect
+from server.coordinator import Coordinator, SiteReplies
 from server.propensity import propensity_phase
 from server.provenance import final_provenance, resumed, run_provenance
 from server.recalibration import recalibrate_response
@@ -32,7 +32,7 @@ from shared.messages import COUNT_KEY, PhaseInstruction
 from shared.model import build_model, fold_response_recalibration
 from shared.propensity import PROPENSITY_ARRAYS_KEY
 from shared.release_privacy import releases_under_dp
-from shared.run_result import RunResult
+from shared.run_result import RoundRecord, RunResult
 from shared.vocabulary import DICTIONARY
 
 Progress = Callable[[str], None]
@@ -81,7 +81,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
                             provenance=run_provenance(config, fingerprints))
     arrays = ArrayRecord(model_state)
     planned = planned_training_rounds(config, len(coordinator.node_ids()))
-    propensity = propensity_phase(grid, config, state.normalisation, coordinator.names, collect, run_dir, progress)
+    propensity = propensity_phase(coordinator, run_dir)
     released = {} if propensity is None else {PROPENSITY_ARRAYS_KEY: propensity}
     seconds["sites' first message and harmonisation"], phase_started = time.perf_counter() - phase_started, time.perf_counter()
     phase = PhaseInstruction(planned_rounds=planned.federated, validation_rounds=planned.validation)
@@ -95,15 +95,15 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         evaluate_started = time.perf_counter()
         evaluated = (SiteReplies() if releases_under_dp(config)  # only the final test figures are released
                      else coordinator.evaluate_round(strategy, server_round, arrays, "validation"))
-        record = {
-            "round": server_round,
-            "train": trained.replies.figures, "validation": evaluated.figures, "update_distance": trained.distances,
-            "validation_mean": weighted_means(evaluated.figures),
-            "missing": {**trained.replies.missing,
-                        **{s: r for s, r in evaluated.missing.items() if s not in trained.replies.missing}},
-            "seconds": {"train": trained.train_seconds, "aggregate": trained.aggregate_seconds,
-                        "evaluate": time.perf_counter() - evaluate_started},
-        }
+        record = RoundRecord(
+            round=server_round,
+            train=trained.replies.figures, validation=evaluated.figures, update_distance=trained.distances,
+            validation_mean=weighted_means(evaluated.figures),
+            missing={**trained.replies.missing,
+                     **{s: r for s, r in evaluated.missing.items() if s not in trained.replies.missing}},
+            seconds={"train": trained.train_seconds, "aggregate": trained.aggregate_seconds,
+                     "evaluate": time.perf_counter() - evaluate_started},
+        )
         state = ServerState(completed_round=server_round, normalisation=state.normalisation,
                             history=[*state.history, record], provenance=state.provenance)
         save_checkpoint(run_dir, state, arrays.to_torch_state_dict(), strategy_state(strategy))
@@ -113,8 +113,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
     # the final test and every later phase see the recalibrated model; a consortium without a response endpoint
     # has nothing to recalibrate
     if config.recalibrate_response and "response" in DICTIONARY.endpoints:
-        arrays, recalibration = recalibrate_response(grid, collect, config, state.normalisation, arrays,
-                                                     coordinator.names)
+        arrays, recalibration = recalibrate_response(coordinator, arrays)
         if recalibration.applied:
             state = state.model_copy(update={"recalibration": (recalibration.slope, recalibration.intercept)})
             save_checkpoint(run_dir, state, arrays.to_torch_state_dict(), strategy_state(strategy), round_file=False)
@@ -132,11 +131,12 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         results["recalibration"] = recalibration.model_dump()
     if (central := central_epsilon(config, state.history)) is not None:
         results["central_dp"] = central
-    validation = run_validation(coordinator, ArrayRecord(initial_model(config).state_dict()), final.figures, planned)
-    if validation:
-        seconds |= validation.pop("seconds")
+    validation, validation_seconds = run_validation(coordinator, ArrayRecord(initial_model(config).state_dict()),
+                                                    final.figures, planned)
+    if validation is not None:
+        seconds |= validation_seconds
         results["validation"] = validation
-        results["epsilon"] = results["epsilon"] | validation["epsilon"]
+        results["epsilon"] = results["epsilon"] | validation.epsilon
     if state.provenance is not None:
         results["provenance"] = final_provenance(state.provenance, state.completed_round, results["epsilon"],
                                                  results["test_mean"]).model_dump()
@@ -169,16 +169,16 @@ def _recalibration_line(recalibration) -> str:
             + (f" | out: {', '.join(recalibration.missing)}" if recalibration.missing else ""))
 
 
-def _epsilon_by_site(history: list[dict]) -> dict[str, float]:
+def _epsilon_by_site(history: list[RoundRecord]) -> dict[str, float]:
     return {site: f["epsilon"] for site, f in last_training_figures(history).items() if "epsilon" in f}
 
 
-def _round_line(record: dict, num_rounds: int) -> str:
-    mean = record["validation_mean"]
-    eps = [f["epsilon"] for f in record["train"].values() if "epsilon" in f]
+def _round_line(record: RoundRecord, num_rounds: int) -> str:
+    mean = record.validation_mean
+    eps = [f["epsilon"] for f in record.train.values() if "epsilon" in f]
     show = lambda key: f"{mean[key]:.3f}" if key in mean and math.isfinite(mean[key]) else "n/a"  # noqa: E731
-    missing = f" | out: {', '.join(record['missing'])}" if record["missing"] else ""
-    return (f"round {record['round']}/{num_rounds}: {len(record['train'])} sites | val response AUC {show('response-auc')}"
+    missing = f" | out: {', '.join(record.missing)}" if record.missing else ""
+    return (f"round {record.round}/{num_rounds}: {len(record.train)} sites | val response AUC {show('response-auc')}"
             f" | PFS C {show('pfs-cindex')} | OS C {show('os-cindex')}"
-            f" | max ε {max(eps) if eps else float('nan'):.2f} | {sum(record['seconds'].values()):.1f} s{missing}")
+            f" | max ε {max(eps) if eps else float('nan'):.2f} | {sum(record.seconds.values()):.1f} s{missing}")
 

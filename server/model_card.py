@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from server.checkpoint import load_checkpoint
+from server.consortium_summary import last_training_figures
 from server.provenance import ModelProvenance
 from shared.config import RunConfig
 from shared.contract import MODALITIES
@@ -38,13 +39,6 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def _last_train(history: list[dict]) -> dict[str, dict[str, float]]:
-    last: dict[str, dict[str, float]] = {}
-    for record in history:
-        last.update(record.get("train", {}))
-    return last
 
 
 def _population(stats: NormalisationStats) -> str:
@@ -127,7 +121,7 @@ def model_card(run_dir: Path, range_calibration: Path | None = None, data_descri
     state, _, _ = load_checkpoint(run_dir)
     stats, history = state.normalisation, state.history
     test, missing, epsilon = metrics.test, metrics.test_missing, metrics.epsilon
-    train = _last_train(history)
+    train = last_training_figures(history)
     sites = sorted(set(train) | set(test) | set(missing))
     data_rows = [[s, f"{train[s]['num-examples']:.0f}" if s in train else "—",
                   f"{test[s]['num-examples']:.0f}" if s in test and "num-examples" in test[s] else "—"]

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from shared.config import RunConfig
 from shared.provenance import canonical_sha256, dictionary_sha256, running_app_hash
+from shared.run_result import RoundRecord
 
 # configuration keys that place a run's files but do not change the model
 _PLACEMENT_KEYS = ("output-dir", "run-name", "resume-from", "data-dir", "round-timeout-s")
@@ -66,19 +67,18 @@ def resumed(run: RunProvenance) -> RunProvenance:
     return run.model_copy(update={"resumed_with_app_sha256": [*run.resumed_with_app_sha256, now]})
 
 
-def epsilon_so_far(history: list[dict]) -> dict[str, float]:
+def epsilon_so_far(history: list[RoundRecord]) -> dict[str, float]:
     """Each site's latest cumulative ε over the rounds recorded so far."""
     spent: dict[str, float] = {}
     for record in history:
-        spent |= {site: float(f["epsilon"]) for site, f in record.get("train", {}).items() if "epsilon" in f}
+        spent |= {site: float(f["epsilon"]) for site, f in record.train.items() if "epsilon" in f}
     return spent
 
 
-def checkpoint_provenance(run: RunProvenance, completed_round: int, history: list[dict]) -> ModelProvenance:
+def checkpoint_provenance(run: RunProvenance, completed_round: int, history: list[RoundRecord]) -> ModelProvenance:
     """A round's checkpoint: the run's provenance, ε per site so far and the round's validation figures."""
-    last = history[-1] if history else {}
     return ModelProvenance(**run.model_dump(), completed_round=completed_round, epsilon_by_site=epsilon_so_far(history),
-                           validation=dict(last.get("validation_mean", {})))
+                           validation=dict(history[-1].validation_mean) if history else {})
 
 
 def final_provenance(run: RunProvenance, completed_round: int, epsilon: dict[str, float],

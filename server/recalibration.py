@@ -13,26 +13,19 @@ size, like every evaluation figure).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
-from flwr.app import ArrayRecord, Message, RecordDict
-from flwr.serverapp import Grid
+from flwr.app import ArrayRecord
 from pydantic import BaseModel, Field
 
-from shared.config import RunConfig
-from shared.harmonisation import NormalisationStats
+from server.coordinator import Coordinator
 from shared.model import fold_response_recalibration
 from shared.messages import (
-    MODEL_ARRAYS_KEY,
-    NORMALISATION_KEY,
-    PLAN_KEY,
     RECALIBRATION,
     RECALIBRATION_COUNT_KEY,
     RECALIBRATION_INTERCEPT_KEY,
     RECALIBRATION_SLOPE_KEY,
     RECALIBRATION_SUM_KEYS,
-    instruction_records,
+    SPLIT_KEY,
 )
 
 RIDGE = 1e-3  # added to the Hessian's diagonal: keeps a step finite when the logits barely vary
@@ -68,21 +61,19 @@ def sum_figures(figures: dict[str, dict[str, float]]) -> dict[str, float]:
     return {key: sum(f[key] for f in figures.values()) for key in (RECALIBRATION_COUNT_KEY, *RECALIBRATION_SUM_KEYS)}
 
 
-def recalibrate_response(grid: Grid, collect: Callable, config: RunConfig, stats: NormalisationStats,
-                         arrays: ArrayRecord, names: dict[int, str]) -> tuple[ArrayRecord, Recalibration]:
+def recalibrate_response(coordinator: Coordinator, arrays: ArrayRecord) -> tuple[ArrayRecord, Recalibration]:
     """Fit (a, b) over the sites' validation splits and return the model with them folded in.
 
+    Each Newton iteration is one exchange through the coordinator (its plan, feature scaling and site names).
     Too few usable sites (min-sites) leaves the model as it is, and says why in the result."""
+    config = coordinator.config
     a, b = 1.0, 0.0
-    nodes = list(grid.get_node_ids())
+    nodes = coordinator.node_ids()
     replies = None
     for iteration in range(1, config.recalibration_iterations + 1):
-        records = instruction_records(config, stats, split="validation", **{RECALIBRATION_SLOPE_KEY: a,
-                                                                            RECALIBRATION_INTERCEPT_KEY: b})
-        messages = [Message(RecordDict({MODEL_ARRAYS_KEY: arrays, PLAN_KEY: records[PLAN_KEY],
-                                        NORMALISATION_KEY: records[NORMALISATION_KEY]}),
-                            dst_node_id=node, message_type=RECALIBRATION) for node in nodes]
-        replies = collect(grid, messages, config.round_timeout_s, names)
+        records = coordinator.records(**{SPLIT_KEY: "validation", RECALIBRATION_SLOPE_KEY: a,
+                                         RECALIBRATION_INTERCEPT_KEY: b})
+        replies = coordinator.collect(coordinator.messages(arrays, records, nodes, RECALIBRATION))
         if len(replies.figures) < config.min_sites:
             return arrays, Recalibration(applied=False, iterations=iteration - 1, missing=replies.missing,
                                          reason=f"{len(replies.figures)} site(s) sent sums, min-sites is "

@@ -41,16 +41,32 @@ def _strategy_class(strategy: str, aggregation: str) -> type[FedAvg]:
     return type(f"{base.__name__}With{robust.__name__}", (base, robust), {})
 
 
+def _robust(strategy: FedAvg, config: RunConfig) -> FedAvg:
+    if config.aggregation == "trimmed-mean":
+        strategy.beta = config.trim_fraction
+    return strategy
+
+
+def _every_site(config: RunConfig) -> dict:
+    return dict(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=config.min_sites,
+                min_evaluate_nodes=config.min_sites, min_available_nodes=config.min_sites)
+
+
+def build_propensity_strategy(config: RunConfig) -> FedAvg:
+    """The propensity model's rounds: FedAvg with the run's robust aggregation (trimmed mean / median).
+
+    No server optimiser (FedAdam/FedYogi) and no server-side clipping: update-clip-norm is sized for the outcome
+    model's update and its central-DP noise is accounted over the outcome rounds only."""
+    return _robust(_strategy_class("fedavg", config.aggregation)(**_every_site(config)), config)
+
+
 def build_strategy(config: RunConfig) -> Strategy:
-    common = dict(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=config.min_sites,
-                  min_evaluate_nodes=config.min_sites, min_available_nodes=config.min_sites)
+    common = _every_site(config)
     if config.strategy == "fedprox":
         common |= dict(proximal_mu=config.proximal_mu)
     elif config.strategy in ("fedadam", "fedyogi"):
         common |= dict(eta=config.server_learning_rate, tau=config.server_tau)
-    strategy = _strategy_class(config.strategy, config.aggregation)(**common)
-    if config.aggregation == "trimmed-mean":
-        strategy.beta = config.trim_fraction
+    strategy = _robust(_strategy_class(config.strategy, config.aggregation)(**common), config)
     if config.update_clip_norm > 0:
         # clips each update (site model − global model) to the bound, then adds N(0, (z·C/n)²) to the aggregate;
         # n = min-sites, so the noise is never smaller than the fewest sites a round may use call for

@@ -18,6 +18,7 @@ from flwr.app import ArrayRecord
 from server.coordinator import Coordinator, SubsetGrid
 from server.strategies import build_strategy
 from shared.config import RunConfig
+from shared.run_result import LeaveOneSiteOutRow, LocalModels, ValidationResult
 from shared.messages import (
     EPSILON_KEY,
     LOCAL_TRAINING,
@@ -125,7 +126,8 @@ def run_cross_site(coordinator: Coordinator, local_models: dict[str, ArrayRecord
     return matrix
 
 
-def run_leave_one_site_out(coordinator: Coordinator, initial: ArrayRecord, planned: TrainingRounds) -> list[dict]:
+def run_leave_one_site_out(coordinator: Coordinator, initial: ArrayRecord, planned: TrainingRounds
+                           ) -> list[LeaveOneSiteOutRow]:
     """For every site: a federation of the others (same strategy, start, DP plan, screens and robust aggregation:
     the coordinator's round function), tested at the left-out site.
 
@@ -151,13 +153,13 @@ def run_leave_one_site_out(coordinator: Coordinator, initial: ArrayRecord, plann
             spent |= {s: f[EPSILON_KEY] for s, f in trained.replies.figures.items() if EPSILON_KEY in f}
             arrays = trained.arrays
             completed = server_round
-        row: dict = {"held_out_site": site, "trained_on": sorted(trained_on), "rounds": completed,
-                     "missing": missing, "epsilon": spent}
+        row = LeaveOneSiteOutRow(held_out_site=site, trained_on=sorted(trained_on), rounds=completed,
+                                 missing=missing, epsilon=spent)
         if completed:
             evaluated = coordinator.evaluate_model(arrays, phase)
-            row["held_out"] = evaluated.figures.get(site, {})
-            row["in_distribution"] = {s: f for s, f in evaluated.figures.items() if s != site}
-            row["missing"] |= {s: r for s, r in evaluated.missing.items() if s not in missing}
+            row.held_out = evaluated.figures.get(site, {})
+            row.in_distribution = {s: f for s, f in evaluated.figures.items() if s != site}
+            row.missing |= {s: r for s, r in evaluated.missing.items() if s not in missing}
         results.append(row)
         coordinator.progress(f"leave-one-site-out without {site}: {completed} round(s) on {len(trained_on)} site(s) "
                              f"({time.perf_counter() - started:.1f} s)")
@@ -191,10 +193,10 @@ def headline_only(figures: dict[str, dict[str, float]]) -> dict[str, dict[str, f
 
 
 def run_validation(coordinator: Coordinator, initial: ArrayRecord, global_test: dict[str, dict[str, float]],
-                   planned: TrainingRounds) -> dict:
-    """The phases after the federation that the run configuration asks for; {} when none.
+                   planned: TrainingRounds) -> tuple[ValidationResult | None, dict[str, float]]:
+    """The phases after the federation that the run configuration asks for (None when none), and their seconds.
 
-    Returns what metrics.json keeps under "validation": the local-only figures, the cross-site matrix, the
+    The result is what metrics.json keeps under "validation": the local-only figures, the cross-site matrix, the
     leave-one-site-out rows, and each site's ε after every phase (the budget they all share).
     """
     config = coordinator.config
@@ -203,28 +205,27 @@ def run_validation(coordinator: Coordinator, initial: ArrayRecord, global_test: 
         coordinator.progress(f"leave-one-site-out skipped: {num_sites} site(s) leave fewer than "
                              f"min-sites={config.min_sites} to train without one")
     if not runs_local_models(config) and not loso_possible(config, num_sites):
-        return {}
-    result: dict = {"planned_training_rounds": planned.total, "budget_split": budget_split(config, planned)}
+        return None, {}
+    result = ValidationResult(planned_training_rounds=planned.total, budget_split=budget_split(config, planned))
     epsilon: dict[str, float] = {}
     seconds: dict[str, float] = {}  # per phase, for the run's closing summary (metrics.json "seconds")
     if runs_local_models(config):
         started = time.perf_counter()
         local = run_local_models(coordinator, initial, planned)
-        result["local"] = {"figures": local["figures"], "missing": local["missing"],
-                           "shared_models": sorted(local["models"])}
+        result.local = LocalModels(figures=local["figures"], missing=local["missing"],
+                                   shared_models=sorted(local["models"]))
         epsilon |= {s: f[EPSILON_KEY] for s, f in local["figures"].items() if EPSILON_KEY in f}
         seconds["local-only"] = time.perf_counter() - started
         if config.share_local_models:
             started = time.perf_counter()
-            result["cross_site"] = run_cross_site(coordinator, local["models"], global_test)
+            result.cross_site = run_cross_site(coordinator, local["models"], global_test)
             seconds["cross-site"] = time.perf_counter() - started
     if loso_possible(config, num_sites):
         started = time.perf_counter()
-        result["leave_one_site_out"] = run_leave_one_site_out(coordinator, initial, planned)
+        result.leave_one_site_out = run_leave_one_site_out(coordinator, initial, planned)
         seconds["leave-one-site-out"] = time.perf_counter() - started
-        for row in result["leave_one_site_out"]:
-            for site, spent in row["epsilon"].items():
+        for row in result.leave_one_site_out:
+            for site, spent in row.epsilon.items():
                 epsilon[site] = max(spent, epsilon.get(site, 0.0))
-    result["epsilon"] = epsilon
-    result["seconds"] = seconds
-    return result
+    result.epsilon = epsilon
+    return result, seconds

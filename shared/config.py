@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -31,6 +31,9 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(alias_generator=_hyphenate, populate_by_name=True, extra="forbid",
                               frozen=True)
+    # the validation phases the main job (oncofed-simulate) runs unless told not to (--no-cross-site, --no-loso):
+    # it answers the consortium's questions by default; a plain federation (flwr run, the library) runs none
+    MAIN_JOB_PHASES: ClassVar[dict[str, bool]] = {"share-local-models": True, "leave-one-site-out": True}
 
     # federation
     num_rounds: int = Field(default=20, ge=1, le=1000)
@@ -123,7 +126,9 @@ class RunConfig(BaseModel):
                                    "its own test figures; the model stays at the site unless share-local-models")
     leave_one_site_out: bool = Field(default=False, description="one extra federation per site, without it, "
                                      "evaluated on its test patients")
-    loso_rounds: int = Field(default=0, ge=0, le=1000, description="rounds of each leave-one-site-out federation; "
+    # every LOSO round spends each site's ε, and six sites mean six extra federations: two rounds keep the cost
+    # and the privacy spend moderate
+    loso_rounds: int = Field(default=2, ge=0, le=1000, description="rounds of each leave-one-site-out federation; "
                              "0 = num-rounds")
     validation_fraction: float = Field(default=0.2, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.2, gt=0, lt=0.5)

@@ -17,7 +17,6 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from shared.dictionary import ENDPOINT_FIELDS, DataDictionary
-from shared.export_schema import failures, normalised
 from shared.vocabulary import DICTIONARY
 
 
@@ -97,6 +96,9 @@ def check_frame(frame: pd.DataFrame, source: str | Path, dictionary: DataDiction
                    for c in frame.columns if c not in dictionary.columns]
     if violations:
         raise DataContractError(violations)
+    # on use: pandera (with its httpx, typeguard) is needed only when a table is checked, not on a cached message
+    from shared.export_schema import failures, normalised
+
     normal = normalised(frame, dictionary)
     violations = [Violation(source=source, row=row, column=column, rule=rule,
                             value=None if value is None else str(value))

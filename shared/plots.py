@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -42,45 +43,53 @@ def _empty(axes, message: str) -> None:  # noqa: ANN001 - matplotlib Axes
     axes.set_yticks([])
 
 
-def roc_plot(curves: dict[str, Curve | None], title: str = "Response: ROC curve") -> str:
-    """ROC curves of the model and the baselines on the same patients; AUC in the legend label if given."""
-    figure = _new_figure(5.6, 4.8)
-    axes = figure.add_subplot()
-    axes.plot([0, 1], [0, 1], color="#a5a5a5", linestyle=":", linewidth=1, label="No discrimination")
+CurveT = TypeVar("CurveT")
+
+
+def _draw_each(curves: dict[str, CurveT | None], draw: Callable[[str, CurveT, str, bool], object]) -> int:
+    """Call `draw(label, curve, colour, first)` for every curve not suppressed (None), in the palette's order
+    (the first is the model's, drawn heavier); returns how many were drawn."""
     drawn = 0
     for index, (label, curve) in enumerate(curves.items()):
-        if curve is None:
-            continue
-        axes.step(curve.x, curve.y, where="post", color=COLOURS[index % len(COLOURS)],
-                  linewidth=2.2 if index == 0 else 1.3, label=label)
-        drawn += 1
-    if drawn == 0:
+        if curve is not None:
+            draw(label, curve, COLOURS[index % len(COLOURS)], index == 0)
+            drawn += 1
+    return drawn
+
+
+def _against_the_diagonal(curves: dict[str, CurveT | None], draw: Callable[[object, str, CurveT, str, bool], object],
+                          diagonal: str, xlabel: str, ylabel: str, ylim: tuple[float, float], title: str,
+                          legend: str) -> str:
+    """Curves in the unit square against its diagonal (no discrimination, perfect calibration), a labelled gap
+    when every curve is suppressed. `draw(axes, label, curve, colour, first)` draws one curve."""
+    figure = _new_figure(5.6, 4.8)
+    axes = figure.add_subplot()
+    axes.plot([0, 1], [0, 1], color="#a5a5a5", linestyle=":", linewidth=1, label=diagonal)
+    if _draw_each(curves, lambda *curve: draw(axes, *curve)) == 0:
         _empty(axes, "Suppressed: too few patients or responders")
-    axes.set(xlabel="1 − specificity (false-positive rate)", ylabel="Sensitivity (true-positive rate)",
-             xlim=(0, 1), ylim=(0, 1.01), title=title)
-    axes.legend(loc="lower right", fontsize=8)
+    axes.set(xlabel=xlabel, ylabel=ylabel, xlim=(0, 1), ylim=ylim, title=title)
+    axes.legend(loc=legend, fontsize=8)
     return figure_to_data_uri(figure)
+
+
+def roc_plot(curves: dict[str, Curve | None], title: str = "Response: ROC curve") -> str:
+    """ROC curves of the model and the baselines on the same patients; AUC in the legend label if given."""
+    return _against_the_diagonal(
+        curves, lambda axes, label, curve, colour, first: axes.step(
+            curve.x, curve.y, where="post", color=colour, linewidth=2.2 if first else 1.3, label=label),
+        "No discrimination", "1 − specificity (false-positive rate)", "Sensitivity (true-positive rate)",
+        (0, 1.01), title, "lower right")
 
 
 def calibration_plot(curves: dict[str, CalibrationCurve | None],
                      title: str = "Response: calibration") -> str:
     """Observed response rate against mean predicted probability per bin; the diagonal is perfect calibration."""
-    figure = _new_figure(5.6, 4.8)
-    axes = figure.add_subplot()
-    axes.plot([0, 1], [0, 1], color="#a5a5a5", linestyle=":", linewidth=1, label="Perfect calibration")
-    drawn = 0
-    for index, (label, curve) in enumerate(curves.items()):
-        if curve is None:
-            continue
-        axes.plot(curve.predicted, curve.observed, marker="o", color=COLOURS[index % len(COLOURS)],
-                  linewidth=2 if index == 0 else 1.2, label=f"{label} ({curve.bins} bins)")
-        drawn += 1
-    if drawn == 0:
-        _empty(axes, "Suppressed: too few patients or responders")
-    axes.set(xlabel="Predicted probability of response", ylabel="Observed response rate", xlim=(0, 1),
-             ylim=(0, 1), title=title)
-    axes.legend(loc="upper left", fontsize=8)
-    return figure_to_data_uri(figure)
+    return _against_the_diagonal(
+        curves, lambda axes, label, curve, colour, first: axes.plot(
+            curve.predicted, curve.observed, marker="o", color=colour, linewidth=2 if first else 1.2,
+            label=f"{label} ({curve.bins} bins)"),
+        "Perfect calibration", "Predicted probability of response", "Observed response rate", (0, 1), title,
+        "upper left")
 
 
 def decision_curve_plot(curves: dict[str, DecisionCurve | None],
@@ -95,10 +104,8 @@ def decision_curve_plot(curves: dict[str, DecisionCurve | None],
     reference = shown[0]
     axes.plot(reference.thresholds, reference.treat_all, color="#7f7f7f", linewidth=1, label="Treat all")
     axes.axhline(0, color="#262626", linewidth=1, label="Treat none")
-    for index, (label, curve) in enumerate(curves.items()):
-        if curve is not None:
-            axes.plot(curve.thresholds, curve.net_benefit, color=COLOURS[index % len(COLOURS)],
-                      linewidth=2.2 if index == 0 else 1.2, label=label)
+    _draw_each(curves, lambda label, curve, colour, first: axes.plot(
+        curve.thresholds, curve.net_benefit, color=colour, linewidth=2.2 if first else 1.2, label=label))
     top = max(max(max(c.net_benefit) for c in shown), max(reference.treat_all))
     axes.set(xlabel="Threshold probability of response", ylabel="Net benefit", title=title,
              ylim=(-0.05, top + 0.05), xlim=(min(reference.thresholds), max(reference.thresholds)))

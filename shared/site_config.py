@@ -79,38 +79,36 @@ def _resolve(path: Path, info: ValidationInfo) -> Path:
     return path
 
 
-class CsvSource(BaseModel):
-    """A delimited text export, one row per patient."""
+class _FileSource(BaseModel):
+    """An export in one file; a relative path is read from the configuration file's folder."""
 
     model_config = ConfigDict(extra="forbid")
 
-    format: Literal["csv"] = "csv"
+    format: str
     path: Path
-    encoding: Literal["auto", "utf-8", "utf-8-sig", "latin-1"] = Field(
-        "auto", description="'auto' reads UTF-8 (with or without BOM) and falls back to Latin-1")
-    delimiter: str = Field(",", min_length=1, max_length=1)
 
     @field_validator("path")
     @classmethod
     def _relative_to_config(cls, path: Path, info: ValidationInfo) -> Path:
         return _resolve(path, info)
+
+
+class CsvSource(_FileSource):
+    """A delimited text export, one row per patient."""
+
+    format: Literal["csv"] = "csv"
+    encoding: Literal["auto", "utf-8", "utf-8-sig", "latin-1"] = Field(
+        "auto", description="'auto' reads UTF-8 (with or without BOM) and falls back to Latin-1")
+    delimiter: str = Field(",", min_length=1, max_length=1)
 
     def describe(self) -> str:
         return f"CSV {self.path}"
 
 
-class ParquetSource(BaseModel):
+class ParquetSource(_FileSource):
     """An Apache Parquet file, one row per patient."""
 
-    model_config = ConfigDict(extra="forbid")
-
     format: Literal["parquet"] = "parquet"
-    path: Path
-
-    @field_validator("path")
-    @classmethod
-    def _relative_to_config(cls, path: Path, info: ValidationInfo) -> Path:
-        return _resolve(path, info)
 
     def describe(self) -> str:
         return f"Parquet {self.path}"

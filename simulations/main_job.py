@@ -29,11 +29,6 @@ from shared.vocabulary import DICTIONARY
 ENDPOINT_COLUMNS = (("response", "response AUC", "response-auc"), ("pfs", "PFS C-index", "pfs-cindex"),
                     ("os", "OS C-index", "os-cindex"))
 
-# rounds of each leave-one-site-out federation in the main job: every LOSO round also spends each site's ε,
-# and six sites mean six extra federations; two rounds keep the run's cost and privacy spend moderate
-MAIN_JOB_LOSO_ROUNDS = 2
-
-
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """`key=value` pairs as in `flwr run --run-config`; values parsed as JSON where they parse."""
     overrides: dict[str, Any] = {}
@@ -175,7 +170,27 @@ def summary_table(results: RunResult) -> Table:
     return table
 
 
-def main(argv: list[str] | None = None) -> int:
+def config_from_arguments(args: argparse.Namespace) -> RunConfig:
+    """The run configuration: RunConfig's defaults, the main job's validation phases (RunConfig.MAIN_JOB_PHASES)
+    unless switched off, then the command line's values."""
+    values: dict[str, Any] = parse_overrides(args.set)
+    for key, value in (("num-rounds", args.rounds), ("strategy", args.strategy), ("data-dir", args.data_dir),
+                       ("output-dir", args.output_dir), ("resume-from", args.resume)):
+        if value is not None:
+            values[key] = value
+    if args.no_dp:
+        values["dp"] = False
+    # the main job answers the consortium's questions by default: cross-site matrix and LOSO (see README)
+    turned_off = {"share-local-models": args.no_cross_site, "leave-one-site-out": args.no_loso}
+    for key, on in RunConfig.MAIN_JOB_PHASES.items():
+        values.setdefault(key, on and not turned_off[key])
+    values.setdefault("run-name", datetime.now().strftime("%Y%m%d-%H%M%S"))
+    if "resume-from" in values:
+        values["run-name"] = Path(values["resume-from"]).name
+    return RunConfig.from_mapping(values)
+
+
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oncofed-simulate", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, help="number of federated rounds (num-rounds)")
     parser.add_argument("--strategy", help="fedavg, fedprox, fedadam or fedyogi")
@@ -191,24 +206,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="no pooled centralised or oracle reference after the run")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any run-config key of pyproject.toml, e.g. --set target-epsilon=8")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argument_parser().parse_args(argv)
     console = Console()
     try:
-        values: dict[str, Any] = parse_overrides(args.set)
-        for key, value in (("num-rounds", args.rounds), ("strategy", args.strategy), ("data-dir", args.data_dir),
-                           ("output-dir", args.output_dir), ("resume-from", args.resume)):
-            if value is not None:
-                values[key] = value
-        if args.no_dp:
-            values["dp"] = False
-        # the main job answers the consortium's questions by default: cross-site matrix and LOSO (see README)
-        values.setdefault("share-local-models", not args.no_cross_site)
-        values.setdefault("leave-one-site-out", not args.no_loso)
-        values.setdefault("loso-rounds", MAIN_JOB_LOSO_ROUNDS)
-        values.setdefault("run-name", datetime.now().strftime("%Y%m%d-%H%M%S"))
-        if "resume-from" in values:
-            values["run-name"] = Path(values["resume-from"]).name
-        config = RunConfig.from_mapping(values)
+        config = config_from_arguments(args)
     except ConfigError as error:
         console.print(f"[red]{error}[/red]")
         return 2

@@ -261,3 +261,18 @@ class ChromiumSession:
 
     def images(self) -> list[dict]:
         return list(self.evaluate(IMAGES_PAINTED) or [])
+
+
+def rendered_report(html_path: Path, screenshot_path: Path, images: int) -> PageCheck:
+    """A report page as every report must render: no error, `images` pictures all decoded inline, a screenshot
+    worth looking at. Skips the calling test where Chromium is not installed."""
+    import pytest
+
+    if find_chromium() is None:
+        pytest.skip("Chromium is not installed (apt-get install -y chromium); CI installs it")
+    page = check_page(html_path, screenshot_path=screenshot_path)
+    assert page.errors == []
+    assert len(page.images) == images and page.broken_images == []
+    assert all(image["inline"] for image in page.images)
+    assert screenshot_path.stat().st_size > 10_000
+    return page

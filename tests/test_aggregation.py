@@ -13,6 +13,7 @@ from flwr.app import Array, ArrayRecord, Context, Message, MessageType
 from rich.console import Console
 
 from shared.config import DEFAULT_COHORT_DIR, RunConfig
+from shared.run_result import RunResult
 from simulations.cohort import default_consortium, generate_consortium, write_consortium
 from simulations.main_job import run
 
@@ -68,16 +69,17 @@ def federate(data_dir, output_dir, name: str, mods=None, **changes) -> dict:
     values = {"data-dir": str(data_dir), "output-dir": str(output_dir), "run-name": name, "num-rounds": 3,
               "local-epochs": 1, "hidden-size": 16, "survival-interval-days": 180, "dp": False,
               "min-sites": 2, "round-timeout-s": 600, "bootstrap-samples": 20,
-              "batch-size": 32, "learning-rate": 0.01} | changes  # several steps a round: 240 training patients a site
+              "batch-size": 32, "learning-rate": 0.01,  # several steps a round: 240 training patients a site
+              "site-reports": False} | changes  # the test figures only: the same point figures, without SHAP and plots
     _, results = run(RunConfig.from_mapping(values), Console(quiet=True), client_mods=mods)
     return results
 
 
-def figures(results: dict) -> dict[str, float]:
+def figures(results: RunResult) -> dict[str, float]:
     assert not results.test_missing, results.test_missing
     mean = results.test_mean
     shown = {key: round(mean[key], 3) for key in ("response-auc", "pfs-cindex", "os-cindex")}
-    print(f"{results.config['run-name']}: test {shown}; last round out: {results.rounds[-1]['missing']}")
+    print(f"{results.config['run-name']}: test {shown}; last round out: {results.rounds[-1].missing}")
     return {key: mean[key] for key in ("response-auc", "pfs-cindex", "os-cindex")}
 
 
@@ -97,7 +99,7 @@ def test_without_any_defence_one_scaled_site_ruins_the_model(four_sites, clean, 
     """The premise of the other tests: a plain mean with the size screen off takes the attack in full."""
     results = federate(four_sites, tmp_path, "undefended", [PoisonedSites(scaled=SCALED_SITE)],
                        **{"update-norm-ratio": 0})
-    assert all(not r["missing"] for r in results.rounds)  # nothing was rejected
+    assert all(not r.missing for r in results.rounds)  # nothing was rejected
     assert np.mean(list(figures(results).values())) < np.mean(list(clean.values())) - RUINED
 
 
@@ -105,11 +107,11 @@ def test_nan_and_scaled_updates_are_rejected_with_their_reasons_and_the_model_st
         four_sites, clean, tmp_path):
     results = federate(four_sites, tmp_path, "screened", [PoisonedSites(scaled=SCALED_SITE, nan=NAN_SITE)])
     for record in results.rounds:
-        assert "NaN or infinite" in record["missing"][NAN_SITE]
-        assert "update-norm-ratio" in record["missing"][SCALED_SITE]
-        assert set(record["train"]) == set(SITES) - {NAN_SITE, SCALED_SITE}
-        honest = [record["update_distance"][s] for s in SITES if s not in (NAN_SITE, SCALED_SITE)]
-        assert record["update_distance"][SCALED_SITE] > 10 * max(honest)
+        assert "NaN or infinite" in record.missing[NAN_SITE]
+        assert "update-norm-ratio" in record.missing[SCALED_SITE]
+        assert set(record.train) == set(SITES) - {NAN_SITE, SCALED_SITE}
+        honest = [record.update_distance[s] for s in SITES if s not in (NAN_SITE, SCALED_SITE)]
+        assert record.update_distance[SCALED_SITE] > 10 * max(honest)
     for key, value in figures(results).items():
         assert abs(value - clean[key]) <= TOLERANCE, (key, value, clean[key])
 
@@ -118,6 +120,6 @@ def test_the_median_bounds_a_scaled_update_that_the_size_screen_lets_through(fou
     results = federate(four_sites, tmp_path, "median", [PoisonedSites(scaled=SCALED_SITE, nan=NAN_SITE)],
                        **{"update-norm-ratio": 0, "aggregation": "median"})
     for record in results.rounds:
-        assert SCALED_SITE in record["train"] and set(record["missing"]) == {NAN_SITE}
+        assert SCALED_SITE in record.train and set(record.missing) == {NAN_SITE}
     for key, value in figures(results).items():
         assert abs(value - clean[key]) <= MEDIAN_TOLERANCE, (key, value, clean[key])

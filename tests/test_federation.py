@@ -4,13 +4,12 @@ checkpoint, and sends nothing but allowed aggregates and model parameters over t
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
 import torch
-from flwr.app import Context, Message
+from flwr.app import Message
 from rich.console import Console
 
 from client.evaluation.site_report import SiteEvaluation
@@ -21,6 +20,7 @@ from shared.encoding import SurvivalGrid
 from shared.model import build_model
 from simulations.main_job import run
 from tests.factories import patient_table
+from tests.recorders import MessageRecorder
 
 pytestmark = pytest.mark.slow
 
@@ -42,32 +42,19 @@ def small_config(data_dir, output_dir, **changes) -> RunConfig:
     return RunConfig.from_mapping(values | changes)
 
 
-class WireRecorder:
-    """A Flower client mod: sees every reply exactly as the site hands it to Flower for sending.
+class WireRecorder(MessageRecorder):
+    """Every reply exactly as the site hands it to Flower for sending (refusals carry no content)."""
 
-    It runs inside the simulation's worker processes, so it appends to a file (one JSON line per reply).
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    @property
-    def replies(self) -> list[dict]:
-        return [json.loads(line) for path in self.folder.glob("*.jsonl") for line in path.read_text().splitlines()]
-
-    def __call__(self, message: Message, context: Context, call_next) -> Message:
-        reply = call_next(message, context)
-        if not reply.has_error():
-            content = reply.content
-            seen = {
-                "records": sorted(content.keys()),
-                "metrics": {k: v for k, v in content["metrics"].items()} if "metrics" in content else {},
-                "arrays": {k: tuple(a.shape) for k, a in content["arrays"].items()} if "arrays" in content else {},
-                "site": dict(content["site"]) if "site" in content else {},
-            }
-            with open(self.folder / f"{os.getpid()}.jsonl", "a") as file:
-                file.write(json.dumps(seen) + "\n")
-        return reply
+    def record(self, message: Message, reply: Message) -> dict | None:
+        if reply.has_error():
+            return None
+        content = reply.content
+        return {
+            "records": sorted(content.keys()),
+            "metrics": {k: v for k, v in content["metrics"].items()} if "metrics" in content else {},
+            "arrays": {k: tuple(a.shape) for k, a in content["arrays"].items()} if "arrays" in content else {},
+            "site": dict(content["site"]) if "site" in content else {},
+        }
 
 
 PATIENT_ID = re.compile(r"s\d-\d{4}")  # the test cohort's patient identifiers
@@ -102,7 +89,7 @@ def federation(three_sites, tmp_path_factory):
     run_dir, results = run(config, Console(quiet=True), client_mods=[recorder])
     model_shapes = {k: tuple(v.shape) for k, v in build_model(SurvivalGrid(180, 1825).num_intervals, 16, 0)
                     .state_dict().items()}
-    return config, out, run_dir, results, recorder.replies, model_shapes
+    return config, out, run_dir, results, recorder.records, model_shapes
 
 
 def test_a_two_round_three_site_federation_writes_its_run_directory_and_leaks_nothing(federation):
@@ -111,7 +98,7 @@ def test_a_two_round_three_site_federation_writes_its_run_directory_and_leaks_no
     assert run_dir == out / "test-run"
     assert json.loads((run_dir / "config.json").read_text())["num-rounds"] == 2
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["latest.pt", "round_001.pt", "round_002.pt"]
-    assert [r["round"] for r in results.rounds] == [1, 2]
+    assert [r.round for r in results.rounds] == [1, 2]
     assert set(results.test) == {"site_0", "site_1", "site_2"}
     for site, figures in results.test.items():
         assert figures["num-examples"] >= 10
@@ -124,7 +111,7 @@ def test_a_two_round_three_site_federation_writes_its_run_directory_and_leaks_no
         assert {"response-auc-lower", "response-auc-upper"} <= set(figures) or "response-auc" not in figures
     assert (run_dir / "consortium_report.html").is_file()
     for record in results.rounds:  # per-site figures are kept, not only the mean
-        assert set(record["validation"]) == {"site_0", "site_1", "site_2"}
+        assert set(record.validation) == {"site_0", "site_1", "site_2"}
 
     # every message that went over the wire: only model parameters, allowed aggregates, the site id
     # statistics, 2 × (train + validate), the response recalibration's Newton iterations, final test
@@ -153,8 +140,8 @@ def test_the_model_records_its_provenance_and_each_site_its_audit_log(federation
     assert final["validation"]["response-auc"] == results.test_mean["response-auc"]
     round_one = load_provenance(run_dir / "checkpoints" / "round_001.pt")
     assert round_one.completed_round == 1 and round_one.data_fingerprints == sent
-    assert round_one.epsilon_by_site == {s: f["epsilon"] for s, f in results.rounds[0]["train"].items()}
-    assert round_one.validation == results.rounds[0]["validation_mean"]
+    assert round_one.epsilon_by_site == {s: f["epsilon"] for s, f in results.rounds[0].train.items()}
+    assert round_one.validation == results.rounds[0].validation_mean
     card = model_card(run_dir)
     assert "## Provenance" in card and repo_hash in card and all(f"`{f}`" in card for f in sent.values())
     for site in sent:  # the simulated sites keep their audit logs in the run directory
@@ -169,7 +156,7 @@ def test_the_model_records_its_provenance_and_each_site_its_audit_log(federation
 def test_each_round_reports_its_own_epsilon_and_the_cumulative_one(federation):
     _, _, _, results, _, _ = federation
     for site in ("site_0", "site_1", "site_2"):
-        first, second = (record["train"][site] for record in results.rounds)
+        first, second = (record.train[site] for record in results.rounds)
         assert first["epsilon-round"] == pytest.approx(first["epsilon"])  # round 1 is all that was spent
         assert second["epsilon-round"] == pytest.approx(first["epsilon-round"], rel=0.05)  # same plan, same cost
         assert first["epsilon"] < second["epsilon"] < first["epsilon"] + second["epsilon-round"]  # RDP composition
@@ -206,7 +193,7 @@ def test_a_run_resumes_from_its_last_checkpoint_at_the_next_round(three_sites, t
     resumed = small_config(three_sites, tmp_path, **{"num-rounds": 2, "dp": False, "strategy": "fedadam",
                                                      "site-reports": False, "resume-from": str(run_dir)})
     _, results = run(resumed, Console(quiet=True))
-    assert [r["round"] for r in results.rounds] == [1, 2]
+    assert [r.round for r in results.rounds] == [1, 2]
     assert results.rounds[0] == round_one  # round 1 was neither repeated nor lost
     assert json.loads(checkpoint["server_state"])["completed_round"] == 1
     # latest.pt records the (a, b) folded into it (resuming unfolds it first); the round files never change

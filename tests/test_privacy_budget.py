@@ -35,10 +35,10 @@ def test_a_site_that_spent_its_budget_in_an_earlier_run_refuses_and_the_others_f
     assert first.epsilon["site_0"] == pytest.approx(2.0, abs=0.02)
 
     run_dir, second = run(RunConfig.from_mapping(values | {"run-name": "second"}), Console(quiet=True))
-    assert [r["round"] for r in second.rounds] == [1, 2]  # the federation completed …
+    assert [r.round for r in second.rounds] == [1, 2]  # the federation completed …
     for record in second.rounds:  # … with the two sites that still had budget
-        assert set(record["train"]) == {"site_1", "site_2"}
-        assert "privacy budget exhausted" in record["missing"]["site_0"]
+        assert set(record.train) == {"site_1", "site_2"}
+        assert "privacy budget exhausted" in record.missing["site_0"]
     ledger = json.loads((cohort / "site_0" / "state" / "privacy_ledger.json").read_text())
     assert len(ledger["entries"]) == 2  # nothing more was spent
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -51,8 +51,8 @@ def test_the_secure_aggregate_is_the_weighted_mean_within_quantisation_error(tmp
         "secure-aggregation-max-weight": 1000, "site-reports": False})  # about the aggregate, not the reports
     run_dir, results = run(config, Console(quiet=True), client_mods=[TrainedModels(models)])
 
-    assert set(results.rounds[0]["train"]) == {"site_0", "site_1", "site_2"}  # figures still come in plain
-    assert results.rounds[0]["missing"] == {}
+    assert set(results.rounds[0].train) == {"site_0", "site_1", "site_2"}  # figures still come in plain
+    assert results.rounds[0].missing == {}
     trained = [np.load(path) for path in sorted(models.glob("*.npz"))]
     assert len(trained) == 3
     weights = np.array([float(t["num_examples"]) for t in trained])

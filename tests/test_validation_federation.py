@@ -7,43 +7,31 @@ A client mod records every instruction each site receives, so the test sees what
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
-from flwr.app import Context, Message
+from flwr.app import Message
 from rich.console import Console
 
 from client.flower.outbox import COUNT_KEYS, FIGURE_KEYS
 from server.validation import GLOBAL_MODEL, local_model_label
 from shared.messages import HELD_OUT_KEY, PHASE_KEY
 from simulations.main_job import run
+from tests.recorders import MessageRecorder
 from tests.test_federation import small_config, three_sites  # noqa: F401 - the fixture is used by name
 
 pytestmark = pytest.mark.slow
 
 
-class InstructionRecorder:
-    """A Flower client mod: which site got which instruction (type, phase, held-out site), and what it replied."""
+class InstructionRecorder(MessageRecorder):
+    """Which site got which instruction (type, phase, held-out site), and what it replied."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    @property
-    def seen(self) -> list[dict]:
-        return [json.loads(line) for path in self.folder.glob("*.jsonl") for line in path.read_text().splitlines()]
-
-    def __call__(self, message: Message, context: Context, call_next) -> Message:
-        reply = call_next(message, context)
+    def record(self, message: Message, reply: Message) -> dict:
         plan = message.content["config"] if "config" in message.content else {}
-        seen = {"type": message.metadata.message_type, "phase": str(plan.get(PHASE_KEY, "federated")),
+        return {"type": message.metadata.message_type, "phase": str(plan.get(PHASE_KEY, "federated")),
                 "held_out": str(plan.get(HELD_OUT_KEY, "")), "split": str(plan.get("split", "")),
                 "site": None if reply.has_error() else str(reply.content["site"]["site-id"]),
                 "metrics": {} if reply.has_error() else dict(reply.content["metrics"]),
                 "arrays": (not reply.has_error()) and "arrays" in reply.content}
-        with open(self.folder / f"{os.getpid()}.jsonl", "a") as file:
-            file.write(json.dumps(seen) + "\n")
-        return reply
 
 
 def test_loso_never_trains_on_the_held_out_site_and_the_matrix_is_complete(three_sites, tmp_path):  # noqa: F811
@@ -54,11 +42,11 @@ def test_loso_never_trains_on_the_held_out_site_and_the_matrix_is_complete(three
     recorder = InstructionRecorder(tmp_path)
     run_dir, results = run(config, Console(quiet=True), client_mods=[recorder])
     sites = ["site_0", "site_1", "site_2"]
-    seen = recorder.seen
+    seen = recorder.records
     validation = results.validation
 
     # privacy: 1 federated + 1 local-only + 1 round in each of the 2 LOSO federations a site takes part in
-    assert validation["planned_training_rounds"] == 4
+    assert validation.planned_training_rounds == 4
     for site in sites:
         ledger = json.loads((run_dir / "sites" / site / "privacy_ledger.json").read_text())
         assert len(ledger["entries"]) == 4
@@ -71,23 +59,23 @@ def test_loso_never_trains_on_the_held_out_site_and_the_matrix_is_complete(three
         assert results.epsilon[site] >= config.target_epsilon - 0.02  # the split spends the whole ε, no more
 
     # leave-one-site-out: the held-out site is never asked to train in its own phase, and never enters the model
-    rows = {row["held_out_site"]: row for row in validation["leave_one_site_out"]}
+    rows = {row.held_out_site: row for row in validation.leave_one_site_out}
     assert sorted(rows) == sites
     for held_out in sites:
         trainers = {s["site"] for s in seen if s["phase"] == "loso" and s["held_out"] == held_out
                     and s["type"].startswith("train")}
         assert trainers == set(sites) - {held_out}
-        assert rows[held_out]["trained_on"] == sorted(set(sites) - {held_out})
-        assert rows[held_out]["rounds"] == 1 and rows[held_out]["held_out"]["num-examples"] >= 10
+        assert rows[held_out].trained_on == sorted(set(sites) - {held_out})
+        assert rows[held_out].rounds == 1 and rows[held_out].held_out["num-examples"] >= 10
         evaluated = {s["site"] for s in seen if s["phase"] == "loso" and s["held_out"] == held_out
                      and s["type"] == "evaluate"}
         assert evaluated == set(sites)  # the held-out site only evaluates the model the others trained
 
     # the cross-site matrix: the global model and each shared local model, evaluated at every site
-    matrix = validation["cross_site"]
+    matrix = validation.cross_site
     assert sorted(matrix) == sorted([GLOBAL_MODEL] + [local_model_label(s) for s in sites])
     assert all(sorted(row) == sites for row in matrix.values())
-    assert sorted(validation["local"]["figures"]) == sites
+    assert sorted(validation.local.figures) == sites
     assert all(s["arrays"] for s in seen if s["type"] == "train.local_only")  # shared: the consortium opted in
 
     # what the sites shared from their final test evaluation: subgroups and SHAP, through the allow-list

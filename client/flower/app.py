@@ -264,6 +264,15 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
             torch.set_num_threads(site.torch_threads)
         return site
 
+    def training_instruction(message: Message, context: Context
+                             ) -> tuple[Site, RunConfig, NormalisationStats, int] | Message:
+        """The site and what a training instruction asks (plan, feature scaling, round), or the site's refusal
+        when it cannot train as asked (secure noise without its generator)."""
+        site = site_of(context)
+        plan, stats, server_round = read_instructions(message.content)
+        refused = _secure_mode_refusal(site, plan, message)
+        return refused if refused is not None else (site, plan, stats, server_round)
+
     @app.query("feature_summary")
     def feature_summary(message: Message, context: Context) -> Message:
         """Sums, counts and coarse histograms of the training split: enough to standardise, no rows."""
@@ -291,10 +300,9 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
 
     @app.train()
     def train(message: Message, context: Context) -> Message:
-        site = site_of(context)
-        plan, stats, server_round = read_instructions(message.content)
-        if (refused := _secure_mode_refusal(site, plan, message)) is not None:
-            return refused
+        if isinstance(instruction := training_instruction(message, context), Message):
+            return instruction
+        site, plan, stats, server_round = instruction
         phase = read_phase(message.content)
         model = _received_model(message, plan)
         propensity = None
@@ -307,10 +315,9 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
     @app.train("propensity")
     def train_propensity(message: Message, context: Context) -> Message:
         """One round of the propensity model's federation (shared/propensity.py), spent through the ledger."""
-        site = site_of(context)
-        plan, stats, server_round = read_instructions(message.content)
-        if (refused := _secure_mode_refusal(site, plan, message)) is not None:
-            return refused
+        if isinstance(instruction := training_instruction(message, context), Message):
+            return instruction
+        site, plan, stats, server_round = instruction
         model = build_propensity_model(plan.seed)
         model.load_state_dict(message.content[MODEL_ARRAYS_KEY].to_torch_state_dict())
         return _trained_reply(message, site, model, lambda: train_propensity_round(site, plan, stats, model,
@@ -323,10 +330,9 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         Its test figures always go back (the local-only reference); its parameters only when the consortium
         opted in to sharing local models (share-local-models) for the cross-site matrix.
         """
-        site = site_of(context)
-        plan, stats, _ = read_instructions(message.content)
-        if (refused := _secure_mode_refusal(site, plan, message)) is not None:
-            return refused
+        if isinstance(instruction := training_instruction(message, context), Message):
+            return instruction
+        site, plan, stats, _ = instruction
         phase = read_phase(message.content)
         grid = SurvivalGrid.from_config(plan)
         model = _received_model(message, plan)

@@ -151,13 +151,13 @@ def run_setting(name: str, overrides: dict[str, Any], seed: int, runs_dir: Path)
     return {"setting": name, "seed": seed, "overrides": overrides, "model": MODEL_FORMS.get(name),
             "parameters": parameters, "seconds": round(seconds, 1),
             "load_average": os.getloadavg()[0],
-            "validation_mean": {k: final["validation_mean"].get(k) for k in FIGURES},
+            "validation_mean": {k: final.validation_mean.get(k) for k in FIGURES},
             "validation": {s: {k: f.get(k) for k in (*FIGURES, "num-examples")}
-                           for s, f in sorted(final["validation"].items())},
+                           for s, f in sorted(final.validation.items())},
             "validation_ranking": ranking,
-            "curve": [{k: r["validation_mean"].get(k) for k in FIGURES} for r in results.rounds],
+            "curve": [{k: r.validation_mean.get(k) for k in FIGURES} for r in results.rounds],
             "epsilon": results.epsilon,
-            "noise_multiplier": max((f.get("noise-multiplier", 0.0) for f in final["train"].values()), default=0.0)}
+            "noise_multiplier": max((f.get("noise-multiplier", 0.0) for f in final.train.values()), default=0.0)}
 
 
 def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -7,9 +7,15 @@
   inside their ClientApp, and the ratio of the round to the same sample passes (each site's DP training epochs
   and validation forward pass) in a plain PyTorch loop in one process, without Flower or Ray;
 - DP-SGD's cost: seconds per epoch of a site's training with Opacus against the same training without DP;
-- scale: 3, 10, 30 and 100 simulated sites with the same total patients and with a fixed number per site;
+- scale: 3, 10, 30 and 100 simulated sites with the same total patients (4,650), and 3, 10 and 30 sites with a
+  fixed 775 patients per site (100 such sites, 77,500 patients, took 14 min alone on a loaded machine; add it with
+  `--growing-sites 3,10,30,100`). The defaults are sized for a re-run within 15 minutes on a quiet 2-core machine:
+  an estimate of about 10 minutes (main job 65 s quiet × 3, plain loop and DP ~20 s, seven scale points of
+  20–90 s each), not yet timed quiet;
 - communication: bytes a site receives and sends per message (Flower's protobuf serde) and the parameter count.
 It writes JSON to simulations/benchmarks/results/ and prints a table of ratios. `--quick` is a smoke test.
+The JSON records the load average at the start, before each section and at the end, and a `quiet` statement: what
+the operator declared (`--quiet-machine`: nothing else was running) and whether the load confirmed it.
 Each federation runs as `python -m simulations.benchmarks.performance job …` in a child process.
 """
 
@@ -52,7 +58,8 @@ class Settings:
     quick: bool
     repeats: int  # main job, plain loop and DP timings
     scale_repeats: int
-    scale_sites: tuple[int, ...]
+    scale_sites: tuple[int, ...]  # the same-total series
+    growing_sites: tuple[int, ...]  # the fixed-patients-per-site series
     scale_rounds: int
     main_overrides: dict[str, Any]  # run-config keys for the main job (empty = the user's default)
     main_cohort: tuple[int, int] | None  # (sites, patients per site) of a generated cohort; None = default cohort
@@ -60,10 +67,13 @@ class Settings:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     if args.quick:
-        return Settings(quick=True, repeats=1, scale_repeats=1, scale_sites=(3, 10), scale_rounds=1,
+        return Settings(quick=True, repeats=1, scale_repeats=1, scale_sites=(3, 10), growing_sites=(3, 10),
+                        scale_rounds=1,
                         main_overrides={"num-rounds": 2, "bootstrap-samples": 20}, main_cohort=(3, 100))
     sites = tuple(int(n) for n in args.scale_sites.split(",") if n.strip())
+    growing = tuple(int(n) for n in args.growing_sites.split(",") if n.strip())
     return Settings(quick=False, repeats=args.repeats, scale_repeats=args.scale_repeats, scale_sites=sites,
+                    growing_sites=growing,
                     scale_rounds=args.scale_rounds, main_overrides={}, main_cohort=None)
 
 
@@ -214,7 +224,7 @@ def scale_section(settings: Settings, work: Path, progress: Callable[[str], None
     total = DEFAULT_TOTAL_PATIENTS if not settings.quick else 300
     per_site = PATIENTS_PER_SITE_GROWING if not settings.quick else 40
     for name in series:
-        for sites in settings.scale_sites:
+        for sites in (settings.scale_sites if name == "same_total" else settings.growing_sites):
             patients_per_site = round(total / sites) if name == "same_total" else per_site
             cohort = work / f"scale-{name}-{sites}"
             generation = write_scaled_cohort(cohort, sites, patients_per_site)
@@ -235,13 +245,14 @@ def scale_section(settings: Settings, work: Path, progress: Callable[[str], None
                      "peak_processes": max(r["peak_processes"] for r in runs),
                      "workers": max(r["workers"] for r in runs),
                      "sites_missing_at_test": runs[0]["sites_missing_at_test"]}
+            point["load_average_after"] = os.getloadavg()
             series[name].append(point)
             progress(f"scale {name}: {sites} sites × {patients_per_site} patients: {point['wall_s']:.1f} s, "
                      f"peak PSS {point['peak_pss_bytes'] / GIB:.2f} GiB")
     return {"rounds": settings.scale_rounds, "site_reports": False, "min_cell_size": 5,
             "what": "num-rounds as given, DP on, site reports off (their bootstrap is per-site work, not "
                     "orchestration), min-cell-size 5 so that the smallest sites still evaluate",
-            "series": series}
+            "series": {name: points for name, points in series.items() if points}}
 
 
 def communication_section(main: dict) -> dict[str, Any]:
@@ -299,6 +310,8 @@ def ratio_table(results: dict) -> Table:
     scale = results.get("scale")
     if scale:
         for name, points in scale["series"].items():
+            if not points:
+                continue
             base = points[0]
             for point in points:
                 target = "≤ 8 GiB" if point["sites"] == 100 else ""
@@ -315,7 +328,21 @@ def ratio_table(results: dict) -> Table:
     return table
 
 
-def benchmark(settings: Settings, out: Path, console: Console, keep_work: bool) -> dict[str, Any]:
+QUIET_LOAD = 0.5  # 5-minute load average at the start below which nothing else was running on the machine
+
+
+def quiet_statement(declared: bool, load_start: tuple[float, float, float]) -> dict[str, Any]:
+    """Whether the figures are quiet-machine figures: the operator's word and the load before the benchmark began.
+
+    The load during and after the run includes the benchmark's own processes, so only the start can confirm it."""
+    confirmed = load_start[1] < QUIET_LOAD
+    return {"declared_by_operator": declared, "load_average_5min_start": load_start[1],
+            "load_confirms": confirmed, "quiet": declared and confirmed,
+            "rule": f"quiet = --quiet-machine given and the 5-minute load average at the start < {QUIET_LOAD}"}
+
+
+def benchmark(settings: Settings, out: Path, console: Console, keep_work: bool,
+              quiet_declared: bool = False) -> dict[str, Any]:
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # as the main job sets for itself and its workers
         os.environ.setdefault(variable, "1")
     import torch
@@ -324,11 +351,20 @@ def benchmark(settings: Settings, out: Path, console: Console, keep_work: bool) 
     progress = lambda line: console.print(f"[{time.strftime('%H:%M:%S')}] {line}")  # noqa: E731
     work = Path(tempfile.mkdtemp(prefix="oncofed-performance-"))
     started = time.perf_counter()
-    results: dict[str, Any] = {"quick": settings.quick, "load_average_start": os.getloadavg(),
+    load_start = os.getloadavg()
+    results: dict[str, Any] = {"quick": settings.quick, "load_average_start": load_start,
+                               "quiet": quiet_statement(quiet_declared, load_start),
+                               "settings": {"repeats": settings.repeats, "scale_repeats": settings.scale_repeats,
+                                            "scale_sites": settings.scale_sites,
+                                            "growing_sites": settings.growing_sites,
+                                            "scale_rounds": settings.scale_rounds},
+                               "load_average_before": {},
                                "machine": machine_info(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     try:
         progress(f"main job × {settings.repeats} (work folder {work})")
+        results["load_average_before"]["main_job"] = os.getloadavg()
         results["main_job"] = main_job_section(settings, work, progress)
+        results["load_average_before"]["plain_loop"] = os.getloadavg()
         results["plain_loop"] = plain_loop_section(settings, work, results["main_job"], progress)
         cohort = results["main_job"]["cohort"]
         results["dp_cost"] = dp_epoch_cost(None if cohort == "default" else Path(cohort), settings.main_overrides,
@@ -336,7 +372,8 @@ def benchmark(settings: Settings, out: Path, console: Console, keep_work: bool) 
         progress(f"DP-SGD {results['dp_cost']['seconds_per_epoch_dp']:.2f} s/epoch vs "
                  f"{results['dp_cost']['seconds_per_epoch_no_dp']:.2f} s/epoch without")
         results["communication"] = communication_section(results["main_job"])
-        if settings.scale_sites:
+        if settings.scale_sites or settings.growing_sites:
+            results["load_average_before"]["scale"] = os.getloadavg()
             results["scale"] = scale_section(settings, work, progress)
     finally:
         if not keep_work:
@@ -346,29 +383,41 @@ def benchmark(settings: Settings, out: Path, console: Console, keep_work: bool) 
     write_atomically(out, json.dumps(results, indent=2))
     console.print(ratio_table(results))
     console.print(f"wrote {out} in {results['benchmark_wall_s']:.0f} s; load average at start "
-                  f"{results['load_average_start'][0]:.2f}, at end {results['load_average_end'][0]:.2f}")
+                  f"{results['load_average_start'][0]:.2f}, at end {results['load_average_end'][0]:.2f}; "
+                  f"quiet: {results['quiet']['quiet']}")
     return results
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m simulations.benchmarks.performance",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke test: tiny cohort, one repeat, 3 and 10 sites")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the main job (and plain loop, DP timing)")
+    parser.add_argument("--scale-sites", default="3,10,30,100",
+                        help="site counts sharing 4,650 patients, comma-separated; '' skips this series")
+    parser.add_argument("--growing-sites", default="3,10,30",
+                        help="site counts with 775 patients each, comma-separated; '' skips this series")
+    parser.add_argument("--quiet-machine", action="store_true",
+                        help="state that nothing else runs on this machine (recorded in the JSON's `quiet`)")
+    parser.add_argument("--scale-repeats", type=int, default=1, help="runs per scale point")
+    parser.add_argument("--scale-rounds", type=int, default=2, help="rounds of each scale run")
+    parser.add_argument("--out", type=Path, help="JSON path (default: results/performance[-quick].json)")
+    parser.add_argument("--keep-work", action="store_true", help="keep the temporary runs, cohorts and logs")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["job"]:
         return job_main(Path(argv[1]))
-    parser = argparse.ArgumentParser(prog="python -m simulations.benchmarks.performance",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke test: tiny cohort, one repeat, 3 and 10 sites")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of the main job (and plain loop, DP timing)")
-    parser.add_argument("--scale-sites", default="3,10,30,100", help="comma-separated site counts; '' skips scale")
-    parser.add_argument("--scale-repeats", type=int, default=1, help="runs per scale point")
-    parser.add_argument("--scale-rounds", type=int, default=2, help="rounds of each scale run")
-    parser.add_argument("--out", type=Path, help="JSON path (default: results/performance[-quick].json)")
-    parser.add_argument("--keep-work", action="store_true", help="keep the temporary runs, cohorts and logs")
+    parser = argument_parser()
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.scale_repeats < 1 or args.scale_rounds < 1:
         parser.error("--repeats, --scale-repeats and --scale-rounds must be at least 1")
     settings = settings_from(args)
     out = args.out or RESULTS_DIR / ("performance-quick.json" if settings.quick else "performance.json")
-    benchmark(settings, out, Console(width=None if Console().is_terminal else 140), args.keep_work)
+    benchmark(settings, out, Console(width=None if Console().is_terminal else 140), args.keep_work,
+              args.quiet_machine)
     return 0
 
 

@@ -33,14 +33,15 @@ from rich.table import Table
 
 from shared.config import RunConfig
 from shared.atomic import write_atomically
-from simulations.main_job import MAIN_JOB_LOSO_ROUNDS, parse_overrides, run
+from shared.run_result import RunResult
+from simulations.main_job import parse_overrides, run
 
 RESULTS_DIR = Path(__file__).parent / "results"
 FIGURES = {"response-auc": "Response AUC", "pfs-cindex": "PFS Harrell's C", "os-cindex": "OS Harrell's C"}
 DEFAULT_EPSILONS = (0.5, 1.0, 3.0, 8.0, math.inf)
 
 
-MAIN_JOB_PHASES = {"share-local-models": True, "leave-one-site-out": True, "loso-rounds": MAIN_JOB_LOSO_ROUNDS}
+MAIN_JOB_PHASES = {**RunConfig.MAIN_JOB_PHASES, "loso-rounds": RunConfig().loso_rounds}  # as oncofed-simulate
 NO_PHASES = {"share-local-models": False, "local-references": False, "leave-one-site-out": False}
 
 
@@ -97,7 +98,7 @@ def one_point(config: RunConfig, epsilon: float) -> dict[str, Any]:
     return point_from_results(results, epsilon, config.seed, time.perf_counter() - started)
 
 
-def point_from_results(results: dict[str, Any], epsilon: float, seed: int, seconds: float) -> dict[str, Any]:
+def point_from_results(results: RunResult, epsilon: float, seed: int, seconds: float) -> dict[str, Any]:
     """One point of the curve from a run's metrics.json (test figures only, never validation)."""
     return {"epsilon": _label(epsilon), "seed": seed, "seconds": round(seconds, 1),
             "rounds": len(results.rounds), "test_mean": {k: results.test_mean.get(k) for k in FIGURES},
@@ -107,9 +108,9 @@ def point_from_results(results: dict[str, Any], epsilon: float, seed: int, secon
             "sites_missing": results.test_missing}
 
 
-def deployed_model_epsilon(results: Any) -> dict[str, float]:
+def deployed_model_epsilon(results: RunResult) -> dict[str, float]:
     """Each site's ε of the deployed (federated) model alone, as its last federated round reported it."""
-    last = results.rounds[-1].get("train", {}) if results.rounds else {}
+    last = results.rounds[-1].train if results.rounds else {}
     return {site: figures["epsilon-phase"] for site, figures in sorted(last.items()) if "epsilon-phase" in figures}
 
 
@@ -194,7 +195,7 @@ def _range(span: dict[str, float] | None) -> str:
 
 PHASES = {
     "main-job": "the main job's validation phases on (local-only models, cross-site matrix, leave-one-site-out "
-                f"federations of {MAIN_JOB_LOSO_ROUNDS} rounds), so the deployed model gets the default budget "
+                f"federations of {RunConfig().loso_rounds} rounds), so the deployed model gets the default budget "
                 "split's share of each site's ε; pooled/oracle references and site HTML reports off (they do not "
                 "change the model)",
     "off": "the deployed model's federation only (validation phases off, to halve the cost), its target-epsilon "

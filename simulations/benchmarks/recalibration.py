@@ -26,7 +26,7 @@ from sklearn.metrics import roc_auc_score
 
 from client.flower.app import build_client_app
 from server.checkpoint import load_checkpoint
-from server.coordinator import collect
+from server.coordinator import Coordinator
 from server.recalibration import recalibrate_response
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid, encode_cohort
@@ -67,8 +67,8 @@ def recalibrate_run(run_dir: Path, scratch: Path) -> dict:
     sites = simulated_sites(config)
     network = InProcessGrid(build_client_app(config.to_flower()), num_nodes=len(sites))
     started = time.perf_counter()
-    folded, recalibration = recalibrate_response(network, collect, config, state.normalisation,
-                                                 ArrayRecord(before.state_dict()), {})
+    coordinator = Coordinator(network, config, stats=state.normalisation)
+    folded, recalibration = recalibrate_response(coordinator, ArrayRecord(before.state_dict()))
     seconds = time.perf_counter() - started
     after = build_model(grid.num_intervals, config.hidden_size, config.seed)
     after.load_state_dict(folded.to_torch_state_dict())

@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 
 from shared.contract import CONTRACT_COLUMNS, GENOMIC, IMAGING, OUTCOMES, PATHOLOGY
-from shared.vocabulary import CancerType, regimens_for
+from shared.vocabulary import regimens_for
 from simulations.cohort.config import CohortConfig, SiteProfile
 from simulations.cohort.outcomes import (CATEGORIES, SurvivalParameters, median_days, regimen_truth,
                                           sample_outcomes)
 from simulations.cohort.population import draw_patients
-from simulations.cohort.practice import assign_regimens
+from simulations.cohort.practice import assign_regimens, rows_by_cancer
 
 BOOLEAN_COLUMNS: tuple[str, ...] = ("er_positive", "pr_positive", "her2_positive", "msi_high", "pfs_event",
                                     "os_event", "tp53", "kras", "egfr", "alk", "braf", "brca1", "brca2", "pik3ca")
@@ -111,12 +111,7 @@ def generate_site(config: CohortConfig, site: SiteProfile) -> SiteCohort:
 
     truth_parts: list[pd.DataFrame] = []
     given_parts: list[tuple[np.ndarray, SurvivalParameters]] = []
-    cancer_of = complete["cancer_type"].to_numpy()
-    for cancer in CancerType:
-        rows = np.flatnonzero(cancer_of == cancer.value)
-        if len(rows) == 0:
-            continue
-        subset = complete.iloc[rows]
+    for cancer, rows, subset in rows_by_cancer(complete):
         for regimen in regimens_for(cancer):
             params = regimen_truth(subset, regimen.code, config.outcome_model)
             part = _truth_table(subset, regimen.code, params)

@@ -9,6 +9,8 @@ site's research export lacks the genomic panel, so those sites carry unmeasured 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 
@@ -75,15 +77,19 @@ def _clinical_scores(cancer: CancerType, patients: pd.DataFrame) -> dict[str, np
     }
 
 
-def assign_regimens(patients: pd.DataFrame, site: SiteProfile, rng: np.random.Generator) -> np.ndarray:
-    """The regimen code given to each patient (rows of `patients`, complete features)."""
-    given = np.empty(len(patients), dtype=object)
+def rows_by_cancer(patients: pd.DataFrame) -> Iterator[tuple[CancerType, np.ndarray, pd.DataFrame]]:
+    """Each cancer type present among `patients`, in the vocabulary's order: its row positions and those rows."""
     cancer_of = patients["cancer_type"].to_numpy()
     for cancer in CancerType:
         rows = np.flatnonzero(cancer_of == cancer.value)
-        if len(rows) == 0:
-            continue
-        subset = patients.iloc[rows]
+        if len(rows):
+            yield cancer, rows, patients.iloc[rows]
+
+
+def assign_regimens(patients: pd.DataFrame, site: SiteProfile, rng: np.random.Generator) -> np.ndarray:
+    """The regimen code given to each patient (rows of `patients`, complete features)."""
+    given = np.empty(len(patients), dtype=object)
+    for cancer, rows, subset in rows_by_cancer(patients):
         scores = _clinical_scores(cancer, subset)
         codes = [r.code for r in regimens_for(cancer)]
         frail = frailty_flags(subset)

@@ -58,6 +58,13 @@ def site_mapping(**changes: object) -> ColumnMapping:
     return ColumnMapping(**fields)
 
 
+def refused(raw: pd.DataFrame, mapping: ColumnMapping, **options: object) -> DataContractError:
+    """The error apply_mapping raises for `raw` (the test fails if it raises none)."""
+    with pytest.raises(DataContractError) as caught:
+        apply_mapping(raw, mapping, SOURCE, **options)
+    return caught.value
+
+
 def test_site_columns_codes_and_units_become_the_contract() -> None:
     raw = site_rows()
     raw.loc[1, "age"] = "62.25"
@@ -111,58 +118,52 @@ def test_unknown_codes_are_violations_naming_row_column_code_and_allowed() -> No
     raw.loc[1, "regimen_name"] = "FOLFOXIRI"
     raw.loc[2, "gender"] = "X"
     raw.loc[0, "kras_status"] = "VUS"
-    with pytest.raises(DataContractError) as caught:
-        apply_mapping(raw, site_mapping(), SOURCE)
-    found = {(v.row, v.column): v for v in caught.value.violations}
+    error = refused(raw, site_mapping())
+    found = {(v.row, v.column): v for v in error.violations}
     assert set(found) == {(2, "regimen_name"), (3, "gender"), (1, "kras_status")}
     regimen = found[(2, "regimen_name")]
     assert regimen.source == SOURCE and regimen.value == "FOLFOXIRI" and "unknown code" in regimen.rule
     assert "FOLFOX4" in regimen.rule and "CARBOPLATIN-PEMETREXED" in regimen.rule  # site codes and contract codes
     assert "female" in found[(3, "gender")].rule and found[(3, "gender")].value == "X"
     assert "mapping.codes.kras" in found[(1, "kras_status")].rule
-    assert "row 2, column 'regimen_name'" in str(caught.value)
+    assert "row 2, column 'regimen_name'" in str(error)
 
 
 def test_not_a_number_names_the_cell() -> None:
     raw = site_rows()
     raw.loc[2, "cci"] = "three"
-    with pytest.raises(DataContractError) as caught:
-        apply_mapping(raw, site_mapping(), SOURCE)
-    (violation,) = caught.value.violations
+    error = refused(raw, site_mapping())
+    (violation,) = error.violations
     assert (violation.row, violation.column, violation.value) == (3, "cci", "three")
     assert "not a number" in violation.rule
 
 
 def test_unmapped_unknown_column_is_named() -> None:
     raw = site_rows()
-    with pytest.raises(DataContractError) as caught:
-        apply_mapping(raw, site_mapping(ignore_columns=[]), SOURCE)
-    (violation,) = caught.value.violations
+    error = refused(raw, site_mapping(ignore_columns=[]))
+    (violation,) = error.violations
     assert violation.column == "notes" and violation.row is None and "ignore_columns" in violation.rule
 
 
 def test_mapped_column_absent_from_the_file_is_named() -> None:
     raw = site_rows().drop(columns=["age"])
-    with pytest.raises(DataContractError) as caught:
-        apply_mapping(raw, site_mapping(), SOURCE)
-    columns = {v.column: v.rule for v in caught.value.violations}
+    error = refused(raw, site_mapping())
+    columns = {v.column: v.rule for v in error.violations}
     assert "no such column" in columns["age"]
     assert columns["age_years"].startswith("required column is missing")
 
 
 def test_two_columns_for_one_contract_column() -> None:
     raw = site_rows().assign(ecog=["1", "1", "1"])
-    with pytest.raises(DataContractError) as caught:
-        apply_mapping(raw, site_mapping(), SOURCE)
-    assert any("both 'ecog_ps' and 'ecog'" in v.rule for v in caught.value.violations)
+    error = refused(raw, site_mapping())
+    assert any("both 'ecog_ps' and 'ecog'" in v.rule for v in error.violations)
 
 
 def test_required_value_missing_is_named() -> None:
     raw = site_rows()
     raw.loc[1, "cancer"] = "  "
-    with pytest.raises(DataContractError) as caught:
-        apply_mapping(raw, site_mapping(), SOURCE)
-    (violation,) = caught.value.violations
+    error = refused(raw, site_mapping())
+    (violation,) = error.violations
     assert (violation.row, violation.column) == (2, "cancer") and "required value is missing" in violation.rule
 
 
@@ -173,9 +174,8 @@ def test_site_missing_value_codes() -> None:
 
 
 def test_a_modality_declared_absent_must_be_empty() -> None:
-    with pytest.raises(DataContractError) as caught:
-        apply_mapping(site_rows(), site_mapping(), SOURCE, modalities_absent=["genomic"])
-    (violation,) = caught.value.violations
+    error = refused(site_rows(), site_mapping(), modalities_absent=["genomic"])
+    (violation,) = error.violations
     assert violation.column == "kras_status" and "declares modality 'genomic' absent" in violation.rule
 
 
@@ -206,6 +206,5 @@ def test_any_unknown_code_in_any_cell_is_reported_there(column: str, row: int, c
         return
     raw = site_rows()
     raw.loc[row, site_column] = code
-    with pytest.raises(DataContractError) as caught:
-        apply_mapping(raw, mapping, SOURCE)
-    assert [(v.row, v.column, v.value) for v in caught.value.violations] == [(row + 1, site_column, code)]
+    error = refused(raw, mapping)
+    assert [(v.row, v.column, v.value) for v in error.violations] == [(row + 1, site_column, code)]

@@ -112,7 +112,7 @@ def test_one_ledger_epsilon_covers_the_weights_the_harmonisation_and_the_test_fi
     run_dir = run_directory(config, 1)
     results = run_federation(InProcessGrid(build_client_app(config.to_flower()), num_nodes=3), config, run_dir,
                              progress=lambda line: None)
-    assert all(record["validation"] == {} for record in results.rounds)  # no per-round figures were released
+    assert all(record.validation == {} for record in results.rounds)  # no per-round figures were released
     for site in ("site_0", "site_1", "site_2"):
         raw = json.loads((run_dir / "sites" / site / "privacy_ledger.json").read_text())
         ledger = load_ledger(run_dir / "sites" / site / "privacy_ledger.json", raw["delta"])
@@ -125,7 +125,7 @@ def test_one_ledger_epsilon_covers_the_weights_the_harmonisation_and_the_test_fi
         assert ledger.epsilon(group="federated") < ledger.epsilon()  # the releases are counted, not left out
         test = results.test[site]
         assert not any(key.startswith(("sub:", "shap:", "test-loss")) for key in test)
-        assert "train-loss" not in results.rounds[0]["train"][site]
+        assert "train-loss" not in results.rounds[0].train[site]
 
 
 def test_the_release_noise_does_not_follow_numpys_global_seed():

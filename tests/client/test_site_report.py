@@ -5,7 +5,6 @@ Set ONCOFED_SCREENSHOT_DIR to keep the report and a full-page screenshot for a p
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from client.evaluation.site_report import SiteEvaluation, evaluate_site, write_site_report
 from shared.html_report import PrivacyRound, PrivacySpent, RunInfo
 from shared.metrics import EvaluationSettings
-from tests.browser import check_page, find_chromium
+from tests.browser import rendered_report
 from tests.shared.test_metrics_support import contract_only, make_site_table, predictions_from_prognosis
 
 SHAP = {"response": {"ECOG": 0.31, "stage group": 0.22, "age": 0.12, "HER2 positive": 0.09, "PD-L1 TPS": 0.07,
@@ -34,14 +33,6 @@ def evaluation() -> SiteEvaluation:
                                       max_grad_norm=1.0),
                          RunInfo(run_id="run-test", model_checkpoint="round-12", rounds_completed=12),
                          rng, EvaluationSettings(n_bootstrap=20))
-
-
-@pytest.fixture(scope="module")
-def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    chosen = os.environ.get("ONCOFED_SCREENSHOT_DIR")
-    directory = Path(chosen) if chosen else tmp_path_factory.mktemp("site-report")
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
 
 
 def test_evaluation_holds_model_baselines_subgroups(evaluation: SiteEvaluation) -> None:
@@ -75,16 +66,9 @@ def test_report_is_self_contained_and_written_atomically(evaluation: SiteEvaluat
 
 
 def test_report_renders_in_headless_chromium(evaluation: SiteEvaluation, report_dir: Path) -> None:
-    if find_chromium() is None:
-        pytest.skip("Chromium is not installed (apt-get install -y chromium); CI installs it")
     out = write_site_report(report_dir / "site_report.html", evaluation)
-    page = check_page(out, screenshot_path=report_dir / "site_report.png")
-    assert page.errors == []
-    assert len(page.images) == 9
-    assert page.broken_images == []
-    assert all(image["inline"] for image in page.images)
+    page = rendered_report(out, report_dir / "site_report.png", images=9)
     assert page.title == "OncoFed site report — hospital-north"
-    assert (report_dir / "site_report.png").stat().st_size > 10_000
 
 
 def test_report_shows_privacy_spent_round_by_round_against_the_budget(evaluation: SiteEvaluation,

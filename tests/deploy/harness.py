@@ -153,6 +153,19 @@ class Consortium:
     def register(self, public_key: Path) -> subprocess.CompletedProcess:
         return self.flwr("supernode", "register", str(public_key), CONNECTION)
 
+    def start_with_registered_sites(self, site_ids: list[str]) -> None:
+        """Keys and certificates for every site, the SuperLink, and each site's public key registered with it."""
+        self.make_certificates(site_ids)
+        self.start_superlink()
+        for site_id in site_ids:
+            registered = self.register(self.certs / "sites" / site_id / "node_key.pub")
+            assert registered.returncode == 0, registered.stdout + registered.stderr
+
+    def start_site(self, site_id: str, site_config: Path, supervised: bool = True) -> Process:
+        """A registered site's SuperNode: its own private key, the consortium's CA, its site.toml."""
+        return self.start_supernode(site_id, self.certs / "sites" / site_id / "node_key",
+                                    self.certs / "superlink" / "ca.crt", site_config, supervised=supervised)
+
     def start_supernode(self, name: str, private_key: Path, ca: Path, site_config: Path | None = None,
                         extra: tuple[str, ...] = (), supervised: bool = False) -> Process:
         """A SuperNode; `supervised` restarts it when it fails, as `restart: on-failure` does in compose.

@@ -45,14 +45,9 @@ def consortium(tmp_path_factory):
                for seed, (site, n) in enumerate(TRAINING_SITES.items())}
     configs[EXTERNAL] = consortium.make_site(EXTERNAL, 11, patients=90)
     try:
-        consortium.make_certificates(list(configs))
-        consortium.start_superlink()
-        for site in configs:
-            registered = consortium.register(consortium.certs / "sites" / site / "node_key.pub")
-            assert registered.returncode == 0, registered.stdout + registered.stderr
+        consortium.start_with_registered_sites(list(configs))
         for site in TRAINING_SITES:  # the external site joins after the model is trained
-            consortium.start_supernode(site, consortium.certs / "sites" / site / "node_key",
-                                       consortium.certs / "superlink" / "ca.crt", configs[site], supervised=True)
+            consortium.start_site(site, configs[site])
         consortium.wait_for(lambda: consortium.online_nodes() == len(TRAINING_SITES), 120, "three SuperNodes online")
         consortium.site_configs = configs
         yield consortium
@@ -100,9 +95,7 @@ def test_a_secure_aggregation_round_over_the_real_superlink_is_the_plain_weighte
 def test_an_evaluation_only_run_writes_reports_at_a_new_site_and_charges_only_the_released_figures(consortium):
     model_dir = consortium.runs / "secure"
     assert (model_dir / "checkpoints" / "latest.pt").is_file(), "needs the secure run's model (previous test)"
-    consortium.start_supernode(EXTERNAL, consortium.certs / "sites" / EXTERNAL / "node_key",
-                               consortium.certs / "superlink" / "ca.crt", consortium.site_configs[EXTERNAL],
-                               supervised=True)
+    consortium.start_site(EXTERNAL, consortium.site_configs[EXTERNAL])
     consortium.wait_for(lambda: consortium.online_nodes() == len(TRAINING_SITES) + 1, 120, "the external site online")
     run_dir = consortium.runs / "evaluation"
     run_id = consortium.submit({"evaluate-model": str(model_dir), "release-epsilon-share": 0.2, "min-sites": 4,

@@ -26,13 +26,9 @@ def test_a_dp_run_with_release_noise_charges_harmonisation_rounds_and_figures_to
     consortium = Consortium(tmp_path)
     configs = {site: consortium.make_site(site, seed, patients=n) for seed, (site, n) in enumerate(SITES.items())}
     try:
-        consortium.make_certificates(list(configs))
-        consortium.start_superlink()
+        consortium.start_with_registered_sites(list(configs))
         for site, config in configs.items():
-            registered = consortium.register(consortium.certs / "sites" / site / "node_key.pub")
-            assert registered.returncode == 0, registered.stdout + registered.stderr
-            consortium.start_supernode(site, consortium.certs / "sites" / site / "node_key",
-                                       consortium.certs / "superlink" / "ca.crt", config, supervised=True)
+            consortium.start_site(site, config)
         consortium.wait_for(lambda: consortium.online_nodes() == len(SITES), 120, "two SuperNodes online")
         run_dir = consortium.runs / "released"
         run_id = consortium.submit({**RELEASED, "output-dir": str(consortium.runs), "run-name": "released"})

@@ -7,11 +7,12 @@ from opacus.accountants import RDPAccountant
 
 from server.central_privacy import central_epsilon
 from shared.config import ConfigError, RunConfig
+from shared.run_result import RoundRecord
 
 
-def _history(*weights: tuple[float, ...]) -> list[dict]:
-    return [{"train": {f"site_{i}": {"num-examples": w} for i, w in enumerate(round_weights)}}
-            for round_weights in weights]
+def _history(*weights: tuple[float, ...]) -> list[RoundRecord]:
+    return [RoundRecord(round=number, train={f"site_{i}": {"num-examples": w} for i, w in enumerate(round_weights)})
+            for number, round_weights in enumerate(weights, start=1)]
 
 
 def test_equal_weights_at_min_sites_give_flowers_own_noise_multiplier():
@@ -63,7 +64,7 @@ def test_a_federation_with_central_noise_records_its_site_level_epsilon(tmp_path
     run_federation(InProcessGrid(build_client_app(config.to_flower()), num_nodes=3), config,
                    run_directory(config, 1), progress=lambda line: None)
     saved = RunResult.read(run_directory(config, 1))
-    weights = [saved.rounds[0]["train"][f"site_{i}"]["num-examples"] for i in range(3)]
+    weights = [saved.rounds[0].train[f"site_{i}"]["num-examples"] for i in range(3)]
     assert saved.central_dp["rounds"] == 2 and saved.central_dp["delta"] == pytest.approx(0.1 / 3)
     assert saved.central_dp["effective_noise_multiplier"][0] == pytest.approx(2.0 / (3 * max(weights) / sum(weights)))
     assert saved.central_dp["epsilon"] > 0

@@ -5,7 +5,6 @@ Set ONCOFED_SCREENSHOT_DIR to keep the report and a full-page screenshot for a p
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from server.consortium_report import (
 )
 from shared.html_report import PrivacySpent, RunInfo
 from shared.metrics import SITE_FIGURES, Estimate
-from tests.browser import check_page, find_chromium
+from tests.browser import rendered_report
 
 SITES = ("hospital-north", "hospital-south", "clinic-east", "clinic-west")
 
@@ -75,14 +74,6 @@ def summary() -> ConsortiumSummary:
                                                       federated_epsilon={"clinic-east": 2.91, "clinic-west": 2.87}))
 
 
-@pytest.fixture(scope="module")
-def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    chosen = os.environ.get("ONCOFED_SCREENSHOT_DIR")
-    directory = Path(chosen) if chosen else tmp_path_factory.mktemp("consortium-report")
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
-
-
 def test_pooled_figures_and_heterogeneity(summary: ConsortiumSummary) -> None:
     pooled = {p.key: p for p in pool_figures(summary.sites, summary.confidence)}
     assert set(pooled) == set(SITE_FIGURES)
@@ -122,11 +113,5 @@ def test_unknown_figures_and_bad_matrices_are_refused() -> None:
 
 
 def test_report_renders_in_headless_chromium(summary: ConsortiumSummary, report_dir: Path) -> None:
-    if find_chromium() is None:
-        pytest.skip("Chromium is not installed (apt-get install -y chromium); CI installs it")
     out = write_consortium_report(report_dir / "consortium_report.html", summary)
-    page = check_page(out, screenshot_path=report_dir / "consortium_report.png")
-    assert page.errors == []
-    assert len(page.images) == len(SITE_FIGURES) + 3
-    assert page.broken_images == []
-    assert (report_dir / "consortium_report.png").stat().st_size > 10_000
+    rendered_report(out, report_dir / "consortium_report.png", images=len(SITE_FIGURES) + 3)

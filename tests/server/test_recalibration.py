@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from client.data.site import simulated_site_table
 from client.flower.app import build_client_app
 from client.training.recalibration import recalibration_sums, response_logits
-from server.coordinator import Coordinator, collect
+from server.coordinator import Coordinator
 from server.recalibration import newton_step, recalibrate_response, sum_figures
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
@@ -86,7 +86,7 @@ def test_the_sites_and_the_coordinator_fit_the_validation_splits_of_every_site(t
                                      "run-name": "r", "survival-interval-days": 180, "recalibration-iterations": 8})
     grid = InProcessGrid(build_client_app(config.to_flower()), num_nodes=3)
     coordinator = Coordinator(grid, config)
-    stats, names = coordinator.harmonise(), coordinator.names
+    stats = coordinator.harmonise()
     days = SurvivalGrid.from_config(config)
     model = build_model(days.num_intervals, config.hidden_size, seed=7)
     with torch.no_grad():  # a spread of logits wide enough for 142 patients to show the slope (std about 2)
@@ -98,7 +98,7 @@ def test_the_sites_and_the_coordinator_fit_the_validation_splits_of_every_site(t
         z, _ = response_logits(model, patients.assign(best_response="PD"), stats, days)
         patients["best_response"] = np.where(rng.random(len(z)) < 1 / (1 + np.exp(-0.5 * z)), "PR", "PD")
         patients.to_csv(path, index=False)
-    folded, result = recalibrate_response(grid, collect, config, stats, ArrayRecord(model.state_dict()), names)
+    folded, result = recalibrate_response(coordinator, ArrayRecord(model.state_dict()))
 
     logits, responders = [], []
     for index in range(3):
@@ -120,24 +120,34 @@ def test_the_sites_and_the_coordinator_fit_the_validation_splits_of_every_site(t
 
 def test_a_slope_near_zero_or_reversed_leaves_the_model_as_it_was(tmp_path):
     """A model that does not rank responders higher on validation is not 'calibrated' by flipping or erasing it."""
-    from server.coordinator import SiteReplies
+    from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+
+    from shared.messages import METRICS_KEY, PLAN_KEY, SITE_ID_KEY, SITE_KEY
 
     rng = np.random.default_rng(1)
     z = rng.normal(0, 1, 200)
     y = (rng.random(200) < 1 / (1 + np.exp(2 * z))).astype(float)  # responders have LOWER logits
 
     class Sites:
+        """Two sites that answer every recalibration instruction with the sums of (z, y) at its (a, b)."""
+
         def get_node_ids(self):
             return [1, 2]
 
-    def answer(grid, messages, timeout, names):
-        config = messages[0].content["config"]
-        sums = recalibration_sums(z, y, float(config["recalibration-a"]), float(config["recalibration-b"]))
-        return SiteReplies(figures={"site-1": sums, "site-2": sums})
+        def send_and_receive(self, messages, timeout):
+            replies = []
+            for message in messages:
+                message.metadata.__dict__["_message_id"] = f"m{message.metadata.dst_node_id}"
+                plan = message.content[PLAN_KEY]
+                sums = recalibration_sums(z, y, float(plan["recalibration-a"]), float(plan["recalibration-b"]))
+                replies.append(Message(RecordDict({
+                    SITE_KEY: ConfigRecord({SITE_ID_KEY: f"site-{message.metadata.dst_node_id}"}),
+                    METRICS_KEY: MetricRecord(sums)}), reply_to=message))
+            return replies
 
     config = RunConfig.from_mapping({"survival-interval-days": 180})
     model = tiny_model()
     arrays = ArrayRecord(model.state_dict())
-    kept, result = recalibrate_response(Sites(), answer, config, harmonised_stats(), arrays, {})
+    kept, result = recalibrate_response(Coordinator(Sites(), config, stats=harmonised_stats()), arrays)
     assert not result.applied and result.slope < 0 and "below" in result.reason
     assert kept is arrays

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
-from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedMedian, FedTrimmedAvg
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, FedMedian, FedTrimmedAvg
 
-from server.strategies import build_strategy, restore_strategy_state, strategy_state
+from server.strategies import build_propensity_strategy, build_strategy, restore_strategy_state, strategy_state
 from shared.config import ConfigError, RunConfig
 
 
@@ -91,3 +91,13 @@ def test_the_server_optimiser_state_survives_a_checkpoint_under_the_clipping_wra
     second = build_strategy(config)
     restore_strategy_state(second, saved)
     assert np.array_equal(second.strategy.m_t["w"], first.strategy.m_t["w"])
+
+
+@pytest.mark.parametrize("aggregation, expected", [("mean", FedAvg), ("median", FedMedian),
+                                                   ("trimmed-mean", FedTrimmedAvg)])
+def test_the_propensity_rounds_take_the_runs_robust_aggregation_without_its_server_optimiser(aggregation, expected):
+    config = RunConfig.from_mapping({"strategy": "fedadam", "aggregation": aggregation, "trim-fraction": 0.25,
+                                     "update-clip-norm": 0.5, "min-sites": 3})
+    strategy = build_propensity_strategy(config)
+    assert type(strategy) is expected and strategy.min_train_nodes == 3
+    assert getattr(strategy, "beta", 0.25) == 0.25

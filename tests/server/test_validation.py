@@ -38,7 +38,7 @@ def test_every_training_round_of_every_phase_is_planned_for_the_privacy_budget()
     assert planned_training_rounds(both, 6) == TrainingRounds(federated=5, validation=5 + 2 * 5)
     assert planned_training_rounds(both, 6).total == 20
     assert budget_split(both, planned_training_rounds(both, 6))["validation_epsilon"] == 0.75
-    default_loso = RunConfig.from_mapping({"num-rounds": 3, "leave-one-site-out": True})
+    default_loso = RunConfig.from_mapping({"num-rounds": 3, "leave-one-site-out": True, "loso-rounds": 0})
     assert planned_training_rounds(default_loso, 4).validation == 3 * 3
     # two sites and min-sites 2: no federation is possible without one of them, so nothing is planned for it
     assert planned_training_rounds(default_loso, 2) == TrainingRounds(federated=3, validation=0)
@@ -98,7 +98,7 @@ def results() -> dict:
     rounds = [{"round": r, "train": {s: {"epsilon": 0.5 * r, "delta": 1e-4, "noise-multiplier": 1.3} for s in SITES},
                "missing": {"east": "privacy budget exhausted"} if r == 2 else {}} for r in (1, 2)]
     return {"config": RunConfig().to_flower(), "rounds": rounds, "test": test, "test_missing": {},
-            "validation": {"planned_training_rounds": 8, "local": {"figures": {s: _figures(0.64) for s in SITES},
+            "validation": {"planned_training_rounds": 8, "budget_split": {}, "local": {"figures": {s: _figures(0.64) for s in SITES},
                                                                    "missing": {}},
                            "cross_site": cross, "leave_one_site_out": loso, "epsilon": {s: 2.9 for s in SITES}}}
 

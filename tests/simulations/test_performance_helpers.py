@@ -103,3 +103,30 @@ def test_a_run_is_split_into_start_harmonisation_rounds_test_and_shutdown():
                                    "final_test_evaluation_and_reports": 10.0, "after_last_site_message": 3.0}
     assert summary["rounds"][0]["site_seconds_train"] == 3.0 and summary["rounds"][0]["site_seconds_validation"] == 0.5
     assert summary["workers"] == 2 and summary["peak_pss_bytes"] == 2
+
+
+def test_the_benchmark_calls_a_run_quiet_only_when_the_operator_says_so_and_the_load_agrees():
+    from simulations.benchmarks.performance import quiet_statement
+
+    assert quiet_statement(True, (0.2, 0.1, 0.3))["quiet"] is True
+    assert quiet_statement(False, (0.2, 0.1, 0.3))["quiet"] is False  # nobody said nothing else was running
+    loaded = quiet_statement(True, (0.2, 3.0, 5.0))  # the last 5 minutes were busy
+    assert loaded["quiet"] is False and loaded["load_confirms"] is False
+
+
+def test_the_default_benchmark_keeps_the_issue_ratios_and_trims_only_the_largest_scale_point():
+    from simulations.benchmarks.performance import argument_parser, settings_from
+
+    settings = settings_from(argument_parser().parse_args([]))
+    assert not settings.quick and settings.repeats == 3  # main job, plain loop and DP timings: medians of 3
+    assert settings.scale_sites == (3, 10, 30, 100)  # N sites vs 3 at the same total, up to 100 sites
+    assert settings.growing_sites == (3, 10, 30)  # 100 × 775 patients only on request (--growing-sites)
+    assert settings_from(argument_parser().parse_args(["--growing-sites", "3,100"])).growing_sites == (3, 100)
+
+
+def test_a_deployed_round_is_compared_phase_by_phase():
+    from simulations.benchmarks.deployed_round import round_seconds
+
+    metrics = {"rounds": [{"seconds": {"train": 3.0, "aggregate": 0.5, "evaluate": 1.5}},
+                          {"seconds": {"train": 2.0, "aggregate": 0.25, "evaluate": 0.75}}]}
+    assert [r["total"] for r in round_seconds(metrics)] == [5.0, 3.0]
