@@ -15,7 +15,10 @@ from pydantic import BaseModel
 
 from server.provenance import ModelProvenance, RunProvenance, checkpoint_provenance
 from shared.atomic import write_atomically
+from shared.config import RunConfig
+from shared.encoding import SurvivalGrid
 from shared.harmonisation import NormalisationStats
+from shared.model import OncoFedNet, build_model
 from shared.run_result import RoundRecord
 
 
@@ -63,6 +66,16 @@ def load_checkpoint(run_dir: Path) -> tuple[ServerState, dict[str, torch.Tensor]
     state = ServerState.model_validate(json.loads(payload["server_state"]))
     strategy = {name: {k: v.numpy() for k, v in arrays.items()} for name, arrays in payload["strategy"].items()}
     return state, payload["model"], strategy
+
+
+def load_final_model(run_dir: Path) -> tuple[RunConfig, ServerState, SurvivalGrid, OncoFedNet]:
+    """A finished run's configuration, server state, survival grid and last model, for studies of its output."""
+    config = RunConfig.from_mapping(json.loads((run_dir / "config.json").read_text()))
+    state, weights, _ = load_checkpoint(run_dir)
+    grid = SurvivalGrid.from_config(config)
+    model = build_model(grid.num_intervals, config.hidden_size, config.seed)
+    model.load_state_dict(weights)
+    return config, state, grid, model
 
 
 def load_provenance(path: Path) -> ModelProvenance | None:

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import torch
 
-from server.checkpoint import load_checkpoint
-from shared.config import RunConfig
-from shared.encoding import SurvivalGrid, encode_cohort
+from server.checkpoint import load_final_model
+from shared.encoding import encode_cohort
 from shared.atomic import write_atomically
 from shared.metrics import calibration_slope_value
-from shared.model import build_model, predict
+from shared.model import predict
 from simulations.references import simulated_sites
 
 SETTINGS = ("h16-b256-lr01-r20", "h16-b256-lr03-r20", "h16-b256-lr06-r20", "h16-b512-lr02-r20", "h32-b256-lr01-r20",
@@ -34,11 +33,7 @@ def main() -> None:
     for name in SETTINGS:
         for seed in (42, 43):
             d = args.runs_dir / f"{name}-seed-{seed}"
-            cfg = RunConfig.from_mapping(json.loads((d / "config.json").read_text()))
-            state, weights, _ = load_checkpoint(d)
-            grid = SurvivalGrid.from_config(cfg)
-            model = build_model(grid.num_intervals, cfg.hidden_size, cfg.seed)
-            model.load_state_dict(weights)
+            cfg, state, grid, model = load_final_model(d)
             slopes = {}
             for site in simulated_sites(cfg):
                 val = site.part("validation")

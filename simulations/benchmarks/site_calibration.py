@@ -35,12 +35,12 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import RepeatedStratifiedKFold
 
 from client.training.recalibration import MIN_SITE_SLOPE, fit_site_recalibration, recalibration_sums
-from server.checkpoint import load_checkpoint
+from server.checkpoint import load_final_model
 from shared.atomic import write_atomically
 from shared.config import RunConfig, cohort_directory
-from shared.encoding import SurvivalGrid, encode_cohort
+from shared.encoding import encode_cohort
 from shared.metrics import calibration_intercept_value, calibration_slope_value, responder_labels
-from shared.model import build_model, predict
+from shared.model import predict
 from simulations.cohort.io import GROUND_TRUTH_DIR
 from simulations.references import simulated_sites
 
@@ -132,11 +132,7 @@ def true_response_probability(config: RunConfig, site_id: str, patient_ids: pd.S
 
 def site_logits(run_dir: Path) -> tuple[RunConfig, dict[str, dict[str, Any]]]:
     """Each site's response logits of the run's final (consortium-recalibrated) model on validation and test."""
-    config = RunConfig.from_mapping(json.loads((run_dir / "config.json").read_text()))
-    state, weights, _ = load_checkpoint(run_dir)
-    grid = SurvivalGrid.from_config(config)
-    model = build_model(grid.num_intervals, config.hidden_size, config.seed)
-    model.load_state_dict(weights)
+    config, state, grid, model = load_final_model(run_dir)
     sites = {}
     for site in simulated_sites(config):
         parts = {}
