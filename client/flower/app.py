@@ -113,14 +113,15 @@ def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, gri
     from shared.metrics import EvaluationSettings, OutcomePredictions, site_figures
 
     train, test = site.part("train"), site.part("test") if evaluated is None else evaluated
-    raw = predict(model, encode_cohort(test, stats, grid).inputs())
-    predictions = OutcomePredictions(response_prob=raw.response_prob, pfs_survival=raw.pfs_survival,
-                                     os_survival=raw.os_survival, time_grid_days=grid.time_grid_days)
-    personal = None
-    if personalised is not None:
-        raw_personal = predict(personalised, encode_cohort(test, stats, grid).inputs())
-        personal = OutcomePredictions(response_prob=raw_personal.response_prob, pfs_survival=raw_personal.pfs_survival,
-                                      os_survival=raw_personal.os_survival, time_grid_days=grid.time_grid_days)
+    inputs = encode_cohort(test, stats, grid).inputs()
+
+    def outcome_predictions(net: OncoFedNet) -> OutcomePredictions:
+        raw = predict(net, inputs)
+        return OutcomePredictions(response_prob=raw.response_prob, pfs_survival=raw.pfs_survival,
+                                  os_survival=raw.os_survival, time_grid_days=grid.time_grid_days)
+
+    predictions = outcome_predictions(model)
+    personal = None if personalised is None else outcome_predictions(personalised)
     run = RunInfo(run_id=run_id, model_checkpoint=model_label or f"global model after round {server_round}",
                   rounds_completed=server_round)
     settings = EvaluationSettings.from_config(plan, site.min_cell_size)
