@@ -123,3 +123,32 @@ def test_fed_tcga_brca_federates_through_the_product(tmp_path: Path) -> None:
     assert not result["test_missing"]
     assert [result["test"][f"center_{k}"]["num-examples"] for k in range(6)] == list(TEST_SIZES)
     assert all(0.0 <= result["test"][f"center_{k}"]["os-cindex"] <= 1.0 for k in range(6))
+
+
+def test_tuning_runs_each_new_candidate_at_every_tuning_seed_and_says_so(tmp_path: Path, monkeypatch) -> None:
+    """--tune: a candidate is measured at each of TUNING_SEEDS on validation (mean reported, each seed kept), without
+    site reports; a record with the same settings and seeds is not rerun; a seed-42-only record is shown as such."""
+    from simulations.benchmarks import real_data
+
+    calls = []
+
+    def fake_main_job(app, sites, name, seed, epsilon, settings, references):
+        calls.append((seed, settings, references))
+        figure = {42: 0.7, 43: 0.8, 44: 0.9}[seed]
+        return {"rounds": [{"validation": {"a": {real_data.KEY: figure}, "b": {real_data.KEY: figure}, "c": {}}}]}
+
+    monkeypatch.setattr(real_data, "main_job", fake_main_job)
+    monkeypatch.setattr(real_data, "fresh_sites", lambda dataset, work, epsilon: work / "sites")
+    monkeypatch.setitem(real_data.TUNING_GRID, "fed_tcga_brca", [{}, {"hidden-size": "8"}])
+    done = [{"settings": {}, "validation_c_index": 0.6},
+            {"settings": {"hidden-size": "8"}, "validation_by_seed": {"42": 0.1, "43": 0.2, "44": 0.3},
+             "validation_c_index": 0.2}]
+    trials = real_data.tune("fed_tcga_brca", tmp_path, tmp_path, done)
+    assert [c[0] for c in calls] == [42, 43, 44]  # the seed-42-only record of {} is measured again; hidden 8 is not
+    assert all(c[1] == {"site-reports": "false"} and not c[2] for c in calls)
+    assert trials[-1] == {"settings": {}, "validation_by_seed": {"42": 0.7, "43": 0.8, "44": 0.9},
+                          "validation_c_index": pytest.approx(0.8)}
+    text = real_data.render_markdown({"title": "t", "description": "d", "table": [], "settings": {}, "tuning": trials,
+                                      "meta": {"command": "c", "minutes": 1.0, "machine": "m", "load_average": "1"}})
+    assert "- run-configuration defaults: 0.600 (seed 42)" in text
+    assert "- run-configuration defaults: 0.800 (mean of seeds 42: 0.700, 43: 0.800, 44: 0.900)" in text
