@@ -51,7 +51,21 @@ TUNING_GRID: dict[str, list[dict[str, str]]] = {
                       {"survival-interval-days": "365", "survival-horizon-days": "3650", "batch-size": "32"},
                       {"survival-interval-days": "365", "survival-horizon-days": "3650", "local-epochs": "5"},
                       {"survival-interval-days": "365", "survival-horizon-days": "3650", "batch-size": "64",
-                       "learning-rate": "0.01"}],
+                       "learning-rate": "0.01"},
+                      # fourth pass, at TUNING_SEEDS (one seed's validation split holds a handful of deaths per site):
+                      # the network sized down for 39 covariates, step sizes, rounds, FedAdam, a half-year grid
+                      {"survival-interval-days": "365", "survival-horizon-days": "3650"},
+                      {"survival-interval-days": "365", "survival-horizon-days": "3650", "hidden-size": "8"},
+                      {"survival-interval-days": "365", "survival-horizon-days": "3650", "hidden-size": "8",
+                       "learning-rate": "0.1"},
+                      {"survival-interval-days": "365", "survival-horizon-days": "3650", "hidden-size": "8",
+                       "num-rounds": "30"},
+                      {"survival-interval-days": "365", "survival-horizon-days": "3650", "learning-rate": "0.01"},
+                      {"survival-interval-days": "365", "survival-horizon-days": "3650", "batch-size": "64",
+                       "learning-rate": "0.003", "num-rounds": "40"},
+                      {"survival-interval-days": "365", "survival-horizon-days": "3650", "strategy": "fedadam",
+                       "server-learning-rate": "0.1"},
+                      {"survival-interval-days": "182", "survival-horizon-days": "3650"}],
     "ncctg_lung": [{}, {"learning-rate": "0.01"}, {"num-rounds": "40"},
                    {"survival-interval-days": "60", "survival-horizon-days": "900"}],
 }
@@ -60,7 +74,9 @@ TUNING_SEEDS = (42, 43, 44)
 NO_REPORTS = {"site-reports": "false"}
 # The settings chosen by --tune (see each results file's "tuning"); DP runs use the same ones.
 CHOSEN: dict[str, dict[str, str]] = {
-    "fed_tcga_brca": {"survival-interval-days": "365", "survival-horizon-days": "3650"},  # validation 0.775
+    # fourth pass: mean validation C 0.740 over seeds 42-44 (0.737 at hidden size 16), and the best over seeds 42-43,
+    # the seeds every fourth-pass candidate ran at (0.786; the others 0.710-0.768)
+    "fed_tcga_brca": {"survival-interval-days": "365", "survival-horizon-days": "3650", "hidden-size": "8"},
     "ncctg_lung": {},  # not tuned (no time in the session that added it): the run configuration's defaults
 }
 # ncctg_lung has no published split: the product's own, with a larger test share than the default for its small sites
