@@ -235,10 +235,20 @@ def render_markdown(report: dict) -> str:
     if report.get("tuning"):
         lines += ["", "## Settings chosen on validation (no DP; last round's mean validation C-index over the sites)", ""]
         lines += [f"- {t['settings'] or 'run-configuration defaults'}: {t['validation_c_index']:.3f}"
-                  + (f" (mean of seeds {', '.join(f'{s}: {v:.3f}' for s, v in t['validation_by_seed'].items())})"
-                     if "validation_by_seed" in t else " (seed 42)") for t in report["tuning"]]
+                  + (f" (mean of seeds {', '.join(f'{s}: {v:.3f}' for s, v in t['validation_by_seed'].items())}"
+                     f"{_same_seeds(t, report)})" if "validation_by_seed" in t else " (seed 42)")
+                  for t in report["tuning"]]
     lines += ["", f"Settings of the runs: {report['settings'] or 'run-configuration defaults'}."]
     return "\n".join(lines) + "\n"
+
+
+def _same_seeds(trial: dict, report: dict) -> str:
+    """A candidate measured at fewer seeds than the chosen settings is compared with them on its own seeds."""
+    chosen = [t for t in report["tuning"] if t["settings"] == report["settings"] and "validation_by_seed" in t]
+    seeds = trial["validation_by_seed"]
+    if not chosen or chosen[-1] is trial or not set(seeds) < set(chosen[-1]["validation_by_seed"]):
+        return ""
+    return f"; the chosen settings at these seeds: {mean(chosen[-1]['validation_by_seed'][s] for s in seeds):.3f}"
 
 
 def plot(report: dict, path: Path) -> None:

@@ -148,7 +148,11 @@ def test_tuning_runs_each_new_candidate_at_every_tuning_seed_and_says_so(tmp_pat
     assert all(c[1] == {"site-reports": "false"} and not c[2] for c in calls)
     assert trials[-1] == {"settings": {}, "validation_by_seed": {"42": 0.7, "43": 0.8, "44": 0.9},
                           "validation_c_index": pytest.approx(0.8)}
+    trials.append({"settings": {"learning-rate": "0.1"}, "validation_by_seed": {"42": 0.5, "43": 0.6},
+                   "validation_c_index": 0.55})
     text = real_data.render_markdown({"title": "t", "description": "d", "table": [], "settings": {}, "tuning": trials,
                                       "meta": {"command": "c", "minutes": 1.0, "machine": "m", "load_average": "1"}})
     assert "- run-configuration defaults: 0.600 (seed 42)" in text
-    assert "- run-configuration defaults: 0.800 (mean of seeds 42: 0.700, 43: 0.800, 44: 0.900)" in text
+    assert "- run-configuration defaults: 0.800 (mean of seeds 42: 0.700, 43: 0.800, 44: 0.900)\n" in text
+    # a candidate run at fewer seeds is set beside the chosen settings on its own seeds
+    assert "0.550 (mean of seeds 42: 0.500, 43: 0.600; the chosen settings at these seeds: 0.750)" in text
