@@ -156,3 +156,20 @@ def test_tuning_runs_each_new_candidate_at_every_tuning_seed_and_says_so(tmp_pat
     assert "- run-configuration defaults: 0.800 (mean of seeds 42: 0.700, 43: 0.800, 44: 0.900)\n" in text
     # a candidate run at fewer seeds is set beside the chosen settings on its own seeds
     assert "0.550 (mean of seeds 42: 0.500, 43: 0.600; the chosen settings at these seeds: 0.750)" in text
+
+
+def test_the_linear_cox_anchor_chooses_its_penalty_on_validation_and_tests_once(tmp_path: Path, monkeypatch) -> None:
+    """simulations/benchmarks/fed_tcga_brca_cox_anchor.py: the ridge penalty is the best mean validation client C
+    over the product's validation splits; the test figure is the mean of FLamby's six test sets' C-indices."""
+    from simulations.benchmarks import fed_tcga_brca_cox_anchor as anchor
+
+    monkeypatch.setattr(anchor, "RESULTS", tmp_path / "anchor.json")
+    monkeypatch.setattr(anchor, "PENALIZERS", (0.03, 1.0))
+    anchor.main()
+    report = json.loads((tmp_path / "anchor.json").read_text())
+    validation = {float(p): v["mean"] for p, v in report["validation_client_mean"].items()}
+    assert report["chosen_penalizer"] == max(validation, key=validation.get)
+    assert len(report["test_per_center"]) == 6
+    assert report["test_client_mean"] == pytest.approx(np.mean(report["test_per_center"]))
+    low, high = report["test_bootstrap_of_client_mean"]["interval_95"]
+    assert low < report["test_client_mean"] < high and report["test_bootstrap_of_client_mean"]["std"] > 0
