@@ -8,11 +8,12 @@ embedded default data set of the project: 6 hospitals, about 4,650 patients.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.contract import CONTRACT_COLUMNS
+from shared.site_config import distinct_site_ids
 from shared.vocabulary import REGIMEN_BY_CODE, CancerType, RaceEthnicity, regimens_for
 
 DAYS_PER_MONTH = 30.4375
@@ -267,18 +268,11 @@ class CohortConfig(_Frozen):
     """The whole synthetic consortium: sites, study calendar and outcome model. Same seed, same files."""
 
     seed: int = Field(20240611, ge=0)
-    sites: list[SiteProfile] = Field(min_length=1)
+    sites: Annotated[list[SiteProfile], AfterValidator(distinct_site_ids)] = Field(min_length=1)
     accrual_days: int = Field(1461, ge=1, description="patients start their regimen uniformly over accrual")
     minimum_followup_days: int = Field(1096, ge=1, description="study end = accrual end + this")
     loss_to_followup_per_year: float = Field(0.04, ge=0, le=1, description="exponential drop-out hazard")
     outcome_model: OutcomeModel = OutcomeModel()
-
-    @model_validator(mode="after")
-    def _unique_sites(self) -> CohortConfig:
-        ids = [s.site_id for s in self.sites]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"sites: duplicated site_id in {ids}")
-        return self
 
     @property
     def n_patients(self) -> int:
