@@ -18,7 +18,6 @@ import pandas as pd
 
 from shared.vocabulary import CancerType
 
-_BREAST, _LUNG, _CRC, _OVARY = CancerType.BREAST, CancerType.NSCLC, CancerType.COLORECTAL, CancerType.OVARIAN
 Selector = Callable[[pd.DataFrame], np.ndarray]
 _Target = TypeVar("_Target")
 
