@@ -16,6 +16,7 @@ from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
+from client.data.encoded import encoded_part
 from client.data.fingerprint import data_fingerprint
 from client.flower import outbox
 from client.governance.approval import ApprovalPolicy, approval_mod
@@ -159,7 +160,7 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
     from client.training.dp_sgd import LocalTrainingPlan, PrivacyPlan, train_locally  # Opacus: on the first train message
 
     grid = SurvivalGrid.from_config(plan)
-    cohort = encode_cohort(site.part("train"), stats, grid)
+    cohort = encoded_part(site, "train", stats, grid)
     privacy, ledger, planned = None, None, None
     if plan.dp:
         delta = site.delta()
@@ -394,7 +395,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
             logger.info("site %s: own response recalibration on its validation split: %s", site.site_id,
                         "not applied (too few validation patients, or no ranking left)" if fitted is None else
                         f"a = {fitted[0]:.3f}, b = {fitted[1]:+.3f} (kept at the site)")
-        figures = evaluate_cohort(model, patients, encode_cohort(patients, stats, grid), grid,
+        figures = evaluate_cohort(model, patients, encoded_part(site, split, stats, grid), grid,
                                   site.min_cell_size, split)
         if split == "test" and phase.intervals:
             from client.evaluation.validation import headline_intervals
