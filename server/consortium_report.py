@@ -7,14 +7,16 @@ privacy budgets); sites' figures are pooled with a DerSimonian–Laird random-ef
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from shared import plots
 from shared.atomic import write_atomically
 from shared.html_report import PrivacySpent, RunInfo, render
 from shared.messages import SHAP_OUTPUT_UNITS
 from shared.metrics import SITE_FIGURES, Estimate, MetaAnalysis, pool_site_estimates
+from shared.site_config import distinct_site_ids
 
 
 def _known_figures(figures: dict[str, Estimate], where: str) -> None:
@@ -133,7 +135,7 @@ class ConsortiumSummary(BaseModel):
     consortium_name: str = "OncoFed consortium"
     run: RunInfo
     confidence: float = Field(default=0.95, gt=0, lt=1, description="level of every interval, pooled ones too")
-    sites: list[SiteSummary]
+    sites: Annotated[list[SiteSummary], AfterValidator(distinct_site_ids)]
     cross_site: list[CrossSiteMatrix] = Field(default_factory=list)
     leave_one_site_out: list[LeaveOneSiteOut] = Field(default_factory=list)
     subgroups: list[SubgroupSummary] = Field(default_factory=list)
@@ -144,13 +146,6 @@ class ConsortiumSummary(BaseModel):
                                                 "what each site's DP noise was calibrated to")
     budget_split: BudgetSplit | None = Field(default=None, description="each site's ε: the federated model's and "
                                              "the validation phases' shares")
-
-    @model_validator(mode="after")
-    def _distinct_sites(self) -> ConsortiumSummary:
-        ids = [s.site_id for s in self.sites]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"site ids must be distinct; got {ids}")
-        return self
 
 
 class PooledFigure(BaseModel):

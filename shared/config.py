@@ -91,18 +91,16 @@ class RunConfig(BaseModel):
                                        "splits (aggregate sums only, no ε) and fold it into the response head")
     recalibration_iterations: int = Field(default=6, ge=1, le=50, description="Newton iterations of the "
                                           "recalibration, one exchange with the sites each")
-    site_recalibration: SiteRecalibration = Field(default="none", description="after the consortium's fit, each "
-                                                  "site refits on its own validation split for its test figures and "
-                                                  "report: 'intercept' (b only) or 'platt' (a and b, shrunk by "
-                                                  "site-recalibration-ridge); its fit stays at the site "
-                                                  "(client/training/recalibration.py)")
+    # each site's own refits after the consortium's model is final, for the site's test figures and report
+    # beside the consortium model's; what a site fits stays at the site: its recalibration of the response output
+    # on its validation split (client/training/recalibration.py) and its refit of the response head (or its
+    # intercept) on its training split (client/training/personalise.py)
+    site_recalibration: SiteRecalibration = Field(default="none", description="'intercept' (b only) or 'platt' "
+                                                  "(a and b, shrunk by site-recalibration-ridge)")
     site_recalibration_ridge: float = Field(default=10.0, ge=0, description="platt: ridge of the site's (a, b) "
                                             "towards the consortium's fit (0 = the site's own fit alone)")
-    site_personalisation: SitePersonalisation = Field(default="none", description="after the federation, each site "
-                                                      "refits the consortium model's response head ('response-head') "
-                                                      "or its intercept on its own training split, for its own report "
-                                                      "beside the consortium model; it stays at the site "
-                                                      "(client/training/personalise.py)")
+    site_personalisation: SitePersonalisation = Field(default="none", description="'response-head' (the "
+                                                      "whole head) or 'response-intercept' (its intercept only)")
     site_personalisation_ridge: float = Field(default=0.3, ge=0, description="L2 pull of the site's refitted "
                                               "response head towards the consortium's, per training patient")
     # model and time grid

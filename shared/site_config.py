@@ -241,6 +241,15 @@ class SiteResources(BaseModel):
                                                   "default (every core)")
 
 
+def distinct_site_ids(sites: list[Any]) -> list[Any]:
+    """Pydantic after-validator of a list of per-site records: each site_id once (a repeated id would merge or
+    hide a site's figures). The cohort generator's sites and the consortium report's sites both use it."""
+    ids = [s.site_id for s in sites]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicated site_id in {ids}: each site appears once")
+    return sites
+
+
 class SiteConfig(BaseModel):
     """Everything a site's client needs to know about the site before it trains."""
 

@@ -170,20 +170,32 @@ def summary_table(results: RunResult) -> Table:
     return table
 
 
+# oncofed-simulate's options that set one run-config key each (any other key: --set KEY=VALUE)
+CONFIG_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "--rounds": ("num-rounds", {"type": int, "help": "number of federated rounds (num-rounds)"}),
+    "--strategy": ("strategy", {"help": "fedavg, fedprox, fedadam or fedyogi"}),
+    "--no-dp": ("dp", {"action": "store_const", "const": False, "help": "train without differential privacy"}),
+    "--data-dir": ("data-dir", {"help": "folder of simulated site folders (default: the default cohort)"}),
+    "--output-dir": ("output-dir", {"help": "where run directories go (default: runs)"}),
+    "--resume": ("resume-from", {"metavar": "RUN_DIR", "help": "continue a run from its last checkpoint"}),
+}
+# the switches of the validation phases the main job runs by default (RunConfig.MAIN_JOB_PHASES); a --set wins
+PHASE_SWITCHES: dict[str, tuple[str, str]] = {
+    "--no-cross-site": ("share-local-models", "sites keep their local-only models: no cross-site matrix"),
+    "--no-loso": ("leave-one-site-out", "no leave-one-site-out federations"),
+}
+
+
 def config_from_arguments(args: argparse.Namespace) -> RunConfig:
     """The run configuration: RunConfig's defaults, the main job's validation phases (RunConfig.MAIN_JOB_PHASES)
     unless switched off, then the command line's values."""
     values: dict[str, Any] = parse_overrides(args.set)
-    for key, value in (("num-rounds", args.rounds), ("strategy", args.strategy), ("data-dir", args.data_dir),
-                       ("output-dir", args.output_dir), ("resume-from", args.resume)):
-        if value is not None:
-            values[key] = value
-    if args.no_dp:
-        values["dp"] = False
+    for key, _ in CONFIG_OPTIONS.values():
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
     # the main job answers the consortium's questions by default: cross-site matrix and LOSO (see README)
-    turned_off = {"share-local-models": args.no_cross_site, "leave-one-site-out": args.no_loso}
     for key, on in RunConfig.MAIN_JOB_PHASES.items():
-        values.setdefault(key, on and not turned_off[key])
+        values.setdefault(key, on and not getattr(args, key))
     values.setdefault("run-name", datetime.now().strftime("%Y%m%d-%H%M%S"))
     if "resume-from" in values:
         values["run-name"] = Path(values["resume-from"]).name
@@ -192,16 +204,10 @@ def config_from_arguments(args: argparse.Namespace) -> RunConfig:
 
 def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oncofed-simulate", description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, help="number of federated rounds (num-rounds)")
-    parser.add_argument("--strategy", help="fedavg, fedprox, fedadam or fedyogi")
-    parser.add_argument("--no-dp", action="store_true", help="train without differential privacy")
-    parser.add_argument("--data-dir", help="folder of simulated site folders (default: the default cohort)")
-    parser.add_argument("--output-dir", help="where run directories go (default: runs)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    parser.add_argument("--no-cross-site", action="store_true",
-                        help="sites keep their local-only models: no cross-site matrix (share-local-models=false)")
-    parser.add_argument("--no-loso", action="store_true",
-                        help="no leave-one-site-out federations (leave-one-site-out=false)")
+    for option, (key, keywords) in CONFIG_OPTIONS.items():
+        parser.add_argument(option, dest=key, **keywords)
+    for option, (key, help_text) in PHASE_SWITCHES.items():
+        parser.add_argument(option, dest=key, action="store_true", help=f"{help_text} ({key}=false)")
     parser.add_argument("--no-references", action="store_true",
                         help="no pooled centralised or oracle reference after the run")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -29,54 +29,53 @@ from shared.site_config import BOOLEAN_COLUMNS, CATEGORY_CODES
 
 _WRITE_UNIT = {"tumour_size_mm": 8588, "mtv_ml": 8587, "ki67_percent": 8554, "pdl1_tps_percent": 8554}
 
-# The CDM v5.4 columns of the tables the reader reads, with their types. value_as_number is
-# DOUBLE rather than the DDL's NUMERIC: DuckDB's default NUMERIC is DECIMAL(18,3) and would round values.
-CDM_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
-    "person": (("person_id", "BIGINT"), ("gender_concept_id", "INTEGER"), ("year_of_birth", "INTEGER"),
-               ("month_of_birth", "INTEGER"), ("day_of_birth", "INTEGER"), ("birth_datetime", "TIMESTAMP"),
-               ("race_concept_id", "INTEGER"), ("ethnicity_concept_id", "INTEGER"), ("location_id", "BIGINT"),
-               ("provider_id", "BIGINT"), ("care_site_id", "BIGINT"), ("person_source_value", "VARCHAR"),
-               ("gender_source_value", "VARCHAR"), ("gender_source_concept_id", "INTEGER"),
-               ("race_source_value", "VARCHAR"), ("race_source_concept_id", "INTEGER"),
-               ("ethnicity_source_value", "VARCHAR"), ("ethnicity_source_concept_id", "INTEGER")),
-    "condition_occurrence": (
-        ("condition_occurrence_id", "BIGINT"), ("person_id", "BIGINT"), ("condition_concept_id", "INTEGER"),
-        ("condition_start_date", "DATE"), ("condition_start_datetime", "TIMESTAMP"), ("condition_end_date", "DATE"),
-        ("condition_end_datetime", "TIMESTAMP"), ("condition_type_concept_id", "INTEGER"),
-        ("condition_status_concept_id", "INTEGER"), ("stop_reason", "VARCHAR"), ("provider_id", "BIGINT"),
-        ("visit_occurrence_id", "BIGINT"), ("visit_detail_id", "BIGINT"), ("condition_source_value", "VARCHAR"),
-        ("condition_source_concept_id", "INTEGER"), ("condition_status_source_value", "VARCHAR")),
-    "measurement": (
-        ("measurement_id", "BIGINT"), ("person_id", "BIGINT"), ("measurement_concept_id", "INTEGER"),
-        ("measurement_date", "DATE"), ("measurement_datetime", "TIMESTAMP"), ("measurement_time", "VARCHAR"),
-        ("measurement_type_concept_id", "INTEGER"), ("operator_concept_id", "INTEGER"),
-        ("value_as_number", "DOUBLE"), ("value_as_concept_id", "INTEGER"), ("unit_concept_id", "INTEGER"),
-        ("range_low", "DOUBLE"), ("range_high", "DOUBLE"), ("provider_id", "BIGINT"),
-        ("visit_occurrence_id", "BIGINT"), ("visit_detail_id", "BIGINT"), ("measurement_source_value", "VARCHAR"),
-        ("measurement_source_concept_id", "INTEGER"), ("unit_source_value", "VARCHAR"),
-        ("unit_source_concept_id", "INTEGER"), ("value_source_value", "VARCHAR"),
-        ("measurement_event_id", "BIGINT"), ("meas_event_field_concept_id", "INTEGER")),
-    "observation": (
-        ("observation_id", "BIGINT"), ("person_id", "BIGINT"), ("observation_concept_id", "INTEGER"),
-        ("observation_date", "DATE"), ("observation_datetime", "TIMESTAMP"),
-        ("observation_type_concept_id", "INTEGER"), ("value_as_number", "DOUBLE"), ("value_as_string", "VARCHAR"),
-        ("value_as_concept_id", "INTEGER"), ("qualifier_concept_id", "INTEGER"), ("unit_concept_id", "INTEGER"),
-        ("provider_id", "BIGINT"), ("visit_occurrence_id", "BIGINT"), ("visit_detail_id", "BIGINT"),
-        ("observation_source_value", "VARCHAR"), ("observation_source_concept_id", "INTEGER"),
-        ("unit_source_value", "VARCHAR"), ("qualifier_source_value", "VARCHAR"), ("value_source_value", "VARCHAR"),
-        ("observation_event_id", "BIGINT"), ("obs_event_field_concept_id", "INTEGER")),
-    "death": (("person_id", "BIGINT"), ("death_date", "DATE"), ("death_datetime", "TIMESTAMP"),
-              ("death_type_concept_id", "INTEGER"), ("cause_concept_id", "INTEGER"),
-              ("cause_source_value", "VARCHAR"), ("cause_source_concept_id", "INTEGER")),
-    "episode": (("episode_id", "BIGINT"), ("person_id", "BIGINT"), ("episode_concept_id", "INTEGER"),
-                ("episode_start_date", "DATE"), ("episode_start_datetime", "TIMESTAMP"),
-                ("episode_end_date", "DATE"), ("episode_end_datetime", "TIMESTAMP"),
-                ("episode_parent_id", "BIGINT"), ("episode_number", "INTEGER"),
-                ("episode_object_concept_id", "INTEGER"), ("episode_type_concept_id", "INTEGER"),
-                ("episode_source_value", "VARCHAR"), ("episode_source_concept_id", "INTEGER")),
-    "episode_event": (("episode_id", "BIGINT"), ("event_id", "BIGINT"),
-                      ("episode_event_field_concept_id", "INTEGER")),
+# The CDM v5.4 columns of the tables the reader reads, in the DDL's order; each column's type follows from its
+# name (_cdm_type).
+CDM_COLUMNS: dict[str, tuple[str, ...]] = {
+    "person": tuple("""person_id gender_concept_id year_of_birth month_of_birth day_of_birth birth_datetime
+                       race_concept_id ethnicity_concept_id location_id provider_id care_site_id
+                       person_source_value gender_source_value gender_source_concept_id race_source_value
+                       race_source_concept_id ethnicity_source_value ethnicity_source_concept_id""".split()),
+    "condition_occurrence": tuple("""condition_occurrence_id person_id condition_concept_id
+                                     condition_start_date condition_start_datetime condition_end_date
+                                     condition_end_datetime condition_type_concept_id
+                                     condition_status_concept_id stop_reason provider_id visit_occurrence_id
+                                     visit_detail_id condition_source_value condition_source_concept_id
+                                     condition_status_source_value""".split()),
+    "measurement": tuple("""measurement_id person_id measurement_concept_id measurement_date
+                            measurement_datetime measurement_time measurement_type_concept_id
+                            operator_concept_id value_as_number value_as_concept_id unit_concept_id range_low
+                            range_high provider_id visit_occurrence_id visit_detail_id
+                            measurement_source_value measurement_source_concept_id unit_source_value
+                            unit_source_concept_id value_source_value measurement_event_id
+                            meas_event_field_concept_id""".split()),
+    "observation": tuple("""observation_id person_id observation_concept_id observation_date
+                            observation_datetime observation_type_concept_id value_as_number value_as_string
+                            value_as_concept_id qualifier_concept_id unit_concept_id provider_id
+                            visit_occurrence_id visit_detail_id observation_source_value
+                            observation_source_concept_id unit_source_value qualifier_source_value
+                            value_source_value observation_event_id obs_event_field_concept_id""".split()),
+    "death": tuple("""person_id death_date death_datetime death_type_concept_id cause_concept_id
+                      cause_source_value cause_source_concept_id""".split()),
+    "episode": tuple("""episode_id person_id episode_concept_id episode_start_date episode_start_datetime
+                        episode_end_date episode_end_datetime episode_parent_id episode_number
+                        episode_object_concept_id episode_type_concept_id episode_source_value
+                        episode_source_concept_id""".split()),
+    "episode_event": tuple("""episode_id event_id episode_event_field_concept_id""".split()),
 }
+
+
+def _cdm_type(column: str) -> str:
+    """The CDM's type of a column, by its naming convention. value_as_number and the ranges are DOUBLE rather than
+    the DDL's NUMERIC: DuckDB's default NUMERIC is DECIMAL(18,3) and would round values."""
+    if column in ("value_as_number", "range_low", "range_high"):
+        return "DOUBLE"
+    for suffixes, kind in ((("_datetime",), "TIMESTAMP"), (("_date",), "DATE"),
+                           (("_concept_id", "_of_birth", "_number"), "INTEGER"), (("_id",), "BIGINT")):
+        if column.endswith(suffixes):
+            return kind
+    return "VARCHAR"
+
 
 _INDEX_DATE = pd.Timestamp("2020-01-01 09:00:00")  # every written regimen starts here; only differences matter
 
@@ -92,8 +91,8 @@ def write_omop_duckdb(frame: pd.DataFrame, path: str | Path) -> Path:
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with contextlib.closing(duckdb.connect(str(temporary))) as connection:
-            for table, columns in CDM_TABLES.items():
-                connection.execute(f"CREATE TABLE {table} ({', '.join(f'{c} {t}' for c, t in columns)})")
+            for table, columns in CDM_COLUMNS.items():
+                connection.execute(f"CREATE TABLE {table} ({', '.join(f'{c} {_cdm_type(c)}' for c in columns)})")
                 rows = tables[table]
                 if len(rows):
                     connection.register("incoming", rows)

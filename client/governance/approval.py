@@ -81,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("app", type=Path, nargs="?", default=Path("."), help="the app folder (default: here)")
     args = parser.parse_args(argv)
     try:
-        print(app_hash(args.app.expanduser().resolve()))
+        digest = app_hash(args.app.expanduser().resolve())
     except (FileNotFoundError, ValueError) as error:
-        print(f"oncofed-app-hash: {error}", file=sys.stderr)
-        return 2
+        parser.error(str(error))  # the folder given is the problem: argparse's usage line, message and exit 2
+    print(digest)
     return 0
 
 

@@ -29,7 +29,6 @@ halves; the summary gives each attack's AUC and TPR at 1% FPR as mean ± std ove
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -56,9 +55,9 @@ from client.training.privacy import calibrate_noise, default_delta, steps_per_ro
 from shared.config import RunConfig
 from shared.encoding import EncodedCohort, SurvivalGrid, encode_cohort
 from shared.harmonisation import pool_summaries, summarise_site
-from shared.atomic import write_atomically
 from shared.losses import patient_losses
 from shared.model import OncoFedNet, build_model
+from simulations.benchmarks.output import finish
 from simulations.main_job import parse_overrides
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -348,11 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                "config": RunConfig.from_mapping({**parse_overrides(args.set), "data-dir": args.data_dir}).to_flower(),
                "command": "python -m simulations.benchmarks.membership_inference " + " ".join(argv or sys.argv[1:]),
                "summary": summary, "runs": runs}
-    write_atomically(args.out, json.dumps(payload, indent=2))
-    figure_path = plot(summary, args.out.with_suffix(".png"))
-    console.print(table(summary))
-    console.print(f"wrote {args.out} and {figure_path}")
-    return 0
+    return finish(args.out, payload, summary, plot, table, console)
 
 if __name__ == "__main__":
     sys.exit(main())

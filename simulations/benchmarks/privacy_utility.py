@@ -32,8 +32,8 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.config import RunConfig
-from shared.atomic import write_atomically
 from shared.run_result import RunResult
+from simulations.benchmarks.output import finish, write_json
 from simulations.main_job import parse_overrides, run
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -204,10 +204,6 @@ PHASES = {
            "the site's whole ε; pooled/oracle references and site HTML reports off"}
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    write_atomically(path, json.dumps(payload, indent=2))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epsilons", nargs="+", type=float, default=list(DEFAULT_EPSILONS),
@@ -250,16 +246,13 @@ def main(argv: list[str] | None = None) -> int:
                 write_json(args.out, {"overrides": overrides, "phases": args.phases, "points": points,
                                       "summary": summarise(points)})
     summary = summarise(points)
-    write_json(args.out, {"overrides": overrides, "phases": args.phases,
-                          "phases_note": {name: PHASES[name] for name in sorted({p["phases"] for p in points})},
-                          "load_average_at_end": Path("/proc/loadavg").read_text().split()[:3]
-                          if Path("/proc/loadavg").is_file() else None,
-                          "config": run_config(math.inf, args.seeds[0], Path("runs"), overrides, args.phases).to_flower(),
-                          "points": points, "summary": summary})
-    figure_path = plot(summary, args.out.with_suffix(".png"))
-    console.print(table(summary))
-    console.print(f"wrote {args.out} and {figure_path}")
-    return 0
+    return finish(args.out, {"overrides": overrides, "phases": args.phases,
+                             "phases_note": {name: PHASES[name] for name in sorted({p["phases"] for p in points})},
+                             "load_average_at_end": Path("/proc/loadavg").read_text().split()[:3]
+                             if Path("/proc/loadavg").is_file() else None,
+                             "config": run_config(math.inf, args.seeds[0], Path("runs"), overrides,
+                                                  args.phases).to_flower(),
+                             "points": points, "summary": summary}, summary, plot, table, console)
 
 
 if __name__ == "__main__":

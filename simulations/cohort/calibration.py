@@ -57,7 +57,7 @@ def regimen_calibration(consortium: Consortium) -> pd.DataFrame:
     patients = consortium.complete_patients
     rows = []
     for target in REGIMEN_TARGETS:
-        given = _given(patients, target.cancer, target.regimen, target.select)
+        given = _given(patients, target.cancer, target.regimen, target.population)
         responders = given["best_response"].isin(["CR", "PR"]).to_numpy()
         for quantity, wanted, generated, tolerance in (
             ("objective response rate", target.response_rate, responders.mean() if len(given) else np.nan,
@@ -71,16 +71,17 @@ def regimen_calibration(consortium: Consortium) -> pd.DataFrame:
         ):
             relative = quantity.startswith("median")
             within = abs(generated - wanted) <= (tolerance * wanted if relative else tolerance)
-            rows.append({"regimen": target.regimen, "population": target.population, "quantity": quantity,
+            rows.append({"regimen": target.regimen, "population": target.population.label, "quantity": quantity,
                          "target": wanted, "generated": float(generated),
                          "tolerance": f"±{tolerance:.0%}" if relative else f"±{tolerance:.2f}",
                          "within": bool(within), "n": len(given), "source": target.source})
     truth = consortium.truth
     for contrast in RESPONSE_CONTRASTS:
-        subgroup = patients[(patients["cancer_type"].to_numpy() == contrast.cancer.value) & contrast.select(patients)]
+        in_contrast = contrast.population(patients)
+        subgroup = patients[(patients["cancer_type"].to_numpy() == contrast.cancer.value) & in_contrast]
         rows_under = truth[(truth["regimen"] == contrast.regimen) & truth["patient_id"].isin(subgroup["patient_id"])]
         generated = float(rows_under["p_response"].mean())
-        rows.append({"regimen": contrast.regimen, "population": contrast.population,
+        rows.append({"regimen": contrast.regimen, "population": contrast.population.label,
                      "quantity": "response rate if all were given it (ground truth; effect modifier, not fitted)",
                      "target": contrast.response_rate, "generated": generated,
                      "tolerance": f"±{contrast.tolerance:.2f}",
@@ -154,7 +155,7 @@ def fit_regimen_outcomes(config: CohortConfig,
     model = config.outcome_model
     fitted = {cancer: dict(by_code) for cancer, by_code in model.regimens.items()}
     for target in REGIMEN_TARGETS:
-        given = _given(patients, target.cancer, target.regimen, target.select)
+        given = _given(patients, target.cancer, target.regimen, target.population)
         outcome = fitted[target.cancer][target.regimen]
 
         def params(candidate: RegimenOutcome) -> SurvivalParameters:

@@ -8,11 +8,12 @@ embedded default data set of the project: 6 hospitals, about 4,650 patients.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.contract import CONTRACT_COLUMNS
+from shared.site_config import distinct_site_ids
 from shared.vocabulary import REGIMEN_BY_CODE, CancerType, RaceEthnicity, regimens_for
 
 DAYS_PER_MONTH = 30.4375
@@ -130,70 +131,53 @@ class ResponseCategoryEffects(_Frozen):
     progression_cutpoint: float = Field(-2.6, lt=0, description="latent sensitivity below which PD")
 
 
+class OutcomeEffect(_Frozen):
+    """One effect on the three outcomes: response on the logit scale, progression and death as log hazard ratios."""
+
+    response: float = 0.0
+    progression: float = 0.0
+    death: float = 0.0
+
+
 class CovariateEffects(_Frozen):
-    """Prognostic effects shared by every regimen (response on the logit scale, hazards as log HR).
+    """Prognostic effects shared by every regimen, per unit of each covariate.
 
     Age effects are per decade from 60; burden is the natural log of metabolic tumour volume / 40 ml.
     """
 
-    response_per_ecog_point: float = -0.30
-    response_ecog_2_or_more: float = -0.35
-    response_per_decade_of_age: float = -0.10
-    response_per_charlson_point: float = -0.08
-    response_per_prior_line: float = -0.45
-    response_per_log_burden: float = -0.15
-    progression_per_ecog_point: float = 0.18
-    progression_per_decade_of_age: float = 0.03
-    progression_per_charlson_point: float = 0.04
-    progression_per_prior_line: float = 0.25
-    progression_per_log_burden: float = 0.15
-    death_per_ecog_point: float = 0.38
-    death_per_decade_of_age: float = 0.12
-    death_per_charlson_point: float = 0.12
-    death_per_prior_line: float = 0.15
-    death_per_log_burden: float = 0.20
+    per_ecog_point: OutcomeEffect = OutcomeEffect(response=-0.30, progression=0.18, death=0.38)
+    ecog_2_or_more: OutcomeEffect = OutcomeEffect(response=-0.35)
+    per_decade_of_age: OutcomeEffect = OutcomeEffect(response=-0.10, progression=0.03, death=0.12)
+    per_charlson_point: OutcomeEffect = OutcomeEffect(response=-0.08, progression=0.04, death=0.12)
+    per_prior_line: OutcomeEffect = OutcomeEffect(response=-0.45, progression=0.25, death=0.15)
+    per_log_burden: OutcomeEffect = OutcomeEffect(response=-0.15, progression=0.15, death=0.20)
 
 
 class EffectModifiers(_Frozen):
-    """Biomarker × drug-class effects: who each regimen helps (logit for response, log HR for hazards)."""
+    """Biomarker × drug-class effects: who each regimen helps."""
 
-    her2_with_anti_her2_response: float = 2.0
-    her2_with_anti_her2_progression: float = -0.35
-    her2_with_anti_her2_death: float = -0.40
-    her2_without_anti_her2_response: float = -0.40
-    her2_without_anti_her2_progression: float = 0.30
-    her2_without_anti_her2_death: float = 0.30
-    hormone_receptor_positive_response: float = -0.45
-    hormone_receptor_positive_progression: float = -0.30
-    hormone_receptor_positive_death: float = -0.40
-    breast_ki67_per_20_points_response: float = 0.20
-    brca_with_platinum_response: float = 0.95
-    brca_with_platinum_progression: float = -0.30
-    brca_with_platinum_death: float = -0.30
-    kras_wild_type_with_anti_egfr_response: float = 0.85
-    kras_wild_type_with_anti_egfr_progression: float = -0.15
-    kras_wild_type_with_anti_egfr_death: float = -0.20
-    kras_mutant_with_anti_egfr_response: float = -0.25
-    kras_mutant_with_anti_egfr_progression: float = 0.10
-    braf_colorectal_response: float = -0.60
-    braf_colorectal_progression: float = 0.50
-    braf_colorectal_death: float = 0.65
-    msi_high_colorectal_response: float = -0.30
-    squamous_with_antifolate_response: float = -0.90
-    squamous_with_antifolate_progression: float = 0.30
-    immunotherapy_pdl1_below_1_response: float = 0.35
-    immunotherapy_pdl1_1_to_49_response: float = 0.85
-    immunotherapy_pdl1_50_plus_response: float = 1.65
-    immunotherapy_tmb_10_plus_response: float = 0.50
-    immunotherapy_msi_high_response: float = 1.00
+    her2_with_anti_her2: OutcomeEffect = OutcomeEffect(response=2.0, progression=-0.35, death=-0.40)
+    her2_without_anti_her2: OutcomeEffect = OutcomeEffect(response=-0.40, progression=0.30, death=0.30)
+    hormone_receptor_positive: OutcomeEffect = OutcomeEffect(response=-0.45, progression=-0.30, death=-0.40)
+    breast_ki67_per_20_points: OutcomeEffect = OutcomeEffect(response=0.20)
+    brca_with_platinum: OutcomeEffect = OutcomeEffect(response=0.95, progression=-0.30, death=-0.30)
+    kras_wild_type_with_anti_egfr: OutcomeEffect = OutcomeEffect(response=0.85, progression=-0.15, death=-0.20)
+    kras_mutant_with_anti_egfr: OutcomeEffect = OutcomeEffect(response=-0.25, progression=0.10)
+    braf_colorectal: OutcomeEffect = OutcomeEffect(response=-0.60, progression=0.50, death=0.65)
+    msi_high_colorectal: OutcomeEffect = OutcomeEffect(response=-0.30)
+    squamous_with_antifolate: OutcomeEffect = OutcomeEffect(response=-0.90, progression=0.30)
+    # immunotherapy: the response effect by PD-L1 category (below 1 %, 1-49 %, 50 % and more) plus TMB and MSI;
+    # the hazards' effect for all, plus more for PD-L1 ≥ 50 %
+    immunotherapy_pdl1_below_1: OutcomeEffect = OutcomeEffect(response=0.35)
+    immunotherapy_pdl1_1_to_49: OutcomeEffect = OutcomeEffect(response=0.85)
+    immunotherapy_pdl1_50_plus: OutcomeEffect = OutcomeEffect(response=1.65, progression=-0.35, death=-0.25)
+    immunotherapy_tmb_10_plus: OutcomeEffect = OutcomeEffect(response=0.50)
+    immunotherapy_msi_high: OutcomeEffect = OutcomeEffect(response=1.00)
+    immunotherapy: OutcomeEffect = OutcomeEffect(progression=-0.25, death=-0.30)
     immunotherapy_egfr_alk_retained_share: float = Field(0.2, ge=0, le=1,
                                                           description="IO effect left in EGFR/ALK-driven tumours")
-    immunotherapy_progression: float = -0.25
-    immunotherapy_pdl1_50_plus_progression: float = -0.35
-    immunotherapy_death: float = -0.30
-    immunotherapy_pdl1_50_plus_death: float = -0.25
-    egfr_alk_nsclc_death: float = -0.50
-    high_grade_serous_response: float = 0.30
+    egfr_alk_nsclc: OutcomeEffect = OutcomeEffect(death=-0.50)
+    high_grade_serous: OutcomeEffect = OutcomeEffect(response=0.30)
 
 
 def _default_regimen_outcomes() -> dict[CancerType, dict[str, RegimenOutcome]]:
@@ -267,18 +251,11 @@ class CohortConfig(_Frozen):
     """The whole synthetic consortium: sites, study calendar and outcome model. Same seed, same files."""
 
     seed: int = Field(20240611, ge=0)
-    sites: list[SiteProfile] = Field(min_length=1)
+    sites: Annotated[list[SiteProfile], AfterValidator(distinct_site_ids)] = Field(min_length=1)
     accrual_days: int = Field(1461, ge=1, description="patients start their regimen uniformly over accrual")
     minimum_followup_days: int = Field(1096, ge=1, description="study end = accrual end + this")
     loss_to_followup_per_year: float = Field(0.04, ge=0, le=1, description="exponential drop-out hazard")
     outcome_model: OutcomeModel = OutcomeModel()
-
-    @model_validator(mode="after")
-    def _unique_sites(self) -> CohortConfig:
-        ids = [s.site_id for s in self.sites]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"sites: duplicated site_id in {ids}")
-        return self
 
     @property
     def n_patients(self) -> int:

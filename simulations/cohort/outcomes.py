@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from shared.vocabulary import REGIMEN_BY_CODE, BestResponse, CancerType, DrugClass
-from simulations.cohort.config import OutcomeModel
+from simulations.cohort.config import OutcomeEffect, OutcomeModel
 
 CATEGORIES: tuple[str, ...] = tuple(b.value for b in BestResponse)  # CR, PR, SD, PD
 REFERENCE_TUMOUR_VOLUME_ML = 40.0
@@ -64,6 +64,12 @@ def _flag(patients: pd.DataFrame, name: str) -> np.ndarray:
     return patients[name].to_numpy(dtype=float) == 1
 
 
+def _add_effect(totals: tuple[np.ndarray, np.ndarray, np.ndarray], effect: OutcomeEffect, where: np.ndarray) -> None:
+    """Add an effect to the response, progression and death predictors (in place) of the patients `where` holds."""
+    for total, value in zip(totals, (effect.response, effect.progression, effect.death), strict=True):
+        total += value * where
+
+
 def linear_predictors(patients: pd.DataFrame, regimen_code: str,
                       model: OutcomeModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Response logit, progression log-hazard and death log-hazard relative to the reference patient
@@ -87,44 +93,38 @@ def linear_predictors(patients: pd.DataFrame, regimen_code: str,
     burden = np.log(np.nan_to_num(patients["mtv_ml"].to_numpy(dtype=float), nan=REFERENCE_TUMOUR_VOLUME_ML)
                     / REFERENCE_TUMOUR_VOLUME_ML)
 
-    response = (cov.response_per_ecog_point * ecog
-                + cov.response_ecog_2_or_more * (ecog >= 2) + cov.response_per_decade_of_age * decades
-                + cov.response_per_charlson_point * charlson + cov.response_per_prior_line * prior
-                + per_cancer("response_stage_below_iv") * (stage != "IV") + cov.response_per_log_burden * burden)
-    progression = (cov.progression_per_ecog_point * ecog + cov.progression_per_decade_of_age * decades
-                   + cov.progression_per_charlson_point * charlson + cov.progression_per_prior_line * prior
-                   + per_cancer("progression_stage_iii") * stage_iii
-                   + per_cancer("progression_stage_i_ii") * stage_i_ii
-                   + cov.progression_per_log_burden * burden)
-    death = (cov.death_per_ecog_point * ecog + cov.death_per_decade_of_age * decades
-             + cov.death_per_charlson_point * charlson + cov.death_per_prior_line * prior
-             + per_cancer("death_stage_iii") * stage_iii + per_cancer("death_stage_i_ii") * stage_i_ii
-             + cov.death_per_log_burden * burden)
+    def prognostic(outcome: str, *stage_terms: np.ndarray) -> np.ndarray:
+        """One outcome's covariate and stage terms (summed in this order: floating point is order-sensitive)."""
+        def slope(effect: OutcomeEffect) -> float:
+            return getattr(effect, outcome)
+        total = (slope(cov.per_ecog_point) * ecog + slope(cov.ecog_2_or_more) * (ecog >= 2)
+                 + slope(cov.per_decade_of_age) * decades + slope(cov.per_charlson_point) * charlson
+                 + slope(cov.per_prior_line) * prior)
+        for term in stage_terms:
+            total = total + term
+        return total + slope(cov.per_log_burden) * burden
+
+    response = prognostic("response", per_cancer("response_stage_below_iv") * (stage != "IV"))
+    progression = prognostic("progression", per_cancer("progression_stage_iii") * stage_iii,
+                             per_cancer("progression_stage_i_ii") * stage_i_ii)
+    death = prognostic("death", per_cancer("death_stage_iii") * stage_iii, per_cancer("death_stage_i_ii") * stage_i_ii)
+    totals = (response, progression, death)
 
     # Platinum and homologous-recombination deficiency (any cancer).
     if DrugClass.PLATINUM in classes:
-        brca = _flag(patients, "brca1") | _flag(patients, "brca2")
-        response += mod.brca_with_platinum_response * brca
-        progression += mod.brca_with_platinum_progression * brca
-        death += mod.brca_with_platinum_death * brca
+        _add_effect(totals, mod.brca_with_platinum, _flag(patients, "brca1") | _flag(patients, "brca2"))
 
     breast = cancer == CancerType.BREAST.value
     if breast.any():
         her2 = _flag(patients, "her2_positive")
         hormone = _flag(patients, "er_positive") | _flag(patients, "pr_positive")
         ki67 = np.nan_to_num(patients["ki67_percent"].to_numpy(dtype=float), nan=20.0)
-        if DrugClass.ANTI_HER2 in classes:
-            response += mod.her2_with_anti_her2_response * her2
-            progression += mod.her2_with_anti_her2_progression * her2
-            death += mod.her2_with_anti_her2_death * her2
-        else:
-            response += mod.her2_without_anti_her2_response * her2
-            progression += mod.her2_without_anti_her2_progression * her2
-            death += mod.her2_without_anti_her2_death * her2
-        response += breast * (mod.hormone_receptor_positive_response * hormone
-                              + mod.breast_ki67_per_20_points_response * (ki67 - 20.0) / 20.0)
-        progression += breast * mod.hormone_receptor_positive_progression * hormone
-        death += breast * mod.hormone_receptor_positive_death * hormone
+        _add_effect(totals, mod.her2_with_anti_her2 if DrugClass.ANTI_HER2 in classes else mod.her2_without_anti_her2,
+                    her2)
+        response += breast * (mod.hormone_receptor_positive.response * hormone
+                              + mod.breast_ki67_per_20_points.response * (ki67 - 20.0) / 20.0)
+        progression += breast * mod.hormone_receptor_positive.progression * hormone
+        death += breast * mod.hormone_receptor_positive.death * hormone
 
     colorectal = cancer == CancerType.COLORECTAL.value
     if colorectal.any():
@@ -132,43 +132,43 @@ def linear_predictors(patients: pd.DataFrame, regimen_code: str,
         braf = _flag(patients, "braf") & colorectal
         if DrugClass.ANTI_EGFR in classes:
             wild_type = ~kras & ~braf
-            response += (mod.kras_wild_type_with_anti_egfr_response * wild_type
-                         + mod.kras_mutant_with_anti_egfr_response * kras)
-            progression += (mod.kras_wild_type_with_anti_egfr_progression * wild_type
-                            + mod.kras_mutant_with_anti_egfr_progression * kras)
-            death += mod.kras_wild_type_with_anti_egfr_death * wild_type
-        response += mod.braf_colorectal_response * braf + mod.msi_high_colorectal_response * (
+            response += (mod.kras_wild_type_with_anti_egfr.response * wild_type
+                         + mod.kras_mutant_with_anti_egfr.response * kras)
+            progression += (mod.kras_wild_type_with_anti_egfr.progression * wild_type
+                            + mod.kras_mutant_with_anti_egfr.progression * kras)
+            death += mod.kras_wild_type_with_anti_egfr.death * wild_type
+        response += mod.braf_colorectal.response * braf + mod.msi_high_colorectal.response * (
             _flag(patients, "msi_high") & colorectal)
-        progression += mod.braf_colorectal_progression * braf
-        death += mod.braf_colorectal_death * braf
+        progression += mod.braf_colorectal.progression * braf
+        death += mod.braf_colorectal.death * braf
 
     lung = cancer == CancerType.NSCLC.value
     if lung.any():
         squamous = patients["histology"].to_numpy() == "nsclc_squamous"
         driver = (_flag(patients, "egfr") | _flag(patients, "alk")) & lung
         if DrugClass.ANTIFOLATE in classes:
-            response += mod.squamous_with_antifolate_response * squamous
-            progression += mod.squamous_with_antifolate_progression * squamous
+            response += mod.squamous_with_antifolate.response * squamous
+            progression += mod.squamous_with_antifolate.progression * squamous
         if DrugClass.IMMUNE_CHECKPOINT_INHIBITOR in classes:
             tps = np.nan_to_num(patients["pdl1_tps_percent"].to_numpy(dtype=float), nan=0.0)
             high = tps >= 50
             tmb_high = np.nan_to_num(patients["tmb_mut_per_mb"].to_numpy(dtype=float), nan=0.0) >= 10
             retained = np.where(driver, mod.immunotherapy_egfr_alk_retained_share, 1.0)
-            io_response = (np.select([high, tps >= 1], [mod.immunotherapy_pdl1_50_plus_response,
-                                                        mod.immunotherapy_pdl1_1_to_49_response],
-                                     mod.immunotherapy_pdl1_below_1_response)
-                           + mod.immunotherapy_tmb_10_plus_response * tmb_high
-                           + mod.immunotherapy_msi_high_response * _flag(patients, "msi_high"))
+            io_response = (np.select([high, tps >= 1], [mod.immunotherapy_pdl1_50_plus.response,
+                                                        mod.immunotherapy_pdl1_1_to_49.response],
+                                     mod.immunotherapy_pdl1_below_1.response)
+                           + mod.immunotherapy_tmb_10_plus.response * tmb_high
+                           + mod.immunotherapy_msi_high.response * _flag(patients, "msi_high"))
             response += lung * retained * io_response
-            progression += lung * retained * (mod.immunotherapy_progression
-                                              + mod.immunotherapy_pdl1_50_plus_progression * high)
-            death += lung * retained * (mod.immunotherapy_death + mod.immunotherapy_pdl1_50_plus_death * high)
-        death += mod.egfr_alk_nsclc_death * driver
+            progression += lung * retained * (mod.immunotherapy.progression
+                                              + mod.immunotherapy_pdl1_50_plus.progression * high)
+            death += lung * retained * (mod.immunotherapy.death + mod.immunotherapy_pdl1_50_plus.death * high)
+        death += mod.egfr_alk_nsclc.death * driver
 
     ovarian = cancer == CancerType.OVARIAN.value
     if ovarian.any():
         serous = patients["histology"].to_numpy() == "ovarian_high_grade_serous"
-        response += mod.high_grade_serous_response * serous
+        response += mod.high_grade_serous.response * serous
 
     return response, progression + np.zeros(n), death + np.zeros(n)
 

@@ -1,21 +1,25 @@
-"""Calibration targets from published trials and registries: per-regimen response and medians, response
-contrasts between patient groups, and population shares, each with its source.
+"""Calibration targets from published trials and registries: per-regimen response and medians
+(regimen_targets.csv), response contrasts between patient groups (response_contrasts.csv), each in a subgroup
+defined here, and population shares, each with its source.
 
 simulations/cohort/calibration.py measures the generator against them and fits the per-regimen outcomes.
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 
 from shared.vocabulary import CancerType
 
-_BREAST, _LUNG, _CRC, _OVARY = CancerType.BREAST, CancerType.NSCLC, CancerType.COLORECTAL, CancerType.OVARIAN
 Selector = Callable[[pd.DataFrame], np.ndarray]
+_Target = TypeVar("_Target")
 
 RESPONSE_TOLERANCE = 0.05  # absolute, objective response rate
 MEDIAN_TOLERANCE = 0.15  # relative, median PFS/OS
@@ -30,51 +34,89 @@ def _fit_advanced(p: pd.DataFrame) -> np.ndarray:
     return (p["stage_group"].to_numpy() == "IV") & (p["ecog"].to_numpy() <= 1)
 
 
+@dataclass(frozen=True)
+class Population:
+    """A trial-like subgroup of the generated cohort: its name in the calibration tables and who is in it."""
+
+    name: str
+    label: str
+    select: Selector
+
+    def __call__(self, p: pd.DataFrame) -> np.ndarray:
+        return self.select(p)
+
+
+def _population(label: str) -> Callable[[Selector], Population]:
+    """Name a selector where it is defined: every target and contrast in that subgroup then uses both."""
+    return lambda select: Population(select.__name__.lstrip("_"), label, select)
+
+
+@_population("breast HER2+, stage IV, ECOG 0-1, first line")
 def _breast_her2_positive(p: pd.DataFrame) -> np.ndarray:
     return _fit_advanced(p) & _is(p, "her2_positive") & (p["prior_lines"].to_numpy() == 0)
 
 
+@_population("breast HER2-, stage IV, ECOG 0-1, first line")
 def _breast_her2_negative(p: pd.DataFrame) -> np.ndarray:
     return _fit_advanced(p) & ~_is(p, "her2_positive") & (p["prior_lines"].to_numpy() == 0)
 
 
+@_population("breast triple-negative, stage IV, ECOG 0-1")
 def _breast_triple_negative(p: pd.DataFrame) -> np.ndarray:
     return _fit_advanced(p) & ~_is(p, "her2_positive") & ~_is(p, "er_positive") & ~_is(p, "pr_positive")
 
 
+@_population("NSCLC EGFR/ALK wt, stage IV, ECOG 0-1")
 def _lung_driver_negative(p: pd.DataFrame) -> np.ndarray:
     return _fit_advanced(p) & ~_is(p, "egfr") & ~_is(p, "alk") & (p["prior_lines"].to_numpy() == 0)
 
 
+@_population("NSCLC non-squamous EGFR/ALK wt, stage IV, ECOG 0-1")
 def _lung_keynote189(p: pd.DataFrame) -> np.ndarray:
     return _lung_driver_negative(p) & (p["histology"].to_numpy() != "nsclc_squamous")
 
 
-def _lung_keynote189_tps(low: float, high: float) -> Selector:
+def _lung_keynote189_tps(low: float, high: float, label: str) -> Population:
     def select(p: pd.DataFrame) -> np.ndarray:
         tps = p["pdl1_tps_percent"].to_numpy(dtype=float)
         return _lung_keynote189(p) & (tps >= low) & (tps < high)
-    return select
+    return Population(f"keynote189_tps_{low}_to_{high}", f"KEYNOTE-189 population, PD-L1 TPS {label}", select)
 
 
+_KEYNOTE189_TPS_50_PLUS = _lung_keynote189_tps(50, 101, ">= 50 %")
+_KEYNOTE189_TPS_BELOW_1 = _lung_keynote189_tps(0, 1, "< 1 %")
+
+
+@_population("colorectal stage IV, ECOG 0-1, first line")
 def _colorectal_first_line(p: pd.DataFrame) -> np.ndarray:
     return _fit_advanced(p) & (p["prior_lines"].to_numpy() == 0)
 
 
+@_population("colorectal KRAS wild-type, stage IV, ECOG 0-1, first line")
 def _colorectal_kras_wild_type(p: pd.DataFrame) -> np.ndarray:
     return _colorectal_first_line(p) & ~_is(p, "kras")
 
 
+@_population("colorectal KRAS mutant, stage IV, ECOG 0-1, first line")
 def _colorectal_kras_mutant(p: pd.DataFrame) -> np.ndarray:
     return _colorectal_first_line(p) & _is(p, "kras")
 
 
+@_population("ovarian first line, stage III-IV, ECOG 0-1")
 def _ovarian_first_line(p: pd.DataFrame) -> np.ndarray:
     return (p["ecog"].to_numpy() <= 1) & (p["prior_lines"].to_numpy() == 0)
 
 
+@_population("ovarian platinum-sensitive relapse, ECOG 0-1")
 def _ovarian_relapsed(p: pd.DataFrame) -> np.ndarray:
     return (p["ecog"].to_numpy() <= 1) & (p["prior_lines"].to_numpy() >= 1)
+
+
+# the subgroups a row of regimen_targets.csv or response_contrasts.csv may name
+POPULATIONS: dict[str, Population] = {p.name: p for p in (
+    _breast_her2_positive, _breast_her2_negative, _breast_triple_negative, _lung_driver_negative, _lung_keynote189,
+    _KEYNOTE189_TPS_50_PLUS, _KEYNOTE189_TPS_BELOW_1, _colorectal_first_line, _colorectal_kras_wild_type,
+    _colorectal_kras_mutant, _ovarian_first_line, _ovarian_relapsed)}
 
 
 @dataclass(frozen=True)
@@ -83,56 +125,11 @@ class RegimenTarget:
 
     cancer: CancerType
     regimen: str
-    population: str
-    select: Selector
+    population: Population
     response_rate: float
     median_pfs_months: float
     median_os_months: float
     source: str
-
-
-REGIMEN_TARGETS: tuple[RegimenTarget, ...] = (
-    RegimenTarget(_BREAST, "TCHP", "breast HER2+, stage IV, ECOG 0-1, first line", _breast_her2_positive,
-                  0.80, 18.5, 56.5,
-                  "CLEOPATRA docetaxel+trastuzumab+pertuzumab (Baselga NEJM 2012; Swain NEJM 2015)"),
-    RegimenTarget(_BREAST, "AC-T", "breast HER2-, stage IV, ECOG 0-1, first line", _breast_her2_negative,
-                  0.57, 8.5, 22.5,
-                  "TAX 306 anthracycline+taxane arm, approx. (Nabholtz JCO 2003)"),
-    RegimenTarget(_BREAST, "TC", "breast HER2-, stage IV, ECOG 0-1, first line", _breast_her2_negative,
-                  0.45, 7.0, 20.0,
-                  "assumption: no first-line metastatic pivotal trial; set below anthracycline+taxane"),
-    RegimenTarget(_BREAST, "PACLITAXEL-CARBOPLATIN", "breast triple-negative, stage IV, ECOG 0-1",
-                  _breast_triple_negative, 0.55, 6.5, 16.5,
-                  "approx. between tnAcity nab-P/carboplatin (Yardley Ann Oncol 2018) and "
-                  "TNT carboplatin (Tutt Nat Med 2018)"),
-    RegimenTarget(_LUNG, "CARBOPLATIN-PEMETREXED-PEMBROLIZUMAB", "NSCLC non-squamous EGFR/ALK wt, stage IV, ECOG 0-1",
-                  _lung_keynote189, 0.476, 8.8, 22.0, "KEYNOTE-189 pembrolizumab arm (Gandhi NEJM 2018; "
-                  "Gadgeel JCO 2020)"),
-    RegimenTarget(_LUNG, "CARBOPLATIN-PEMETREXED", "NSCLC non-squamous EGFR/ALK wt, stage IV, ECOG 0-1",
-                  _lung_keynote189, 0.189, 4.9, 10.7,
-                  "KEYNOTE-189 placebo+chemotherapy arm (Gandhi NEJM 2018; Gadgeel JCO 2020)"),
-    RegimenTarget(_LUNG, "CARBOPLATIN-PACLITAXEL", "NSCLC EGFR/ALK wt, stage IV, ECOG 0-1", _lung_driver_negative,
-                  0.15, 4.5, 10.3, "E4599 carboplatin+paclitaxel arm (Sandler NEJM 2006)"),
-    RegimenTarget(_CRC, "FOLFOX", "colorectal stage IV, ECOG 0-1, first line", _colorectal_first_line,
-                  0.49, 8.0, 19.9,
-                  "NO16966 chemotherapy+placebo arm (Saltz JCO 2008)"),
-    RegimenTarget(_CRC, "FOLFOX-BEVACIZUMAB", "colorectal stage IV, ECOG 0-1, first line", _colorectal_first_line,
-                  0.47, 9.4, 21.3, "NO16966 chemotherapy+bevacizumab arm (Saltz JCO 2008)"),
-    RegimenTarget(_CRC, "FOLFIRI", "colorectal stage IV, ECOG 0-1, first line", _colorectal_first_line,
-                  0.387, 8.0, 18.6,
-                  "CRYSTAL FOLFIRI arm, all comers (Van Cutsem NEJM 2009)"),
-    RegimenTarget(_CRC, "FOLFIRI-CETUXIMAB", "colorectal KRAS wild-type, stage IV, ECOG 0-1, first line",
-                  _colorectal_kras_wild_type, 0.573, 9.9, 23.5,
-                  "CRYSTAL KRAS wild-type FOLFIRI+cetuximab (Van Cutsem JCO 2011)"),
-    RegimenTarget(_OVARY, "CARBOPLATIN-PACLITAXEL", "ovarian first line, stage III-IV, ECOG 0-1", _ovarian_first_line,
-                  0.48, 10.3, 39.3, "GOG-218 control arm PFS/OS (Burger NEJM 2011); ORR ICON7 (Perren NEJM 2011)"),
-    RegimenTarget(_OVARY, "CARBOPLATIN-PACLITAXEL-BEVACIZUMAB", "ovarian first line, stage III-IV, ECOG 0-1",
-                  _ovarian_first_line, 0.67, 14.1, 39.7,
-                  "GOG-218 bevacizumab-throughout arm (Burger NEJM 2011); ORR ICON7 (Perren NEJM 2011)"),
-    RegimenTarget(_OVARY, "CARBOPLATIN-PLD", "ovarian platinum-sensitive relapse, ECOG 0-1", _ovarian_relapsed,
-                  0.55, 11.3, 30.7, "CALYPSO PFS/OS (Pujade-Lauraine JCO 2010; Wagner BJC 2012); ORR assumed "
-                  "from platinum doublets in relapse (AGO-OVAR 2.5, OCEANS: 47-57 %)"),
-)
 
 
 @dataclass(frozen=True)
@@ -141,27 +138,25 @@ class ResponseContrast:
 
     cancer: CancerType
     regimen: str
-    population: str
-    select: Selector
+    population: Population
     response_rate: float
     tolerance: float
     source: str
 
 
-RESPONSE_CONTRASTS: tuple[ResponseContrast, ...] = (
-    ResponseContrast(_LUNG, "CARBOPLATIN-PEMETREXED-PEMBROLIZUMAB", "KEYNOTE-189 population, PD-L1 TPS >= 50 %",
-                     _lung_keynote189_tps(50, 101), 0.614, 0.08, "KEYNOTE-189 (Gandhi NEJM 2018)"),
-    ResponseContrast(_LUNG, "CARBOPLATIN-PEMETREXED", "KEYNOTE-189 population, PD-L1 TPS >= 50 %",
-                     _lung_keynote189_tps(50, 101), 0.229, 0.08, "KEYNOTE-189 (Gandhi NEJM 2018)"),
-    ResponseContrast(_LUNG, "CARBOPLATIN-PEMETREXED-PEMBROLIZUMAB", "KEYNOTE-189 population, PD-L1 TPS < 1 %",
-                     _lung_keynote189_tps(0, 1), 0.323, 0.08, "KEYNOTE-189 (Gandhi NEJM 2018)"),
-    ResponseContrast(_LUNG, "CARBOPLATIN-PEMETREXED", "KEYNOTE-189 population, PD-L1 TPS < 1 %",
-                     _lung_keynote189_tps(0, 1), 0.143, 0.08, "KEYNOTE-189 (Gandhi NEJM 2018)"),
-    ResponseContrast(_CRC, "FOLFIRI-CETUXIMAB", "colorectal KRAS mutant, stage IV, ECOG 0-1, first line",
-                     _colorectal_kras_mutant, 0.313, 0.08, "CRYSTAL KRAS mutant (Van Cutsem JCO 2011)"),
-    ResponseContrast(_CRC, "FOLFIRI", "colorectal KRAS mutant, stage IV, ECOG 0-1, first line",
-                     _colorectal_kras_mutant, 0.361, 0.08, "CRYSTAL KRAS mutant (Van Cutsem JCO 2011)"),
-)
+_TEXT_COLUMNS: dict[str, Callable[[str], object]] = {
+    "cancer": CancerType, "regimen": str, "population": POPULATIONS.__getitem__, "source": str}
+
+
+def _read(table: str, kind: type[_Target]) -> tuple[_Target, ...]:
+    """A table of published figures beside this module, one target per row (every other column a number)."""
+    with (Path(__file__).resolve().parent / table).open(newline="", encoding="utf-8") as stream:
+        return tuple(kind(**{column: _TEXT_COLUMNS.get(column, float)(value) for column, value in row.items()})
+                     for row in csv.DictReader(stream))
+
+
+REGIMEN_TARGETS: tuple[RegimenTarget, ...] = _read("regimen_targets.csv", RegimenTarget)
+RESPONSE_CONTRASTS: tuple[ResponseContrast, ...] = _read("response_contrasts.csv", ResponseContrast)
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,10 @@ def test_the_command_prints_the_hash(tmp_path, capsys):
     app = _small_app(tmp_path / "oncofed")
     assert main([str(app)]) == 0
     assert capsys.readouterr().out.strip() == app_hash(app)
-    assert main([str(tmp_path / "nowhere")]) == 2
-    assert "not a Flower app folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main([str(tmp_path / "nowhere")])
+    assert exited.value.code == 2
+    assert "oncofed-app-hash: error:" in (err := capsys.readouterr().err) and "not a Flower app folder" in err
 
 
 def test_only_listed_apps_run():

@@ -13,15 +13,9 @@ import pytest
 from pydantic import ValidationError
 
 from server.consortium_report import (
-    BudgetSplit,
     ConsortiumSummary,
     CrossSiteMatrix,
-    GlobalImportance,
-    LeaveOneSiteOut,
-    ReferenceRow,
-    SiteAbsence,
     SiteSummary,
-    SubgroupSummary,
     pool_figures,
     pool_subgroups,
     write_consortium_report,
@@ -53,25 +47,23 @@ def summary() -> ConsortiumSummary:
     models = [f"Trained at {s} only" for s in SITES] + ["Federated"]
     matrix = [[_estimate(0.6 + 0.1 * rng.random()) if (i, j) != (1, 2) else None for j in range(len(SITES))]
               for i in range(len(models))]
-    loso = [LeaveOneSiteOut(held_out_site=s, figures={"response_auc": _estimate(0.66 + 0.02 * rng.normal()),
-                                                        "os_harrell_c": _estimate(0.65)}) for s in SITES]
-    return ConsortiumSummary(run=RunInfo(run_id="run-test", model_checkpoint="round-12", rounds_completed=12),
-                             sites=sites,
-                             cross_site=[CrossSiteMatrix(figure="response_auc", models=models, sites=list(SITES),
-                                                         values=matrix)],
-                             leave_one_site_out=loso,
-                             subgroups=[SubgroupSummary(group="age", level="ge70", figure="response_auc", sites={
-                                 s: _estimate(0.6 + 0.02 * i) for i, s in enumerate(SITES)})],
-                             references=[ReferenceRow(label="Oracle", description="true risks",
-                                                      sites={s: {"response_auc": Estimate(value=0.8)} for s in SITES})],
-                             importance=GlobalImportance(patients={s: 50 for s in SITES},
-                                                         importance={"response": {"ecog": 0.1, "stage_group": 0.05}}),
-                             absences=[SiteAbsence(exchange="round 3", site_id="clinic-west", reason="no reply")],
-                             planned_training_rounds=20,
-                             budget_split=BudgetSplit(target_epsilon=3.0, validation_epsilon_share=0.2,
-                                                      validation_epsilon=0.6, federated_rounds=20,
-                                                      validation_rounds=30,
-                                                      federated_epsilon={"clinic-east": 2.91, "clinic-west": 2.87}))
+    # the other parts as plain data, validated by ConsortiumSummary as when read back from a run's results
+    return ConsortiumSummary.model_validate({
+        "run": RunInfo(run_id="run-test", model_checkpoint="round-12", rounds_completed=12), "sites": sites,
+        "cross_site": [{"figure": "response_auc", "models": models, "sites": list(SITES), "values": matrix}],
+        "leave_one_site_out": [{"held_out_site": s, "figures": {"response_auc": _estimate(0.66 + 0.02 * rng.normal()),
+                                                                "os_harrell_c": _estimate(0.65)}} for s in SITES],
+        "subgroups": [{"group": "age", "level": "ge70", "figure": "response_auc",
+                       "sites": {s: _estimate(0.6 + 0.02 * i) for i, s in enumerate(SITES)}}],
+        "references": [{"label": "Oracle", "description": "true risks",
+                        "sites": {s: {"response_auc": Estimate(value=0.8)} for s in SITES}}],
+        "importance": {"patients": {s: 50 for s in SITES},
+                       "importance": {"response": {"ecog": 0.1, "stage_group": 0.05}}},
+        "absences": [{"exchange": "round 3", "site_id": "clinic-west", "reason": "no reply"}],
+        "planned_training_rounds": 20,
+        "budget_split": {"target_epsilon": 3.0, "validation_epsilon_share": 0.2, "validation_epsilon": 0.6,
+                         "federated_rounds": 20, "validation_rounds": 30,
+                         "federated_epsilon": {"clinic-east": 2.91, "clinic-west": 2.87}}})
 
 
 def test_pooled_figures_and_heterogeneity(summary: ConsortiumSummary) -> None:
@@ -105,9 +97,11 @@ def test_subgroups_are_pooled_across_the_sites_that_shared_them(summary: Consort
     assert 0.6 <= pooled.summary.pooled <= 0.66
 
 
-def test_unknown_figures_and_bad_matrices_are_refused() -> None:
+def test_unknown_figures_bad_matrices_and_repeated_sites_are_refused(summary: ConsortiumSummary) -> None:
     with pytest.raises(ValidationError, match="unknown figure"):
         SiteSummary(site_id="x", privacy=PrivacySpent(epsilon=1.0), figures={"accuracy": _estimate(0.7)})
+    with pytest.raises(ValidationError, match="duplicated site_id"):
+        summary.model_validate(summary.model_dump() | {"sites": summary.sites[:2] + summary.sites[1:2]})
     with pytest.raises(ValidationError, match="rows"):
         CrossSiteMatrix(figure="response_auc", models=["a"], sites=["x", "y"], values=[[None]])
 

@@ -31,7 +31,9 @@ from simulations.cohort import (
 )
 from simulations.cohort.calibration import expected_presence, regimen_calibration, share_calibration
 from simulations.cohort.cli import main as cli_main
+from simulations.cohort.config import OutcomeModel
 from simulations.cohort.generator import Consortium
+from simulations.cohort.targets import POPULATIONS, REGIMEN_TARGETS, RESPONSE_CONTRASTS
 
 LARGE = 100_000
 
@@ -313,3 +315,14 @@ def test_console_command_writes_and_summarises(tmp_path: Path, capsys: pytest.Ca
         (tmp_path / "busy").mkdir()
         (tmp_path / "busy" / "notes.txt").write_text("keep me")
         cli_main(["--out", str(tmp_path / "busy"), "--patients", "600"])
+
+
+def test_the_published_tables_give_every_calibrated_regimen_a_target_in_a_named_subgroup():
+    calibrated = {(cancer, code) for cancer, by_code in OutcomeModel().regimens.items() for code in by_code}
+    targets = [(t.cancer, t.regimen) for t in REGIMEN_TARGETS]
+    assert len(set(targets)) == len(targets) and set(targets) == calibrated  # each calibrated regimen once
+    assert all(0 < t.response_rate < 1 and 0 < t.median_pfs_months < t.median_os_months and t.source
+               for t in REGIMEN_TARGETS)
+    assert all(c.regimen in {r.code for r in regimens_for(c.cancer)} and c.population in POPULATIONS.values()
+               for c in RESPONSE_CONTRASTS)
+    assert len({p.label for p in POPULATIONS.values()}) == len(POPULATIONS)

@@ -23,3 +23,14 @@ def test_each_phase_is_switched_off_by_its_flag_and_set_values_win():
     assert not config_of("--no-cross-site").share_local_models
     assert config_of("--set", "loso-rounds=3", "--rounds", "4").loso_rounds == 3
     assert not config_of("--set", "leave-one-site-out=false").leave_one_site_out
+
+
+def test_each_option_sets_its_run_config_key():
+    assert config_of("--rounds", "4").num_rounds == 4 and config_of("--strategy", "fedprox").strategy == "fedprox"
+    assert not config_of("--no-dp").dp and config_of().dp
+    assert config_of("--set", "dp=false").dp is False
+    assert config_of("--set", "num-rounds=5", "--rounds", "4").num_rounds == 4  # an option wins over --set
+    resumed = config_of("--resume", "/somewhere/runs/20240101-120000")
+    assert resumed.resume_from == "/somewhere/runs/20240101-120000" and resumed.run_name == "20240101-120000"
+    assert config_of("--data-dir", "cohort", "--output-dir", "out").model_dump(include={"data_dir", "output_dir"}) == {
+        "data_dir": "cohort", "output_dir": "out"}
