@@ -36,6 +36,9 @@ class Site:
     state_dir: Path  # the site's own disk: privacy ledger, per-patient outputs, its report
     torch_threads: int | None = None  # the site's cap on CPU threads; None = torch's default
     secret_dp_noise: bool = True  # False: DP-SGD's sampling and noise follow the run's seed (rehearsals only)
+    # what decides `patients` and `split` (the export's identity and the split settings); None = not known, so
+    # nothing derived from the table is memoised (client/data/encoded.py)
+    table_key: str | None = None
 
     @property
     def ledger_path(self) -> Path:
@@ -97,6 +100,14 @@ def simulated_site_table(csv_path: Path, seed: int, validation_fraction: float, 
     patients, split = _read_simulated_site(str(csv_path.resolve()), status.st_size, status.st_mtime_ns, seed,
                                            validation_fraction, test_fraction)
     return patients.copy(), split.copy()
+
+
+def simulated_table_key(csv_path: Path, seed: int, validation_fraction: float, test_fraction: float) -> str:
+    """What decides a simulated site's table and splits: the file (path, size, modification time) and the split
+    settings, as simulated_site_table's memo is keyed."""
+    status = csv_path.stat()
+    return (f"simulated:{csv_path.resolve()}:{status.st_size}:{status.st_mtime_ns}:{seed}:{validation_fraction!r}:"
+            f"{test_fraction!r}")
 
 
 @lru_cache(maxsize=128)
@@ -211,4 +222,6 @@ def open_site(context: Context, config: RunConfig) -> Site:
                 target_epsilon=config.target_epsilon, target_delta=config.target_delta,
                 min_cell_size=config.min_cell_size, secure_mode=config.secure_mode,
                 state_dir=run_directory(config, context.run_id) / "sites" / folder.name,
-                secret_dp_noise=False)  # the researcher's own synthetic sites: seeded, so a run can be reproduced
+                secret_dp_noise=False,  # the researcher's own synthetic sites: seeded, so a run can be reproduced
+                table_key=simulated_table_key(folder / "patients.csv", config.seed, config.validation_fraction,
+                                              config.test_fraction))

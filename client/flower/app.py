@@ -16,6 +16,7 @@ from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
+from client.data.encoded import encoded_part
 from client.data.fingerprint import data_fingerprint
 from client.flower import outbox
 from client.governance.approval import ApprovalPolicy, approval_mod
@@ -159,7 +160,7 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
     from client.training.dp_sgd import LocalTrainingPlan, PrivacyPlan, train_locally  # Opacus: on the first train message
 
     grid = SurvivalGrid.from_config(plan)
-    cohort = encode_cohort(site.part("train"), stats, grid)
+    cohort = encoded_part(site, "train", stats, grid)
     privacy, ledger, planned = None, None, None
     if plan.dp:
         delta = site.delta()
@@ -229,6 +230,20 @@ def _secure_mode_refusal(site: Site, plan: RunConfig, message: Message) -> Messa
     return None
 
 
+class _RebuiltOnUnpickling(ClientApp):
+    """A ClientApp that pickles as the call that builds it (build_client_app's arguments), not its closures.
+
+    Flower's Ray engine ships the ClientApp to a worker with every message; pickled by value, its handlers and mods
+    came to about 48 KB and tens of milliseconds of the coordinator's process per message."""
+
+    def __init__(self, mods: list[Mod], recipe: tuple[Mapping[str, Any] | None, list[Mod] | None]) -> None:
+        super().__init__(mods=mods)
+        self._recipe = recipe
+
+    def __reduce__(self) -> tuple[Callable[..., ClientApp], tuple[Any, ...]]:
+        return build_client_app, self._recipe
+
+
 def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod] | None = None) -> ClientApp:
     """A ClientApp; `overrides` stand in for the run configuration when the project's own command runs it.
 
@@ -255,9 +270,9 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         path = SiteConfig.from_file(location.config_file).dictionary if location.config_file is not None else None
         return LocalDictionary(site_id=location.site_id, path=path)
 
-    app = ClientApp(mods=[audit_mod(audit_target), approval_mod(approval_policy), dictionary_mod(local_dictionary),
-                          secure_aggregation_mod,
-                          *(mods or []), outbox.contain_failures])
+    app = _RebuiltOnUnpickling(mods=[audit_mod(audit_target), approval_mod(approval_policy),
+                                     dictionary_mod(local_dictionary), secure_aggregation_mod,
+                                     *(mods or []), outbox.contain_failures], recipe=(overrides, mods))
 
     def site_of(context: Context) -> Site:
         site = open_site(context, local_config(context))
@@ -394,7 +409,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
             logger.info("site %s: own response recalibration on its validation split: %s", site.site_id,
                         "not applied (too few validation patients, or no ranking left)" if fitted is None else
                         f"a = {fitted[0]:.3f}, b = {fitted[1]:+.3f} (kept at the site)")
-        figures = evaluate_cohort(model, patients, encode_cohort(patients, stats, grid), grid,
+        figures = evaluate_cohort(model, patients, encoded_part(site, split, stats, grid), grid,
                                   site.min_cell_size, split)
         if split == "test" and phase.intervals:
             from client.evaluation.validation import headline_intervals
