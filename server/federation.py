@@ -41,12 +41,17 @@ References = Callable[[RunConfig], tuple[list[ReferenceRow], dict[str, dict[str,
 
 
 def weighted_means(figures: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Mean of each figure over the sites that report it, weighted by their patient counts."""
+    """Mean of each figure over the sites that report it, weighted by their patient counts.
+
+    A count released under DP can come back suppressed (0): that site weighs nothing, and a figure no site with a
+    positive count reports has no mean."""
     keys = {k for f in figures.values() for k in f if k != COUNT_KEY}
     means = {}
     for key in sorted(keys):
         pairs = [(f[key], f.get(COUNT_KEY, 1.0)) for f in figures.values() if key in f]
-        means[key] = sum(v * w for v, w in pairs) / sum(w for _, w in pairs)
+        total = sum(w for _, w in pairs if w > 0)
+        if total > 0:
+            means[key] = sum(v * w for v, w in pairs if w > 0) / total
     return means
 
 
