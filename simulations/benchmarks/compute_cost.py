@@ -13,15 +13,16 @@ from typing import Any
 
 
 def plain_loop_round(cohort: Path | None, overrides: dict[str, Any], dp: bool) -> Callable[[], float]:
-    """The compute of one round without Flower: every site's local training and validation forward pass.
+    """The compute of one round without Flower: every site's local training, then its validation figures (loss,
+    response AUC, PFS and OS C-index: the evaluate_cohort call a site answers an evaluate message with).
 
-    Data are loaded and encoded, and the noise calibrated, before timing: a round's sample passes only.
+    Data are loaded and encoded, and the noise calibrated, before timing: a round's work at the sites only.
     Returns a function that runs one such round and returns its seconds.
     """
-    import torch
     from flwr.app import Context, RecordDict
 
     from client.data.site import open_site, simulated_site_dirs
+    from client.evaluation.cohort import evaluate_cohort
     from client.training.dp_sgd import LocalTrainingPlan, PrivacyPlan, train_locally
     from client.training.privacy import calibrate_noise, default_delta, steps_per_round
     from shared.config import RunConfig
@@ -47,18 +48,16 @@ def plain_loop_round(cohort: Path | None, overrides: dict[str, Any], dp: bool) -
         plan = LocalTrainingPlan(local_epochs=config.local_epochs, batch_size=config.batch_size,
                                  learning_rate=config.learning_rate, proximal_mu=0.0,
                                  modality_dropout=config.modality_dropout, seed=config.seed + index)
-        prepared.append((train, validation, plan, privacy))
+        prepared.append((train, validation, site.part("validation"), site.min_cell_size, plan, privacy))
     initial = build_model(grid.num_intervals, config.hidden_size, config.seed).state_dict()
 
     def one_round() -> float:
         started = time.perf_counter()
-        for train, validation, plan, privacy in prepared:
+        for train, validation, patients, min_cell_size, plan, privacy in prepared:
             model = build_model(grid.num_intervals, config.hidden_size, config.seed)
             model.load_state_dict(initial)
             train_locally(model, train, plan, privacy)
-            model.eval()
-            with torch.no_grad():
-                model(*validation.inputs())
+            evaluate_cohort(model, patients, validation, grid, min_cell_size, "validation")
         return time.perf_counter() - started
 
     return one_round
@@ -70,6 +69,7 @@ def dp_epoch_cost(cohort: Path | None, overrides: dict[str, Any], repeats: int) 
     from flwr.app import Context, RecordDict
 
     from client.data.site import open_site, simulated_site_dirs
+    from client.evaluation.cohort import evaluate_cohort
     from client.training.dp_sgd import GRAD_SAMPLE_MODES, LocalTrainingPlan, PrivacyPlan, train_locally
     from client.training.privacy import calibrate_noise, default_delta, steps_per_round
     from shared.config import RunConfig

@@ -4,8 +4,8 @@
 - the main job (`oncofed-simulate`'s federation, in a fresh process like the user's command) end to end: wall
   time and the peak memory of its whole process tree (driver, Ray's GCS/raylet, every ClientApp actor);
 - per round: the coordinator's seconds for training, aggregation and evaluation, the seconds the sites spent
-  inside their ClientApp, and the ratio of the round to the same sample passes (each site's DP training epochs
-  and validation forward pass) in a plain PyTorch loop in one process, without Flower or Ray;
+  inside their ClientApp, and the ratio of the round to the same work at the sites (each site's DP training epochs
+  and its validation figures) in a plain PyTorch loop in one process, without Flower or Ray;
 - DP-SGD's cost: seconds per epoch of a site's training with Opacus against the same training without DP;
 - scale: 3, 10, 30 and 100 simulated sites with the same total patients (4,650), and 3, 10 and 30 sites with a
   fixed 775 patients per site (100 such sites, 77,500 patients, took 14 min alone on a loaded machine; add it with
@@ -214,8 +214,9 @@ def plain_loop_section(settings: Settings, work: Path, main: dict, progress: Cal
     return {"plain_loop_round_s": plain, "runs_s": seconds, "federated_round_s": federated,
             "overhead_ratio": federated / plain, "parallel_workers": workers,
             "overhead_ratio_vs_ideal_parallel": federated / (plain / workers),
-            "what": "each site's DP local training (same epochs, batch size, noise) and one forward pass over its "
-                    "validation split, sites one after another, one thread, no Flower/Ray; federated = the "
+            "what": "each site's DP local training (same epochs, batch size, noise) and its validation figures (loss, "
+                    "response AUC, PFS and OS C-index: client.evaluation.cohort.evaluate_cohort, as a site answers "
+                    "an evaluate message), sites one after another, one thread, no Flower/Ray; federated = the "
                     "coordinator's train + aggregate + evaluate seconds (median over rounds 2..R and repeats)"}
 
 
