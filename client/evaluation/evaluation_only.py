@@ -12,8 +12,6 @@ trained); with release-epsilon-share > 0 the figures that leave carry Gaussian n
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 from flwr.app import Message
 
@@ -24,13 +22,10 @@ from shared.messages import MODEL_ARRAYS_KEY, read_evaluation, read_instructions
 from shared.model import build_model
 from shared.release_privacy import EXTERNAL_FIGURES_RELEASE, releases_under_dp
 
-# client.flower.app.report_at_site, passed in so this module does not import the app
-ReportAtSite = Callable[..., dict[str, float]]
-
-
-def evaluate_registered_model(message: Message, site: Site, run_id: str, report: ReportAtSite) -> Message:
+def evaluate_registered_model(message: Message, site: Site, run_id: str) -> Message:
     """The site's figures on the registered model (with intervals) and its site report; a refusal if too few."""
     from client.evaluation.cohort import evaluate_cohort
+    from client.evaluation.report import report_at_site
     from client.evaluation.validation import headline_intervals
     from shared.metrics import EvaluationSettings
 
@@ -50,8 +45,8 @@ def evaluate_registered_model(message: Message, site: Site, run_id: str, report:
     figures |= headline_intervals(model, patients, stats, grid, settings, np.random.default_rng(plan.seed))
     if plan.site_reports:
         scope = "its test split (a training site)" if internal else "all its patients (external)"
-        figures |= report(site, model, stats, grid, plan, run_id, completed_round, evaluated=patients,
-                          model_label=f"{model_label}, evaluated on {scope}")
+        figures |= report_at_site(site, model, stats, grid, plan, run_id, completed_round, evaluated=patients,
+                                  model_label=f"{model_label}, evaluated on {scope}")
     if releases_under_dp(plan):  # the figures leave with Gaussian noise, charged to the site's ledger
         from client.governance.release_privacy import charge_release, noisy_test_figures
         from client.training.privacy import PrivacyBudgetExceeded

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
@@ -21,7 +20,7 @@ from client.data.fingerprint import data_fingerprint
 from client.flower import outbox
 from client.governance.approval import ApprovalPolicy, approval_mod
 from client.governance.dictionary_check import LocalDictionary, dictionary_mod
-from client.governance.audit import AUDIT_FILE, AuditTarget, audit_mod, summarise
+from client.governance.audit import AUDIT_FILE, AuditTarget, audit_mod
 from client.training.privacy import (
     LedgerEntry,
     PrivacyBudgetExceeded,
@@ -34,14 +33,13 @@ from client.data.site import Site, locate_site, open_site, partition_count_probl
 from client.flower.secure_aggregation import secure_aggregation_mod
 from client.training.propensity import outcome_epsilon, train_propensity_round
 from shared.config import RunConfig
-from shared.encoding import SurvivalGrid, encode_cohort
+from shared.encoding import SurvivalGrid
 from shared.harmonisation import NormalisationStats, summarise_site, to_metric_record_dict
 from shared.messages import (
     RECALIBRATION_INTERCEPT_KEY,
     RECALIBRATION_SLOPE_KEY,
     COUNT_KEY,
     EPSILON_KEY,
-    FIGURE_ESTIMATES,
     LOSS_KEYS,
     MODEL_ARRAYS_KEY,
     PLAN_KEY,
@@ -50,7 +48,7 @@ from shared.messages import (
     read_instructions,
     read_phase,
 )
-from shared.model import OncoFedNet, build_model, predict
+from shared.model import OncoFedNet, build_model
 from shared.propensity import (
     PROPENSITY_ARRAYS_KEY,
     PropensityModel,
@@ -63,9 +61,6 @@ from shared.seeds import local_training_seed
 from shared.site_config import SiteConfig
 from shared.vocabulary import DICTIONARY
 
-if TYPE_CHECKING:
-    from shared.html_report import PrivacySpent
-
 # A deployed SuperNode starts this module afresh for every message, so it imports only what every message
 # needs (torch, flwr, numpy, pandas). Each handler imports the rest on first use: Opacus for training,
 # scikit-learn / scikit-survival for evaluation, SHAP, matplotlib and the report templates for the site report.
@@ -75,75 +70,6 @@ logger = logging.getLogger(__name__)
 
 def _model_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {name: tuple(t.shape) for name, t in model.state_dict().items()}
-
-
-def _privacy_spent(site: Site, plan: RunConfig) -> PrivacySpent:
-    """What the site's ledger says it has spent; ε is None when the site kept no ledger (no DP)."""
-    from shared.html_report import PrivacySpent
-
-    if not site.ledger_path.exists():
-        return PrivacySpent(epsilon=None)
-    ledger = load_ledger(site.ledger_path, site.delta())
-    last = ledger.entries[-1] if ledger.entries else None
-    return PrivacySpent(epsilon=ledger.epsilon(), delta=ledger.delta, accountant="rdp",
-                        noise_multiplier=last.noise_multiplier if last else None, max_grad_norm=plan.max_grad_norm,
-                        budget_epsilon=site.target_epsilon, rounds=ledger.spending())
-
-
-def report_at_site(site: Site, model: OncoFedNet, stats: NormalisationStats, grid: SurvivalGrid, plan: RunConfig,
-                   run_id: str, server_round: int, evaluated: pd.DataFrame | None = None,
-                   model_label: str | None = None, personalised: OncoFedNet | None = None) -> dict[str, float]:
-    """Write the site's report (per-patient curves stay on the site's disk); return its shareable intervals.
-
-    Only figures that are not suppressed are returned: the headline figures and each subgroup's (value/lower/
-    upper, and the subgroup's size), and the mean |SHAP| per field when enough test patients were explained.
-    `evaluated`: the patients to report on (default the test split; an external site's evaluation-only run
-    passes all its patients); the baselines are fitted on the training split either way. `personalised`: the
-    site's own refit of the model (client/training/personalise.py), shown beside it in the report only.
-    """
-    from client.evaluation.site_report import evaluate_site, write_site_report
-    from client.evaluation.validation import (
-        explain_test_patients,
-        shap_importances,
-        shap_metrics,
-        subgroup_metrics,
-        with_interval,
-    )
-    from shared.atomic import write_atomically
-    from shared.html_report import RunInfo
-    from shared.metrics import EvaluationSettings, OutcomePredictions, site_figures
-
-    train, test = site.part("train"), site.part("test") if evaluated is None else evaluated
-    inputs = encode_cohort(test, stats, grid).inputs()
-
-    def outcome_predictions(net: OncoFedNet) -> OutcomePredictions:
-        raw = predict(net, inputs)
-        return OutcomePredictions(response_prob=raw.response_prob, pfs_survival=raw.pfs_survival,
-                                  os_survival=raw.os_survival, time_grid_days=grid.time_grid_days)
-
-    predictions = outcome_predictions(model)
-    personal = None if personalised is None else outcome_predictions(personalised)
-    run = RunInfo(run_id=run_id, model_checkpoint=model_label or f"global model after round {server_round}",
-                  rounds_completed=server_round)
-    settings = EvaluationSettings.from_config(plan, site.min_cell_size)
-    explanation = explain_test_patients(model, train, test, stats, grid, plan.shap_patients, plan.shap_samples,
-                                        plan.seed)
-    evaluation = evaluate_site(site.site_id, train, test, predictions, shap_importances=shap_importances(explanation),
-                               privacy=_privacy_spent(site, plan), run=run,
-                               rng=np.random.default_rng(plan.seed), settings=settings,
-                               shap_patients=0 if explanation is None else len(explanation.values),
-                               audit=summarise(site.state_dir / AUDIT_FILE)
-                               if (site.state_dir / AUDIT_FILE).is_file() else None, personalised=personal)
-    write_site_report(site.state_dir / "report.html", evaluation)
-    # the same figures as data, for the tumour board's subgroup column (client/tumour_board/board.py)
-    write_atomically(site.state_dir / "report.json", evaluation.model_dump_json(indent=1))
-    headline = site_figures(evaluation.model)
-    shared: dict[str, float] = {}
-    for key, name in FIGURE_ESTIMATES.items():
-        if (estimate := headline.get(name)) is not None:
-            shared |= with_interval(key, estimate)
-    return shared | subgroup_metrics(evaluation.subgroups, site.min_cell_size) | shap_metrics(explanation,
-                                                                                              site.min_cell_size)
 
 
 def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: OncoFedNet, server_round: int,
@@ -418,6 +344,8 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
             settings = EvaluationSettings.from_config(plan, site.min_cell_size)
             figures |= headline_intervals(model, patients, stats, grid, settings, np.random.default_rng(plan.seed))
         if split == "test" and phase.site_report and plan.site_reports:
+            from client.evaluation.report import report_at_site
+
             try:
                 figures |= report_at_site(site, model, stats, grid, plan, str(context.run_id), server_round,
                                           personalised=personalised)
@@ -438,7 +366,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         """A registered model evaluated without training (client/evaluation/evaluation_only.py); no ε on weights."""
         from client.evaluation.evaluation_only import evaluate_registered_model
 
-        return evaluate_registered_model(message, site_of(context), str(context.run_id), report_at_site)
+        return evaluate_registered_model(message, site_of(context), str(context.run_id))
 
     @app.evaluate("recalibration")
     def recalibration(message: Message, context: Context) -> Message:
