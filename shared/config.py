@@ -61,6 +61,8 @@ class RunConfig(BaseModel):
     local_epochs: int = Field(default=1, ge=1, le=100)
     batch_size: int = Field(default=256, ge=2, description="expected Poisson batch size")
     learning_rate: float = Field(default=0.03, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0, description="L2 penalty on the weight matrices (a ridge "
+                                "penalty; not biases, norms or the survival baselines); data-independent under DP")
     modality_dropout: float = Field(default=0.15, ge=0, lt=1,
                                     description="chance of hiding a present non-clinical modality in training")
     # differential privacy (per site; the unit of privacy is one patient record at one site)

@@ -71,7 +71,8 @@ def train_pooled(sites: list[Site], config: RunConfig, stats: NormalisationStats
             model.load_state_dict(trained.state_dict())
         plan = LocalTrainingPlan(local_epochs=config.local_epochs, batch_size=config.batch_size,
                                  learning_rate=config.learning_rate, proximal_mu=0.0,
-                                 modality_dropout=config.modality_dropout, seed=config.seed * 7 + round_number)
+                                 modality_dropout=config.modality_dropout, seed=config.seed * 7 + round_number,
+                                 weight_decay=config.weight_decay)
         train_locally(model, cohort, plan, privacy)
     return model
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import secrets
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,7 @@ class LocalTrainingPlan:
     proximal_mu: float
     modality_dropout: float
     seed: int
+    weight_decay: float = 0.0
 
 
 # How Opacus gets each patient's gradient norm: "hooks" (per-sample gradients from module hooks), "functorch"
@@ -85,7 +87,7 @@ def train_locally(model: OncoFedNet, cohort: EncodedCohort, plan: LocalTrainingP
     loader = DataLoader(TensorDataset(*tensors), batch_size=plan.batch_size, shuffle=True,
                         generator=generator)
     global_weights = [p.detach().clone() for p in model.parameters()]
-    optimizer = torch.optim.Adam(model.parameters(), lr=plan.learning_rate)
+    optimizer = torch.optim.Adam(_parameter_groups(model, plan.weight_decay), lr=plan.learning_rate)
     trained: torch.nn.Module = model
     criterion = None
     if privacy is not None:
@@ -112,6 +114,18 @@ def train_locally(model: OncoFedNet, cohort: EncodedCohort, plan: LocalTrainingP
     sample_rate = float(getattr(loader, "sample_rate", min(1.0, plan.batch_size / len(cohort))))
     return LocalTrainingResult(mean_loss=total / max(1, steps * plan.batch_size), steps=steps,
                                sample_rate=sample_rate)
+
+
+def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict] | Iterator[torch.nn.Parameter]:
+    """Adam's L2 penalty (a ridge, added to the gradient after DP-SGD's noise) on the weight matrices only: the
+    biases, the norms' gains and the survival heads' baseline hazards are intercepts and scales, left unpenalised.
+    Without a penalty Adam gets model.parameters() itself, so its draws and results are those of before the option."""
+    if weight_decay == 0:
+        return model.parameters()
+    decayed, rest = [], []
+    for name, parameter in model.named_parameters():
+        (decayed if parameter.ndim == 2 and "baseline" not in name else rest).append(parameter)
+    return [{"params": decayed, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
 class _PatientLoss:

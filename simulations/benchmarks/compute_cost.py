@@ -47,7 +47,8 @@ def plain_loop_round(cohort: Path | None, overrides: dict[str, Any], dp: bool) -
                                   secret_noise=False)
         plan = LocalTrainingPlan(local_epochs=config.local_epochs, batch_size=config.batch_size,
                                  learning_rate=config.learning_rate, proximal_mu=0.0,
-                                 modality_dropout=config.modality_dropout, seed=config.seed + index)
+                                 modality_dropout=config.modality_dropout, seed=config.seed + index,
+                                 weight_decay=config.weight_decay)
         prepared.append((train, validation, site.part("validation"), site.min_cell_size, plan, privacy))
     initial = build_model(grid.num_intervals, config.hidden_size, config.seed).state_dict()
 
@@ -91,7 +92,8 @@ def dp_epoch_cost(cohort: Path | None, overrides: dict[str, Any], repeats: int) 
     calibrate_seconds = time.perf_counter() - calibrate_started
     plan = LocalTrainingPlan(local_epochs=config.local_epochs, batch_size=config.batch_size,
                              learning_rate=config.learning_rate, proximal_mu=0.0,
-                             modality_dropout=config.modality_dropout, seed=config.seed)
+                             modality_dropout=config.modality_dropout, seed=config.seed,
+                             weight_decay=config.weight_decay)
     modes = {"no_dp": None, **{f"dp_{mode}": PrivacyPlan(noise_multiplier=sigma, max_grad_norm=config.max_grad_norm,
                                                           secure_mode=False, grad_sample_mode=mode)
                                for mode in GRAD_SAMPLE_MODES}}

@@ -93,6 +93,53 @@ SETTINGS |= {
 MODEL_FORMS |= {"recipe:wide-i2-h8": MODEL_FORMS["recipe:wide-i2"],
                 "recipe:wide-i2-lr01": MODEL_FORMS["recipe:wide-i2"],
                 "recipe:wide-i8-lr01": MODEL_FORMS["recipe:wide-i8"]}
+# the clipping study (docs/dp_tuning.md, "Clipping"): the chosen network and recipe with a larger flat bound (at C = 1
+# every patient's gradient is clipped, so with Adam a smaller bound changes nothing), or Opacus's per-layer clipping
+SETTINGS |= {"recipe:wide-i2-c3": RECIPE | {"max-grad-norm": 3.0},
+             "recipe:wide-i2-c10": RECIPE | {"max-grad-norm": 10.0},
+             "recipe:wide-i2-per-layer": RECIPE,
+             # the recipe re-tuned around the chosen network: larger batches (less noise per patient), more rounds
+             "recipe:wide-i2-b512-lr03": RECIPE | {"batch-size": 512},
+             "recipe:wide-i2-b512-lr06": RECIPE | {"batch-size": 512, "learning-rate": 0.06},
+             "recipe:wide-i2-r30": RECIPE | {"num-rounds": 30},
+             # plain SGD at the sites instead of Adam (whose per-coordinate scaling turns noise into full-size steps)
+             "recipe:wide-i2-sgd-lr03": RECIPE | {"learning-rate": 0.3},
+             "recipe:wide-i2-sgd-lr1": RECIPE | {"learning-rate": 1.0},
+             "recipe:wide-i2-sgd-lr3": RECIPE | {"learning-rate": 3.0}}
+LOCAL_SGD = {name for name in SETTINGS if "-sgd-" in name}
+MODEL_FORMS |= {name: MODEL_FORMS["recipe:wide-i2"] for name in SETTINGS
+                if name.startswith("recipe:wide-i2-") and name not in MODEL_FORMS}
+PER_LAYER = {"recipe:wide-i2-per-layer"}
+
+
+@contextlib.contextmanager
+def per_layer_clipping(on: bool) -> Iterator[None]:
+    """Opacus's per-layer clipping for one run: every parameter tensor clipped to max-grad-norm / √(tensors), so
+    the bounds' overall norm, and hence the noise and the privacy accounting, equal the flat bound's."""
+    if not on:
+        yield
+        return
+    from opacus import PrivacyEngine
+
+    flat = PrivacyEngine.make_private
+
+    def make_private(self, *, module, max_grad_norm, **keywords):
+        tensors = sum(1 for p in module.parameters() if p.requires_grad)
+        return flat(self, module=module, max_grad_norm=[max_grad_norm / tensors ** 0.5] * tensors,
+                    clipping="per_layer", **keywords)
+
+    with mock.patch.object(PrivacyEngine, "make_private", make_private):
+        yield
+
+
+@contextlib.contextmanager
+def local_sgd(on: bool) -> Iterator[None]:
+    """The sites' local optimiser as plain SGD (same learning-rate key) for one run, instead of Adam."""
+    if not on:
+        yield
+        return
+    with mock.patch("client.training.dp_sgd.torch.optim.Adam", lambda params, lr: torch.optim.SGD(params, lr=lr)):
+        yield
 
 
 @contextlib.contextmanager
@@ -141,7 +188,7 @@ def run_setting(name: str, overrides: dict[str, Any], seed: int, runs_dir: Path)
     sites = simulated_site_dirs(config)
     grid = InProcessGrid(build_client_app(config.to_flower()), num_nodes=len(sites))
     started = time.perf_counter()
-    with model_form(MODEL_FORMS.get(name)):
+    with model_form(MODEL_FORMS.get(name)), per_layer_clipping(name in PER_LAYER), local_sgd(name in LOCAL_SGD):
         results = run_federation(grid, config, runs_dir / config.run_name, progress=lambda line: None)
     seconds = time.perf_counter() - started
     final = results.rounds[-1]

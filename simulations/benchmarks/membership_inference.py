@@ -142,7 +142,8 @@ def train_like_a_site(cohort: EncodedCohort, recipe: TrainingRecipe, config: Run
         model.load_state_dict(weights)
         plan = LocalTrainingPlan(local_epochs=recipe.local_epochs, batch_size=config.batch_size,
                                  learning_rate=config.learning_rate, proximal_mu=0.0,
-                                 modality_dropout=recipe.modality_dropout, seed=seed * 1009 + server_round)
+                                 modality_dropout=recipe.modality_dropout, seed=seed * 1009 + server_round,
+                                 weight_decay=config.weight_decay)
         train_locally(model, cohort, plan, privacy)
         weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     final = build_model(grid.num_intervals, config.hidden_size, config.seed)
