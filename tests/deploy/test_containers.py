@@ -51,6 +51,7 @@ def consortium(built, tmp_path_factory):
     consortium = ComposeConsortium(tmp_path_factory.mktemp("compose"))
     try:
         consortium.make_files()
+        consortium.down()  # what an interrupted earlier run left (its named volumes hold that run's results)
         consortium.compose_run("up", "-d", "--no-build", timeout=900)
         consortium.wait_for(lambda: consortium.online_nodes() == len(SITES), 600, "three SuperNodes online")
         yield consortium
