@@ -69,11 +69,8 @@ def train_pooled(sites: list[Site], config: RunConfig, stats: NormalisationStats
         if round_number > 1:  # a fresh module each round: Opacus hooks the one it trains
             trained, model = model, build_model(grid.num_intervals, config.hidden_size, config.seed)
             model.load_state_dict(trained.state_dict())
-        plan = LocalTrainingPlan(local_epochs=config.local_epochs, batch_size=config.batch_size,
-                                 learning_rate=config.learning_rate, proximal_mu=0.0,
-                                 modality_dropout=config.modality_dropout, seed=config.seed * 7 + round_number,
-                                 weight_decay=config.weight_decay)
-        train_locally(model, cohort, plan, privacy)
+        train_locally(model, cohort, LocalTrainingPlan.from_config(config, seed=config.seed * 7 + round_number),
+                      privacy)
     return model
 
 

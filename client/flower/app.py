@@ -100,12 +100,9 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
         check_budget(ledger, site.target_epsilon, planned.planned, planned.group, planned.group_budget)
         privacy = PrivacyPlan(noise_multiplier=planned.noise_multiplier, max_grad_norm=plan.max_grad_norm,
                               secure_mode=site.secure_mode, secret_noise=site.secret_dp_noise)
-    local = LocalTrainingPlan(local_epochs=plan.local_epochs, batch_size=plan.batch_size,
-                              learning_rate=plan.learning_rate, weight_decay=plan.weight_decay,
-                              proximal_mu=plan.proximal_mu if plan.strategy == "fedprox" else 0.0,
-                              modality_dropout=plan.modality_dropout,
-                              seed=local_training_seed(plan.seed, server_round, site.site_id, phase.phase,
-                                                       phase.held_out_site))
+    local = LocalTrainingPlan.from_config(
+        plan, seed=local_training_seed(plan.seed, server_round, site.site_id, phase.phase, phase.held_out_site),
+        proximal_mu=plan.proximal_mu if plan.strategy == "fedprox" else 0.0)
     weights = None if propensity is None else inverse_probability_weights(propensity, cohort.inputs(),
                                                                           plan.propensity_weight_bound)
     result = train_locally(model, cohort, local, privacy, weights)

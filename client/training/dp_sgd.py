@@ -12,6 +12,7 @@ import torch
 from opacus import PrivacyEngine
 from torch.utils.data import DataLoader, TensorDataset
 
+from shared.config import RunConfig
 from shared.encoding import MODALITY_MASK_INPUT, NUM_INPUTS, EncodedCohort
 from shared.losses import batch_loss, patient_losses
 from shared.model import OncoFedNet
@@ -26,6 +27,13 @@ class LocalTrainingPlan:
     modality_dropout: float
     seed: int
     weight_decay: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: RunConfig, seed: int, proximal_mu: float = 0.0) -> LocalTrainingPlan:
+        """The run configuration's recipe, so no caller forgets one of its keys."""
+        return cls(local_epochs=config.local_epochs, batch_size=config.batch_size,
+                   learning_rate=config.learning_rate, proximal_mu=proximal_mu,
+                   modality_dropout=config.modality_dropout, seed=seed, weight_decay=config.weight_decay)
 
 
 # How Opacus gets each patient's gradient norm: "hooks" (per-sample gradients from module hooks), "functorch"

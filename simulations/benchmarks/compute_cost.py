@@ -45,10 +45,7 @@ def plain_loop_round(cohort: Path | None, overrides: dict[str, Any], dp: bool) -
             sigma = calibrate_noise(config.target_epsilon, default_delta(len(train)), rate, steps * config.num_rounds)
             privacy = PrivacyPlan(noise_multiplier=sigma, max_grad_norm=config.max_grad_norm, secure_mode=False,
                                   secret_noise=False)
-        plan = LocalTrainingPlan(local_epochs=config.local_epochs, batch_size=config.batch_size,
-                                 learning_rate=config.learning_rate, proximal_mu=0.0,
-                                 modality_dropout=config.modality_dropout, seed=config.seed + index,
-                                 weight_decay=config.weight_decay)
+        plan = LocalTrainingPlan.from_config(config, seed=config.seed + index)
         prepared.append((train, validation, site.part("validation"), site.min_cell_size, plan, privacy))
     initial = build_model(grid.num_intervals, config.hidden_size, config.seed).state_dict()
 
@@ -70,7 +67,6 @@ def dp_epoch_cost(cohort: Path | None, overrides: dict[str, Any], repeats: int) 
     from flwr.app import Context, RecordDict
 
     from client.data.site import open_site, simulated_site_dirs
-    from client.evaluation.cohort import evaluate_cohort
     from client.training.dp_sgd import GRAD_SAMPLE_MODES, LocalTrainingPlan, PrivacyPlan, train_locally
     from client.training.privacy import calibrate_noise, default_delta, steps_per_round
     from shared.config import RunConfig
@@ -90,10 +86,7 @@ def dp_epoch_cost(cohort: Path | None, overrides: dict[str, Any], repeats: int) 
     search = getattr(calibrate_noise, "__wrapped__", calibrate_noise)  # the search itself, not its memo
     sigma = search(config.target_epsilon, default_delta(len(cohort_train)), rate, steps * config.num_rounds)
     calibrate_seconds = time.perf_counter() - calibrate_started
-    plan = LocalTrainingPlan(local_epochs=config.local_epochs, batch_size=config.batch_size,
-                             learning_rate=config.learning_rate, proximal_mu=0.0,
-                             modality_dropout=config.modality_dropout, seed=config.seed,
-                             weight_decay=config.weight_decay)
+    plan = LocalTrainingPlan.from_config(config, seed=config.seed)
     modes = {"no_dp": None, **{f"dp_{mode}": PrivacyPlan(noise_multiplier=sigma, max_grad_norm=config.max_grad_norm,
                                                           secure_mode=False, grad_sample_mode=mode)
                                for mode in GRAD_SAMPLE_MODES}}

@@ -33,7 +33,7 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -140,10 +140,8 @@ def train_like_a_site(cohort: EncodedCohort, recipe: TrainingRecipe, config: Run
     for server_round in range(1, recipe.rounds + 1):
         model = build_model(grid.num_intervals, config.hidden_size, config.seed)
         model.load_state_dict(weights)
-        plan = LocalTrainingPlan(local_epochs=recipe.local_epochs, batch_size=config.batch_size,
-                                 learning_rate=config.learning_rate, proximal_mu=0.0,
-                                 modality_dropout=recipe.modality_dropout, seed=seed * 1009 + server_round,
-                                 weight_decay=config.weight_decay)
+        plan = replace(LocalTrainingPlan.from_config(config, seed=seed * 1009 + server_round),
+                       local_epochs=recipe.local_epochs, modality_dropout=recipe.modality_dropout)
         train_locally(model, cohort, plan, privacy)
         weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     final = build_model(grid.num_intervals, config.hidden_size, config.seed)
