@@ -18,7 +18,7 @@ from shared.atomic import write_atomically
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
 from shared.harmonisation import NormalisationStats
-from shared.model import OncoFedNet, build_model
+from shared.model import OncoFedNet, model_for
 from shared.run_result import RoundRecord
 
 
@@ -73,7 +73,7 @@ def load_final_model(run_dir: Path) -> tuple[RunConfig, ServerState, SurvivalGri
     config = RunConfig.from_mapping(json.loads((run_dir / "config.json").read_text()))
     state, weights, _ = load_checkpoint(run_dir)
     grid = SurvivalGrid.from_config(config)
-    model = build_model(grid.num_intervals, config.hidden_size, config.seed)
+    model = model_for(config)
     model.load_state_dict(weights)
     return config, state, grid, model
 

@@ -31,7 +31,6 @@ from server.validation import headline_only
 from shared.atomic import write_atomically
 from shared.run_result import RESULTS_FILE
 from shared.config import ConfigError, RunConfig
-from shared.encoding import SurvivalGrid
 from shared.messages import (
     EVALUATION_KEY,
     EXTERNAL_EVALUATION,
@@ -41,7 +40,7 @@ from shared.messages import (
     evaluation_record,
     instruction_records,
 )
-from shared.model import build_model
+from shared.model import model_for
 
 Progress = Callable[[str], None]
 Figures = dict[str, float]  # one site's figures under the keys of shared/messages.py
@@ -108,22 +107,19 @@ def load_registered_model(model: str) -> RegisteredModel:
 
 def check_architecture(registered: RegisteredModel, config: RunConfig) -> None:
     """The sites rebuild the network from the run configuration: it must be the registered model's."""
-    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
-    network = build_model(grid.num_intervals, config.hidden_size, config.seed)
-    expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    expected = {k: tuple(v.shape) for k, v in model_for(config).state_dict().items()}
     actual = {k: tuple(v.shape) for k, v in registered.weights.items()}
     if expected != actual:
         different = sorted(set(expected.items()) ^ set(actual.items()))[:3]
         raise ConfigError(f"evaluate-model: {registered.path} does not fit the network of this run configuration "
-                          f"(hidden-size={config.hidden_size}, survival-interval-days={config.survival_interval_days}, "
-                          f"survival-horizon-days={config.survival_horizon_days}): {different}; run with the "
-                          f"configuration the model was trained with (its run's config.json)")
+                          f"({', '.join(f'{key}={config.to_flower()[key]}' for key in MODEL_KEYS[:5])}): {different}; "
+                          f"run with the configuration the model was trained with (its run's config.json)")
 
 
 # keys that must equal the training run's: the network's shape, its initial seed, and the splits that decide which
 # patients of a training site are its held-out test patients
-MODEL_KEYS = ("hidden-size", "survival-interval-days", "survival-horizon-days", "seed", "validation-fraction",
-              "test-fraction")
+MODEL_KEYS = ("network", "interaction-rank", "hidden-size", "survival-interval-days", "survival-horizon-days", "seed",
+              "validation-fraction", "test-fraction")
 
 
 def training_configuration(path: Path) -> dict | None:

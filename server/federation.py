@@ -27,9 +27,8 @@ from server.recalibration import recalibrate_response
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from server.validation import budget_split, headline_only, planned_training_rounds, run_validation
 from shared.config import RunConfig
-from shared.encoding import SurvivalGrid
 from shared.messages import COUNT_KEY, PhaseInstruction
-from shared.model import build_model, fold_response_recalibration
+from shared.model import model_for, fold_response_recalibration
 from shared.propensity import PROPENSITY_ARRAYS_KEY
 from shared.release_privacy import releases_under_dp
 from shared.run_result import RoundRecord, RunResult
@@ -162,7 +161,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
 
 def initial_model(config: RunConfig):
     """The federation's starting model (also every validation phase's): built from the run's seed."""
-    return build_model(SurvivalGrid.from_config(config).num_intervals, config.hidden_size, config.seed)
+    return model_for(config)
 
 
 def _recalibration_line(recalibration) -> str:

@@ -27,6 +27,17 @@ FIGURES = tuple((figure.key, figure.label) for figure in HEADLINE_FIGURES)
 MODALITY_MARKERS = {"pathology": "grade", "imaging": "tumour_size_mm", "genomic": "tmb_mut_per_mb"}
 
 
+def _network(config: RunConfig) -> str:
+    """The network's form in words (run config `network`, `interaction-rank`, `hidden-size`)."""
+    interactions = (f"{config.interaction_rank} low-rank regimen × patient interaction products"
+                    if config.interaction_rank else "no regimen × patient interactions")
+    if config.network == "wide":
+        return f"Linear (wide) model over the encoded inputs (shared/model.py, network = wide), {interactions}"
+    return (f"Multimodal network (shared/model.py): an encoder per modality ({', '.join(MODALITIES)}), gated-attention "
+            f"fusion over the modalities present, a regimen-conditioned trunk (hidden size {config.hidden_size}), beside "
+            f"a linear (wide) path over the encoded inputs and {interactions}")
+
+
 def _estimate(figures: dict[str, float], key: str) -> str:
     if key not in figures:
         return "not reported"
@@ -137,11 +148,9 @@ def model_card(run_dir: Path, range_calibration: Path | None = None, data_descri
     return f"""# Model card — OncoFed run `{run_dir.name}`
 
 ## Model details
-- Multimodal network (shared/model.py): an encoder per modality ({", ".join(MODALITIES)}), gated-attention fusion
-  over the modalities present, a regimen-conditioned trunk, beside a linear (wide) path over the encoded inputs and
-  low-rank regimen × patient interactions; outputs the probability of response (RECIST CR/PR)
+- {_network(config)}; outputs the probability of response (RECIST CR/PR)
   and discrete-time PFS and OS survival curves every {config.survival_interval_days} days up to
-  {config.survival_horizon_days} days. Hidden size {config.hidden_size}.
+  {config.survival_horizon_days} days.
 - Trained by federated learning (Flower, strategy `{config.strategy}`), {len(history)} of {config.num_rounds}
   rounds completed, {config.local_epochs} local epoch(s) per round, seed {config.seed}.
 

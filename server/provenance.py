@@ -18,8 +18,8 @@ from shared.run_result import RoundRecord
 # configuration keys that place a run's files but do not change the model
 _PLACEMENT_KEYS = ("output-dir", "run-name", "resume-from", "data-dir", "round-timeout-s")
 _STRATEGY_KEYS = re.compile(r"^(num-rounds|strategy|proximal-mu|server-.*|min-sites|aggregation|trim-fraction|"
-                            r"update-.*|secure-aggregation.*|local-epochs|batch-size|learning-rate|weight-decay|"
-                            r"modality-dropout|hidden-size|seed)$")
+                            r"update-.*|secure-aggregation.*|local-epochs|batch-size|learning-rate|local-optimizer|"
+                            r"weight-decay|modality-dropout|network|interaction-rank|hidden-size|seed)$")
 _PRIVACY_KEYS = re.compile(r"^(dp|.*epsilon.*|.*delta.*|max-grad-norm|central-dp-.*|secure-mode|min-cell-size)$")
 
 

@@ -16,6 +16,8 @@ Strategy = Literal["fedavg", "fedprox", "fedadam", "fedyogi"]
 Aggregation = Literal["mean", "trimmed-mean", "median"]
 SiteRecalibration = Literal["none", "intercept", "platt"]
 SitePersonalisation = Literal["none", "response-head", "response-intercept"]
+Network = Literal["wide-deep", "wide"]
+LocalOptimizer = Literal["adam", "sgd"]
 
 
 def _hyphenate(name: str) -> str:
@@ -61,6 +63,8 @@ class RunConfig(BaseModel):
     local_epochs: int = Field(default=1, ge=1, le=100)
     batch_size: int = Field(default=256, ge=2, description="expected Poisson batch size")
     learning_rate: float = Field(default=0.03, gt=0)
+    local_optimizer: LocalOptimizer = Field(default="adam", description="the sites' optimiser: 'adam' (a fresh "
+                                            "one per round) or 'sgd' (plain steps, no state to restart)")
     weight_decay: float = Field(default=0.0, ge=0, description="L2 penalty on the weight matrices (a ridge "
                                 "penalty; not biases, norms or the survival baselines); data-independent under DP")
     modality_dropout: float = Field(default=0.15, ge=0, lt=1,
@@ -106,6 +110,10 @@ class RunConfig(BaseModel):
     site_personalisation_ridge: float = Field(default=0.3, ge=0, description="L2 pull of the site's refitted "
                                               "response head towards the consortium's, per training patient")
     # model and time grid
+    network: Network = Field(default="wide-deep", description="'wide-deep' (shared/model.py) or 'wide': the linear "
+                             "path and the interactions only, for data sets too small for depth")
+    interaction_rank: int = Field(default=2, ge=0, le=16, description="regimen × patient interaction products (0: "
+                                  "none, e.g. where every patient had the same treatment)")
     hidden_size: int = Field(default=16, ge=8, le=1024)
     survival_interval_days: int = Field(default=90, ge=7)
     survival_horizon_days: int = Field(default=1825, ge=30)

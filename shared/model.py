@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from shared.contract import MODALITIES
-from shared.encoding import input_sizes
+from shared.config import RunConfig
+from shared.encoding import SurvivalGrid, input_sizes
 from shared.losses import survival_curve
 
 
@@ -167,13 +168,21 @@ class OncoFedNet(nn.Module):
         return self.response_head(features).squeeze(-1), self.pfs_head(features), self.os_head(features)
 
 
-def build_model(num_intervals: int, hidden: int, seed: int) -> OncoFedNet:
+def build_model(num_intervals: int, hidden: int, seed: int, deep: bool = True, interaction_rank: int = 2
+                ) -> OncoFedNet:
     """The same initial weights at every call with the same seed (the server's round-0 model)."""
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
-    model = OncoFedNet(num_intervals, hidden)
+    model = OncoFedNet(num_intervals, hidden, deep=deep, interaction_rank=interaction_rank)
     torch.random.set_rng_state(generator_state)
     return model
+
+
+def model_for(config: RunConfig) -> OncoFedNet:
+    """The run's initial network: grid, size, form (`network`, `interaction-rank`) and seed from the run
+    configuration, so that the coordinator, every site and every reader of a checkpoint build the same one."""
+    return build_model(SurvivalGrid.from_config(config).num_intervals, config.hidden_size, config.seed,
+                       deep=config.network == "wide-deep", interaction_rank=config.interaction_rank)
 
 
 def fold_response_recalibration(model_state: dict[str, torch.Tensor], a: float, b: float

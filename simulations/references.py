@@ -24,7 +24,7 @@ from shared.config import RunConfig, cohort_directory
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.harmonisation import NormalisationStats, pool_summaries, summarise_site
 from shared.metrics import Estimate, EvaluationSettings
-from shared.model import OncoFedNet, build_model
+from shared.model import OncoFedNet, model_for
 
 GROUND_TRUTH_DIR = "_ground_truth"  # simulations/cohort/io.py's; the generator is imported only when a cohort has one
 
@@ -57,7 +57,7 @@ def train_pooled(sites: list[Site], config: RunConfig, stats: NormalisationStats
     grid = SurvivalGrid.from_config(config)
     union = pd.concat([site.part("train") for site in sites], ignore_index=True)
     cohort = encode_cohort(union, stats, grid)
-    model = build_model(grid.num_intervals, config.hidden_size, config.seed)
+    model = model_for(config)
     privacy = None
     if config.dp:
         sample_rate, steps = steps_per_round(len(cohort), config.batch_size, config.local_epochs)
@@ -67,7 +67,7 @@ def train_pooled(sites: list[Site], config: RunConfig, stats: NormalisationStats
                               secure_mode=config.secure_mode, secret_noise=False)  # a reference: reproducible
     for round_number in range(1, config.num_rounds + 1):
         if round_number > 1:  # a fresh module each round: Opacus hooks the one it trains
-            trained, model = model, build_model(grid.num_intervals, config.hidden_size, config.seed)
+            trained, model = model, model_for(config)
             model.load_state_dict(trained.state_dict())
         train_locally(model, cohort, LocalTrainingPlan.from_config(config, seed=config.seed * 7 + round_number),
                       privacy)

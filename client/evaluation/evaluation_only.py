@@ -19,7 +19,7 @@ from client.data.site import Site
 from client.flower import outbox
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.messages import MODEL_ARRAYS_KEY, read_evaluation, read_instructions
-from shared.model import build_model
+from shared.model import model_for
 from shared.release_privacy import EXTERNAL_FIGURES_RELEASE, releases_under_dp
 
 def evaluate_registered_model(message: Message, site: Site, run_id: str) -> Message:
@@ -37,7 +37,7 @@ def evaluate_registered_model(message: Message, site: Site, run_id: str) -> Mess
         return outbox.refusal(message, outbox.ERROR_DATA, f"site {site.site_id}: fewer patients to evaluate than "
                               f"the minimum cell size; nothing can be reported")
     grid = SurvivalGrid.from_config(plan)
-    model = build_model(grid.num_intervals, plan.hidden_size, plan.seed)
+    model = model_for(plan)
     model.load_state_dict(message.content[MODEL_ARRAYS_KEY].to_torch_state_dict())
     figures = evaluate_cohort(model, patients, encode_cohort(patients, stats, grid), grid, site.min_cell_size,
                               split="test")

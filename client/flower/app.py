@@ -48,7 +48,7 @@ from shared.messages import (
     read_instructions,
     read_phase,
 )
-from shared.model import OncoFedNet, build_model
+from shared.model import OncoFedNet, model_for
 from shared.propensity import (
     PROPENSITY_ARRAYS_KEY,
     PropensityModel,
@@ -126,7 +126,7 @@ def train_round(site: Site, plan: RunConfig, stats: NormalisationStats, model: O
 
 def _received_model(message: Message, plan: RunConfig) -> OncoFedNet:
     """The global model an instruction carries, in the run's architecture."""
-    model = build_model(SurvivalGrid.from_config(plan).num_intervals, plan.hidden_size, plan.seed)
+    model = model_for(plan)
     model.load_state_dict(message.content[MODEL_ARRAYS_KEY].to_torch_state_dict())
     return model
 
@@ -279,7 +279,7 @@ def build_client_app(overrides: Mapping[str, Any] | None = None, mods: list[Mod]
         try:
             for local_round in range(1, plan.num_rounds + 1):
                 if local_round > 1:  # a fresh module each round: Opacus hooks the one it trains
-                    trained, model = model, build_model(grid.num_intervals, plan.hidden_size, plan.seed)
+                    trained, model = model, model_for(plan)
                     model.load_state_dict(trained.state_dict())
                 metrics = train_round(site, plan, stats, model, local_round, str(context.run_id), phase)
         except PrivacyBudgetExceeded as refused:

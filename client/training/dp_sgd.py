@@ -27,13 +27,15 @@ class LocalTrainingPlan:
     modality_dropout: float
     seed: int
     weight_decay: float = 0.0
+    optimizer: str = "adam"  # RunConfig.local_optimizer
 
     @classmethod
     def from_config(cls, config: RunConfig, seed: int, proximal_mu: float = 0.0) -> LocalTrainingPlan:
         """The run configuration's recipe, so no caller forgets one of its keys."""
         return cls(local_epochs=config.local_epochs, batch_size=config.batch_size,
                    learning_rate=config.learning_rate, proximal_mu=proximal_mu,
-                   modality_dropout=config.modality_dropout, seed=seed, weight_decay=config.weight_decay)
+                   modality_dropout=config.modality_dropout, seed=seed, weight_decay=config.weight_decay,
+                   optimizer=config.local_optimizer)
 
 
 # How Opacus gets each patient's gradient norm: "hooks" (per-sample gradients from module hooks), "functorch"
@@ -95,7 +97,9 @@ def train_locally(model: OncoFedNet, cohort: EncodedCohort, plan: LocalTrainingP
     loader = DataLoader(TensorDataset(*tensors), batch_size=plan.batch_size, shuffle=True,
                         generator=generator)
     global_weights = [p.detach().clone() for p in model.parameters()]
-    optimizer = torch.optim.Adam(_parameter_groups(model, plan.weight_decay), lr=plan.learning_rate)
+    parameters = _parameter_groups(model, plan.weight_decay)
+    optimizer = (torch.optim.SGD(parameters, lr=plan.learning_rate) if plan.optimizer == "sgd"
+                 else torch.optim.Adam(parameters, lr=plan.learning_rate))
     trained: torch.nn.Module = model
     criterion = None
     if privacy is not None:
@@ -125,9 +129,9 @@ def train_locally(model: OncoFedNet, cohort: EncodedCohort, plan: LocalTrainingP
 
 
 def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict] | Iterator[torch.nn.Parameter]:
-    """Adam's L2 penalty (a ridge, added to the gradient after DP-SGD's noise) on the weight matrices only: the
-    biases, the norms' gains and the survival heads' baseline hazards are intercepts and scales, left unpenalised.
-    Without a penalty Adam gets model.parameters() itself, so its draws and results are those of before the option."""
+    """The optimiser's L2 penalty (a ridge, added to the gradient after DP-SGD's noise) on the weight matrices only:
+    the biases, the norms' gains and the survival heads' baseline hazards are intercepts and scales, left
+    unpenalised. Without a penalty the optimiser gets model.parameters() itself, as before the option."""
     if weight_decay == 0:
         return model.parameters()
     decayed, rest = [], []

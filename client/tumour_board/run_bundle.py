@@ -18,7 +18,7 @@ import torch
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid
 from shared.harmonisation import NormalisationStats
-from shared.model import OncoFedNet, build_model, fold_response_recalibration
+from shared.model import OncoFedNet, model_for, fold_response_recalibration
 from shared.run_result import RESULTS_FILE, RunResult
 
 _ROUND_FILE = re.compile(r"round_(\d{3,})\.pt$")
@@ -96,7 +96,7 @@ def load_members(run_dir: Path, config: RunConfig, grid: SurvivalGrid, last_roun
         state, weights = _read_checkpoint(path)
         if final_recalibration is not None and state.get("recalibration") is None:
             weights = fold_response_recalibration(weights, *final_recalibration)
-        model = build_model(grid.num_intervals, config.hidden_size, config.seed)
+        model = model_for(config)
         try:
             model.load_state_dict(weights)
         except RuntimeError as error:

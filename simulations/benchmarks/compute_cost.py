@@ -28,7 +28,7 @@ def plain_loop_round(cohort: Path | None, overrides: dict[str, Any], dp: bool) -
     from shared.config import RunConfig
     from shared.encoding import SurvivalGrid, encode_cohort
     from shared.harmonisation import pool_summaries, summarise_site
-    from shared.model import build_model
+    from shared.model import model_for
 
     config = RunConfig.from_mapping({**overrides, "dp": dp, **({"data-dir": str(cohort)} if cohort else {})})
     grid = SurvivalGrid.from_config(config)
@@ -47,12 +47,12 @@ def plain_loop_round(cohort: Path | None, overrides: dict[str, Any], dp: bool) -
                                   secret_noise=False)
         plan = LocalTrainingPlan.from_config(config, seed=config.seed + index)
         prepared.append((train, validation, site.part("validation"), site.min_cell_size, plan, privacy))
-    initial = build_model(grid.num_intervals, config.hidden_size, config.seed).state_dict()
+    initial = model_for(config).state_dict()
 
     def one_round() -> float:
         started = time.perf_counter()
         for train, validation, patients, min_cell_size, plan, privacy in prepared:
-            model = build_model(grid.num_intervals, config.hidden_size, config.seed)
+            model = model_for(config)
             model.load_state_dict(initial)
             train_locally(model, train, plan, privacy)
             evaluate_cohort(model, patients, validation, grid, min_cell_size, "validation")
@@ -72,7 +72,7 @@ def dp_epoch_cost(cohort: Path | None, overrides: dict[str, Any], repeats: int) 
     from shared.config import RunConfig
     from shared.encoding import SurvivalGrid, encode_cohort
     from shared.harmonisation import pool_summaries, summarise_site
-    from shared.model import build_model
+    from shared.model import model_for
 
     config = RunConfig.from_mapping({**overrides, **({"data-dir": str(cohort)} if cohort else {})})
     grid = SurvivalGrid.from_config(config)
@@ -93,7 +93,7 @@ def dp_epoch_cost(cohort: Path | None, overrides: dict[str, Any], repeats: int) 
     timings: dict[str, list[float]] = {name: [] for name in modes}
     for _ in range(repeats + 1):  # the first round warms up imports and allocators; it is not kept
         for name, chosen in modes.items():
-            model = build_model(grid.num_intervals, config.hidden_size, config.seed)
+            model = model_for(config)
             started = time.perf_counter()
             train_locally(model, cohort_train, plan, chosen)
             timings[name].append((time.perf_counter() - started) / config.local_epochs)

@@ -103,10 +103,9 @@ SETTINGS |= {"recipe:wide-i2-c3": RECIPE | {"max-grad-norm": 3.0},
              "recipe:wide-i2-b512-lr06": RECIPE | {"batch-size": 512, "learning-rate": 0.06},
              "recipe:wide-i2-r30": RECIPE | {"num-rounds": 30},
              # plain SGD at the sites instead of Adam (whose per-coordinate scaling turns noise into full-size steps)
-             "recipe:wide-i2-sgd-lr03": RECIPE | {"learning-rate": 0.3},
-             "recipe:wide-i2-sgd-lr1": RECIPE | {"learning-rate": 1.0},
-             "recipe:wide-i2-sgd-lr3": RECIPE | {"learning-rate": 3.0}}
-LOCAL_SGD = {name for name in SETTINGS if "-sgd-" in name}
+             "recipe:wide-i2-sgd-lr03": RECIPE | {"learning-rate": 0.3, "local-optimizer": "sgd"},
+             "recipe:wide-i2-sgd-lr1": RECIPE | {"learning-rate": 1.0, "local-optimizer": "sgd"},
+             "recipe:wide-i2-sgd-lr3": RECIPE | {"learning-rate": 3.0, "local-optimizer": "sgd"}}
 MODEL_FORMS |= {name: MODEL_FORMS["recipe:wide-i2"] for name in SETTINGS
                 if name.startswith("recipe:wide-i2-") and name not in MODEL_FORMS}
 PER_LAYER = {"recipe:wide-i2-per-layer"}
@@ -129,16 +128,6 @@ def per_layer_clipping(on: bool) -> Iterator[None]:
                     clipping="per_layer", **keywords)
 
     with mock.patch.object(PrivacyEngine, "make_private", make_private):
-        yield
-
-
-@contextlib.contextmanager
-def local_sgd(on: bool) -> Iterator[None]:
-    """The sites' local optimiser as plain SGD (same learning-rate key) for one run, instead of Adam."""
-    if not on:
-        yield
-        return
-    with mock.patch("client.training.dp_sgd.torch.optim.Adam", lambda params, lr: torch.optim.SGD(params, lr=lr)):
         yield
 
 
@@ -188,7 +177,7 @@ def run_setting(name: str, overrides: dict[str, Any], seed: int, runs_dir: Path)
     sites = simulated_site_dirs(config)
     grid = InProcessGrid(build_client_app(config.to_flower()), num_nodes=len(sites))
     started = time.perf_counter()
-    with model_form(MODEL_FORMS.get(name)), per_layer_clipping(name in PER_LAYER), local_sgd(name in LOCAL_SGD):
+    with model_form(MODEL_FORMS.get(name)), per_layer_clipping(name in PER_LAYER):
         results = run_federation(grid, config, runs_dir / config.run_name, progress=lambda line: None)
     seconds = time.perf_counter() - started
     final = results.rounds[-1]

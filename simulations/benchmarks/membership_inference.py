@@ -56,7 +56,7 @@ from shared.config import RunConfig
 from shared.encoding import EncodedCohort, SurvivalGrid, encode_cohort
 from shared.harmonisation import pool_summaries, summarise_site
 from shared.losses import patient_losses
-from shared.model import OncoFedNet, build_model
+from shared.model import OncoFedNet, model_for
 from simulations.benchmarks.output import finish
 from simulations.main_job import parse_overrides
 
@@ -129,22 +129,21 @@ def subset(cohort: EncodedCohort, rows: np.ndarray) -> EncodedCohort:
 def train_like_a_site(cohort: EncodedCohort, recipe: TrainingRecipe, config: RunConfig, seed: int) -> OncoFedNet:
     """A site's training over all rounds, as the ClientApp does it: a fresh model per round from the last weights,
     noise calibrated so that every planned round together spends ε at δ = 0.1 / n_train."""
-    grid = grid_of(config)
     privacy = None
     if recipe.epsilon is not None:
         sample_rate, steps = steps_per_round(len(cohort), config.batch_size, recipe.local_epochs)
         sigma = calibrate_noise(recipe.epsilon, default_delta(len(cohort)), sample_rate, steps * recipe.rounds)
         privacy = PrivacyPlan(noise_multiplier=sigma, max_grad_norm=config.max_grad_norm, secure_mode=False,
                               secret_noise=False)  # synthetic sites: seeded, so the audit can be reproduced
-    weights = build_model(grid.num_intervals, config.hidden_size, config.seed).state_dict()
+    weights = model_for(config).state_dict()
     for server_round in range(1, recipe.rounds + 1):
-        model = build_model(grid.num_intervals, config.hidden_size, config.seed)
+        model = model_for(config)
         model.load_state_dict(weights)
         plan = replace(LocalTrainingPlan.from_config(config, seed=seed * 1009 + server_round),
                        local_epochs=recipe.local_epochs, modality_dropout=recipe.modality_dropout)
         train_locally(model, cohort, plan, privacy)
         weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    final = build_model(grid.num_intervals, config.hidden_size, config.seed)
+    final = model_for(config)
     final.load_state_dict(weights)
     return final
 

@@ -258,12 +258,10 @@ def scale_section(settings: Settings, work: Path, progress: Callable[[str], None
 
 def communication_section(main: dict) -> dict[str, Any]:
     from shared.config import RunConfig
-    from shared.encoding import SurvivalGrid
-    from shared.model import build_model
+    from shared.model import model_for
 
     config = RunConfig.from_mapping(main["overrides"])
-    grid = SurvivalGrid.from_config(config)
-    model = build_model(grid.num_intervals, config.hidden_size, config.seed)
+    model = model_for(config)
     phases = main["runs"][0]["communication"]
     per_round = {direction: sum(phases[p][f"{direction}_bytes_median"] for p in ("train", "validation") if p in phases)
                  for direction in ("received", "sent")}

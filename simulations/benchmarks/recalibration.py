@@ -32,7 +32,7 @@ from shared.config import RunConfig
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.atomic import write_atomically
 from shared.metrics import calibration_intercept_value, calibration_slope_value, responder_labels
-from shared.model import build_model, fold_response_recalibration, predict
+from shared.model import model_for, fold_response_recalibration, predict
 from simulations.in_process import InProcessGrid
 from simulations.references import simulated_sites
 
@@ -62,7 +62,7 @@ def recalibrate_run(run_dir: Path, scratch: Path) -> dict:
         a, b = state.recalibration
         weights = fold_response_recalibration(weights, 1 / a, -b / a)
     grid = SurvivalGrid.from_config(config)
-    before = build_model(grid.num_intervals, config.hidden_size, config.seed)
+    before = model_for(config)
     before.load_state_dict(weights)
     sites = simulated_sites(config)
     network = InProcessGrid(build_client_app(config.to_flower()), num_nodes=len(sites))
@@ -70,7 +70,7 @@ def recalibrate_run(run_dir: Path, scratch: Path) -> dict:
     coordinator = Coordinator(network, config, stats=state.normalisation)
     folded, recalibration = recalibrate_response(coordinator, ArrayRecord(before.state_dict()))
     seconds = time.perf_counter() - started
-    after = build_model(grid.num_intervals, config.hidden_size, config.seed)
+    after = model_for(config)
     after.load_state_dict(folded.to_torch_state_dict())
     test_before = test_figures(before, config, state.normalisation, grid)
     test_after = test_figures(after, config, state.normalisation, grid)

@@ -48,7 +48,7 @@ def one_point(share: float, seed: int, out: Path) -> dict:
     from shared.config import RunConfig, run_directory
     from shared.encoding import SurvivalGrid, encode_cohort
     from shared.harmonisation import NUMERIC_FEATURES, pool_summaries, summarise_site
-    from shared.model import build_model
+    from shared.model import model_for
     from simulations.in_process import InProcessGrid
 
     config = RunConfig.from_mapping({"output-dir": str(out), "run-name": f"share-{share}-seed-{seed}", "seed": seed,
@@ -62,7 +62,7 @@ def one_point(share: float, seed: int, out: Path) -> dict:
     seconds = time.perf_counter() - started
     state, weights, _ = load_checkpoint(run_dir)
     grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
-    model = build_model(grid.num_intervals, config.hidden_size, config.seed)
+    model = model_for(config)
     model.load_state_dict(weights)
     true_test, exact_summaries, noise_std = {}, [], {}
     for folder in sites:

@@ -27,7 +27,7 @@ from server.checkpoint import load_checkpoint
 from shared.config import RunConfig
 from shared.encoding import SurvivalGrid, encode_cohort
 from shared.metrics import MIN_CELL_SIZE, responder_labels
-from shared.model import build_model, predict
+from shared.model import model_for, predict
 
 SETTINGS = [("response-intercept", 0.0)] + [("response-head", r) for r in (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)]
 
@@ -42,7 +42,7 @@ def site_aucs(run_dir: Path, split: str, settings: list[tuple[str, float]]) -> d
     config = RunConfig.from_mapping(json.loads((run_dir / "config.json").read_text()))
     state, weights, _ = load_checkpoint(run_dir)
     grid = SurvivalGrid.from_config(config)
-    model = build_model(grid.num_intervals, config.hidden_size, config.seed)
+    model = model_for(config)
     model.load_state_dict(weights)
     out: dict[str, dict[str, float]] = {}
     for folder in simulated_site_dirs(config):

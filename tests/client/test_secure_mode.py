@@ -6,10 +6,9 @@ import pytest
 from client.flower import app as client_app
 from client.flower import outbox
 from shared.config import RunConfig
-from shared.encoding import SurvivalGrid
 from shared.harmonisation import pool_summaries, summarise_site
 from shared.messages import instruction_records
-from shared.model import build_model
+from shared.model import model_for
 from tests.factories import patient_table
 
 
@@ -27,8 +26,7 @@ def test_secure_mode_without_torchcsprng_is_refused_with_the_reason(tmp_path, mo
     config = RunConfig.from_mapping({"data-dir": str(tmp_path / "cohort"), "output-dir": str(tmp_path / "runs"),
                                      "run-name": "r", "hidden-size": 16, "secure-mode": True})
     monkeypatch.setattr("client.training.dp_sgd.secure_rng_available", lambda: False)  # app.py imports it per message
-    grid = SurvivalGrid.from_config(config)
-    model = build_model(grid.num_intervals, config.hidden_size, config.seed)
+    model = model_for(config)
     records = instruction_records(config, pool_summaries([summarise_site(patients)]), **{"server-round": 1})
     message = Message(RecordDict({"arrays": ArrayRecord(model.state_dict()), **records}), dst_node_id=1,
                       message_type="train")

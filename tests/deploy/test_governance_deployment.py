@@ -22,9 +22,8 @@ from client.training.privacy import PrivacyLedger
 from client.data.site import site_from_config
 from server.checkpoint import load_checkpoint
 from shared.config import RunConfig
-from shared.encoding import SurvivalGrid
 from shared.messages import PhaseInstruction
-from shared.model import build_model
+from shared.model import model_for
 from tests.deploy.harness import Consortium
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -66,12 +65,11 @@ def test_a_secure_aggregation_round_over_the_real_superlink_is_the_plain_weighte
     config = RunConfig.from_mapping(metrics["config"])
     state, _, _ = load_checkpoint(run_dir)
     secure = torch.load(run_dir / "checkpoints" / "round_001.pt", weights_only=True)["model"]
-    grid = SurvivalGrid(config.survival_interval_days, config.survival_horizon_days)
-    initial = build_model(grid.num_intervals, config.hidden_size, config.seed).state_dict()
+    initial = model_for(config).state_dict()
     trained, weights = [], []
     for site_id in TRAINING_SITES:  # what each site trained in round 1: its data, the instruction, the same seeds
         site = site_from_config(consortium.site_configs[site_id], config)
-        model = build_model(grid.num_intervals, config.hidden_size, config.seed)
+        model = model_for(config)
         model.load_state_dict(initial)
         figures = train_round(site, config, state.normalisation, model, 1, str(run_id), PhaseInstruction())
         assert figures["num-examples"] == metrics["rounds"][0]["train"][site_id]["num-examples"]

@@ -27,6 +27,16 @@ def test_card_sections_and_figures(run: Path) -> None:
     assert f"| {SITE} | 2.90 |" in card, "ε per site"
     assert "Pooled training population (240 patients" in card
     assert "Not measured for this run" in card and "synthetic" in card
+    assert "Multimodal network" in card and "hidden size 16" in card and "2 low-rank regimen × patient" in card
+
+
+def test_card_names_the_networks_form() -> None:
+    """A run configured with the linear model (`network = wide`) is not described as the multimodal network."""
+    from server.model_card import _network
+    from shared.config import RunConfig
+
+    linear = _network(RunConfig.from_mapping({"network": "wide", "interaction-rank": 0}))
+    assert linear.startswith("Linear (wide) model") and "no regimen × patient interactions" in linear
 
 
 def test_card_reports_measured_range_coverage(run: Path, tmp_path: Path) -> None:
