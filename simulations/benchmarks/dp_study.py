@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import statistics
@@ -143,7 +142,12 @@ def model_form(keywords: dict[str, Any] | None) -> Iterator[None]:
         return
     import shared.model
 
-    with mock.patch.object(shared.model, "OncoFedNet", functools.partial(shared.model.OncoFedNet, **keywords)):
+    network = shared.model.OncoFedNet
+
+    def with_form(*arguments: Any, **given: Any) -> shared.model.OncoFedNet:
+        return network(*arguments, **(given | keywords))  # the form's keywords over the run configuration's
+
+    with mock.patch.object(shared.model, "OncoFedNet", with_form):
         yield
 
 
