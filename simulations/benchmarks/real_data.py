@@ -84,7 +84,12 @@ TUNING_GRID: dict[str, list[dict[str, str]]] = {
                       {"survival-interval-days": "365", "survival-horizon-days": "3650", "network": "wide",
                        "interaction-rank": "0"},
                       {"survival-interval-days": "365", "survival-horizon-days": "3650", "network": "wide",
-                       "local-optimizer": "sgd", "learning-rate": "1.0", "local-epochs": "20"}],
+                       "local-optimizer": "sgd", "learning-rate": "1.0", "local-epochs": "20"},
+                      # the chosen setting with FLamby's best server optimiser (FedAdam was tried only with the network)
+                      *({"survival-interval-days": "365", "survival-horizon-days": "3650", "network": "wide",
+                         "interaction-rank": "0", "local-optimizer": "sgd", "learning-rate": "1.0",
+                         "local-epochs": "20", "strategy": "fedadam", "server-learning-rate": rate}
+                        for rate in ("0.1", "0.3"))],
     "ncctg_lung": [{}, {"learning-rate": "0.01"}, {"num-rounds": "40"},
                    {"survival-interval-days": "60", "survival-horizon-days": "900"},
                    # Fed-TCGA-BRCA's sixth pass: the linear model trained to convergence with plain SGD
