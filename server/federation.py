@@ -80,7 +80,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
     else:
         fingerprints: dict[str, str] = {}
         stats = coordinator.harmonise(fingerprints)
-        model_state = initial_model(config).state_dict()
+        model_state = model_for(config).state_dict()
         state = ServerState(completed_round=0, normalisation=stats, history=[],
                             provenance=run_provenance(config, fingerprints))
     arrays = ArrayRecord(model_state)
@@ -135,7 +135,7 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
         results["recalibration"] = recalibration.model_dump()
     if (central := central_epsilon(config, state.history)) is not None:
         results["central_dp"] = central
-    validation, validation_seconds = run_validation(coordinator, ArrayRecord(initial_model(config).state_dict()),
+    validation, validation_seconds = run_validation(coordinator, ArrayRecord(model_for(config).state_dict()),
                                                     final.figures, planned)
     if validation is not None:
         seconds |= validation_seconds
@@ -157,11 +157,6 @@ def run_federation(grid: Grid, config: RunConfig, run_dir: Path, progress: Progr
     except Exception as error:  # the run's figures are already saved; say what failed and carry on
         progress(f"consortium report not written: {type(error).__name__}: {error}")
     return result
-
-
-def initial_model(config: RunConfig):
-    """The federation's starting model (also every validation phase's): built from the run's seed."""
-    return model_for(config)
 
 
 def _recalibration_line(recalibration) -> str:

@@ -12,7 +12,7 @@ import torch
 from opacus import PrivacyEngine
 from torch.utils.data import DataLoader, TensorDataset
 
-from shared.config import RunConfig
+from shared.config import LocalOptimizer, RunConfig
 from shared.encoding import MODALITY_MASK_INPUT, NUM_INPUTS, EncodedCohort
 from shared.losses import batch_loss, patient_losses
 from shared.model import OncoFedNet
@@ -27,7 +27,7 @@ class LocalTrainingPlan:
     modality_dropout: float
     seed: int
     weight_decay: float = 0.0
-    optimizer: str = "adam"  # RunConfig.local_optimizer
+    optimizer: LocalOptimizer = "adam"
 
     @classmethod
     def from_config(cls, config: RunConfig, seed: int, proximal_mu: float = 0.0) -> LocalTrainingPlan:
